@@ -1,0 +1,456 @@
+"""The TOML configuration (SPEC §10), loaded into frozen attrs classes.
+
+Every section is a class whose fields are the section's keys with their defaults;
+the loader is generic over them, so adding a key is adding a field. Unknown keys are
+errors, because a typo must not silently disable a feature. Secrets are read from
+``password`` or the environment variable named by ``password_env`` only when they
+are needed (``check-config`` asks for all of them).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import attrs
+from attrs import field, frozen
+
+from .errors import ConfigError
+
+__all__ = [
+    "AccountRule",
+    "AutomatedConfig",
+    "Config",
+    "ConnectorConfig",
+    "DetectionRule",
+    "EmailToTicketConfig",
+    "LoopProtectionConfig",
+    "Pop3Config",
+    "SkipRule",
+    "SmtpConfig",
+    "StoreConfig",
+    "ThreadingConfig",
+    "XmlApiConfig",
+    "compile_regex",
+    "load_config",
+    "parse_config",
+]
+
+T = TypeVar("T")
+
+
+def compile_regex(pattern: str, key: str) -> re.Pattern[str]:
+    """Compile a user-supplied regex case-insensitively, naming ``key`` when it is invalid."""
+    try:
+        return re.compile(pattern, re.IGNORECASE | re.MULTILINE)
+    except re.error as exc:
+        raise ConfigError(f"invalid regular expression {pattern!r}: {exc}", key=key) from None
+
+
+def _secret(value: str, env: str, key: str) -> str:
+    if value:
+        return value
+    if env:
+        try:
+            return os.environ[env]
+        except KeyError:
+            raise ConfigError(
+                f"environment variable {env} is not set", key=f"{key}.password_env"
+            ) from None
+    return ""
+
+
+@frozen(kw_only=True)
+class ConnectorConfig:
+    public_address: str = ""
+    internal_address: str = ""
+    state_dir: str = "./state"
+    max_message_bytes: int = 26_214_400
+    #: seconds one message may take before it is quarantined (0 = no limit)
+    message_time_limit: float = 120.0
+    #: domain of the Message-IDs the connector generates; default: public_address's domain
+    message_id_domain: str = ""
+
+
+@frozen(kw_only=True)
+class StoreConfig:
+    url: str = "sqlite:///./commit.db"
+
+
+@frozen(kw_only=True)
+class Pop3Config:
+    host: str = ""
+    port: int = 0  # 0: 995 for ssl, 110 otherwise
+    security: str = field(default="ssl", metadata={"choices": ("ssl", "starttls", "plain")})
+    user: str = ""
+    password: str = field(default="", repr=False)
+    password_env: str = ""
+    leave_on_server: bool = False
+    poll_interval: float = 60.0
+    timeout: float = 60.0
+    ca_file: str = ""
+    verify_certificate: bool = True
+    auth: str = field(default="auto", metadata={"choices": ("auto", "user", "apop")})
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or (995 if self.security == "ssl" else 110)
+
+    @property
+    def mailbox(self) -> str:
+        """The name the delivery log files this mailbox's UIDLs under."""
+        return f"{self.user}@{self.host}:{self.effective_port}"
+
+    def resolved_password(self) -> str:
+        return _secret(self.password, self.password_env, "pop3")
+
+
+@frozen(kw_only=True)
+class SmtpConfig:
+    host: str = ""
+    port: int = 0  # 0: 465 for ssl, 587 for starttls, 25 for plain
+    security: str = field(default="starttls", metadata={"choices": ("ssl", "starttls", "plain")})
+    user: str = ""
+    password: str = field(default="", repr=False)
+    password_env: str = ""
+    from_address: str = ""
+    timeout: float = 60.0
+    ca_file: str = ""
+    verify_certificate: bool = True
+    retries: int = 3
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or {"ssl": 465, "starttls": 587}.get(self.security, 25)
+
+    def resolved_password(self) -> str:
+        return _secret(self.password, self.password_env, "smtp")
+
+
+@frozen(kw_only=True)
+class EmailToTicketConfig:
+    enabled: bool = True
+    match_domains: bool = True
+    public_domains: tuple[str, ...] = ()
+    auto_response: bool = True
+    ticket_defaults: Mapping[str, str] = field(
+        factory=lambda: {"status": "100", "priority": "10", "kind": "General", "source": "Email"},
+        metadata={"keys": ("status", "priority", "kind", "source", "manager")},
+    )
+    auto_response_subject: str = ""
+    auto_response_template: str = ""
+    auto_response_template_file: str = ""
+
+
+@frozen(kw_only=True)
+class ThreadingConfig:
+    enabled: bool = True
+    subject_format: str = "[Ticket#{number}]"
+    #: tolerant regex with one group (the number); derived from subject_format when empty
+    subject_regex: str = ""
+    quote_patterns: tuple[str, ...] = ()
+    builtin_quote_patterns: bool = True
+    forward_customer_replies: bool = True
+
+
+@frozen(kw_only=True)
+class LoopProtectionConfig:
+    max_auto_responses_per_sender: int = 3
+    auto_response_window: float = 3600.0
+    ignore_senders: tuple[str, ...] = ()
+
+
+@frozen(kw_only=True)
+class XmlApiConfig:
+    enabled: bool = False
+    password: str = field(default="", repr=False)
+    password_env: str = ""
+    allowed_senders: tuple[str, ...] = ()
+    send_response: bool = True
+    response_bcc: str = ""
+    max_bytes: int = 5_242_880
+    max_depth: int = 32
+
+    def resolved_password(self) -> str:
+        return _secret(self.password, self.password_env, "xml_api")
+
+
+@frozen(kw_only=True)
+class DetectionRule:
+    senders: tuple[str, ...] = ()
+    subject_contains: str = ""
+    body_contains: str = ""
+    subject_regex: str = ""
+    body_regex: str = ""
+
+
+@frozen(kw_only=True)
+class SkipRule:
+    subject_contains: str = ""
+    subject_regex: str = ""
+    body_contains: str = ""
+    body_regex: str = ""
+
+
+ACCOUNT_RULE_FIELDS = (
+    "file_as",
+    "account_number",
+    "account_id",
+    "field1",
+    "field2",
+    "field3",
+    "field4",
+    "rec_id",
+)
+
+
+@frozen(kw_only=True)
+class AccountRule:
+    search_for: str = field(default="account_number", metadata={"choices": ACCOUNT_RULE_FIELDS})
+    located_in: str = field(default="subject", metadata={"choices": ("subject", "body")})
+    after: str = ""
+    before: str = ""
+    regex: str = ""
+
+
+@frozen(kw_only=True)
+class AutomatedConfig:
+    enabled: bool = True
+    account_by_sender: bool = True
+    default_account: str = ""
+    close_on_recovery: bool = True
+    parsers: tuple[str, ...] = ("nagios", "icinga", "monit")
+    detection: tuple[DetectionRule, ...] = field(default=(), metadata={"rules": DetectionRule})
+    skip: tuple[SkipRule, ...] = field(default=(), metadata={"rules": SkipRule})
+    account: tuple[AccountRule, ...] = field(default=(), metadata={"rules": AccountRule})
+
+
+@frozen(kw_only=True)
+class Config:
+    """The whole configuration. ``path`` is the file it came from (for relative paths)."""
+
+    connector: ConnectorConfig = field(factory=ConnectorConfig)
+    store: StoreConfig = field(factory=StoreConfig)
+    pop3: Pop3Config = field(factory=Pop3Config)
+    smtp: SmtpConfig = field(factory=SmtpConfig)
+    email_to_ticket: EmailToTicketConfig = field(factory=EmailToTicketConfig)
+    threading: ThreadingConfig = field(factory=ThreadingConfig)
+    loop_protection: LoopProtectionConfig = field(factory=LoopProtectionConfig)
+    xml_api: XmlApiConfig = field(factory=XmlApiConfig)
+    automated: AutomatedConfig = field(factory=AutomatedConfig)
+    path: str = field(default="", metadata={"internal": True})
+
+    @property
+    def base_dir(self) -> Path:
+        """Relative paths in the config are relative to the config file's folder."""
+        return Path(self.path).resolve().parent if self.path else Path.cwd()
+
+    def resolve_path(self, value: str) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+    @property
+    def state_dir(self) -> Path:
+        return self.resolve_path(self.connector.state_dir)
+
+    @property
+    def smtp_configured(self) -> bool:
+        return bool(self.smtp.host)
+
+    @property
+    def message_id_domain(self) -> str:
+        if self.connector.message_id_domain:
+            return self.connector.message_id_domain
+        _, _, domain = self.connector.public_address.rpartition("@")
+        return domain or "commit-email.invalid"
+
+
+def _type_name(value: object) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _coerce(default: object, value: object, key: str) -> object:
+    """Check ``value`` against the type of the field's default."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"expected true or false, got {value!r}", key=key)
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"expected an integer, got {value!r}", key=key)
+        if value < 0:
+            raise ConfigError(f"must not be negative, got {value}", key=key)
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"expected a number, got {value!r}", key=key)
+        if value < 0:
+            raise ConfigError(f"must not be negative, got {value}", key=key)
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"expected a string, got {_type_name(value)}", key=key)
+        return value
+    if isinstance(default, tuple):
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError("expected a list of strings", key=key)
+        return tuple(value)
+    if isinstance(default, Mapping):
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise ConfigError("expected a table of strings", key=key)
+        return dict(value)
+    raise ConfigError(f"unsupported value {value!r}", key=key)  # pragma: no cover
+
+
+def _build(cls: type[T], table: object, key: str) -> T:
+    if not isinstance(table, dict):
+        raise ConfigError("expected a table", key=key)
+    fields = {f.name: f for f in attrs.fields(cls) if not f.metadata.get("internal")}  # type: ignore[arg-type]
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        known = ", ".join(sorted(fields))
+        raise ConfigError(f"unknown key {unknown[0]!r} (known keys: {known})", key=key)
+    values: dict[str, Any] = {}
+    for name, value in table.items():
+        f = fields[name]
+        sub = f"{key}.{name}" if key else name
+        rule_cls = f.metadata.get("rules")
+        if rule_cls is not None:
+            if not isinstance(value, list):
+                raise ConfigError("expected an array of tables ([[...]])", key=sub)
+            values[name] = tuple(_build(rule_cls, v, f"{sub}[{i}]") for i, v in enumerate(value))
+            continue
+        if attrs.has(f.type) if isinstance(f.type, type) else False:  # pragma: no cover
+            values[name] = _build(f.type, value, sub)
+            continue
+        default = f.default.factory() if isinstance(f.default, attrs.Factory) else f.default  # type: ignore[misc]
+        if attrs.has(type(default)):
+            values[name] = _build(type(default), value, sub)
+            continue
+        coerced = _coerce(default, value, sub)
+        choices = f.metadata.get("choices")
+        if choices and coerced not in choices:
+            raise ConfigError(f"must be one of {', '.join(choices)}; got {coerced!r}", key=sub)
+        allowed_keys = f.metadata.get("keys")
+        if allowed_keys and isinstance(coerced, dict):
+            bad = sorted(set(coerced) - set(allowed_keys))
+            if bad:
+                raise ConfigError(
+                    f"unknown key {bad[0]!r} (known keys: {', '.join(allowed_keys)})", key=sub
+                )
+            coerced = {**default, **coerced}  # type: ignore[dict-item]
+        values[name] = coerced
+    return cls(**values)
+
+
+def _validate(config: Config) -> None:
+    """Cross-field checks and regex compilation, each naming its key."""
+    th = config.threading
+    if "{number}" not in th.subject_format:
+        raise ConfigError("must contain {number}", key="threading.subject_format")
+    if th.subject_regex:
+        rx = compile_regex(th.subject_regex, "threading.subject_regex")
+        if rx.groups < 1:
+            raise ConfigError("needs one capture group (the number)", key="threading.subject_regex")
+    for i, pattern in enumerate(th.quote_patterns):
+        compile_regex(pattern, f"threading.quote_patterns[{i}]")
+    for i, pattern in enumerate(config.loop_protection.ignore_senders):
+        if not pattern.startswith("*@") and "@" not in pattern:
+            compile_regex(pattern, f"loop_protection.ignore_senders[{i}]")
+    auto = config.automated
+    for i, det in enumerate(auto.detection):
+        key = f"automated.detection[{i}]"
+        if not (det.senders or det.subject_contains or det.body_contains or det.subject_regex
+                or det.body_regex):
+            raise ConfigError("a detection rule needs senders or a subject/body condition",
+                              key=key)
+        for name in ("subject_regex", "body_regex"):
+            if getattr(det, name):
+                compile_regex(getattr(det, name), f"{key}.{name}")
+    for i, skip in enumerate(auto.skip):
+        key = f"automated.skip[{i}]"
+        if not (skip.subject_contains or skip.subject_regex or skip.body_contains
+                or skip.body_regex):
+            raise ConfigError("a skip rule needs a subject or body condition", key=key)
+        for name in ("subject_regex", "body_regex"):
+            if getattr(skip, name):
+                compile_regex(getattr(skip, name), f"{key}.{name}")
+    for i, rule in enumerate(auto.account):
+        key = f"automated.account[{i}]"
+        if rule.regex:
+            rx = compile_regex(rule.regex, f"{key}.regex")
+            if rx.groups != 1:
+                raise ConfigError(
+                    f"needs exactly one capture group, has {rx.groups}", key=f"{key}.regex"
+                )
+        elif not (rule.after or rule.before):
+            raise ConfigError("an account rule needs after/before delimiters or a regex", key=key)
+    url = config.store.url
+    if not (url == "memory:" or url.startswith("sqlite:///") or url.startswith("sqlite://:memory:")):
+        raise ConfigError(
+            f"unsupported store URL {url!r} (use sqlite:///PATH or memory:)", key="store.url"
+        )
+    for name in ("public_address", "internal_address"):
+        value = getattr(config.connector, name)
+        if value and "@" not in value:
+            raise ConfigError(f"not an email address: {value!r}", key=f"connector.{name}")
+
+
+def parse_config(data: Mapping[str, object], *, path: str = "") -> Config:
+    """Build a :class:`Config` from an already-parsed TOML document."""
+    try:
+        config = _build(Config, dict(data), "")
+    except ConfigError as exc:
+        if path and exc.path is None:
+            raise ConfigError(str(exc), key=None, path=path) from None
+        raise
+    config = attrs.evolve(config, path=path)
+    try:
+        _validate(config)
+    except ConfigError as exc:
+        if path:
+            raise ConfigError(str(exc), path=path) from None
+        raise
+    return config
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a TOML configuration file."""
+    p = Path(path)
+    try:
+        text = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError("configuration file not found", path=str(p)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", path=str(p)) from None
+    try:
+        data = tomllib.loads(text.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError("not UTF-8 text", path=str(p)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML: {exc}", path=str(p)) from None
+    return parse_config(data, path=str(p))
+
+
+def check_secrets(config: Config) -> Sequence[str]:
+    """Resolve every secret that a configured feature will need; return what was checked."""
+    checked = []
+    if config.pop3.host:
+        config.pop3.resolved_password()
+        checked.append("pop3.password")
+    if config.smtp.host and config.smtp.user:
+        config.smtp.resolved_password()
+        checked.append("smtp.password")
+    if config.xml_api.enabled:
+        if not config.xml_api.resolved_password():
+            raise ConfigError("the XML API needs a password", key="xml_api.password")
+        checked.append("xml_api.password")
+    return checked

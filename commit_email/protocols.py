@@ -1,0 +1,211 @@
+"""The interfaces between the pipeline and the world, all in one place.
+
+An integrator wires commit-email to its own Commit database by implementing
+:class:`AccountDirectory` (read-only look-ups) and :class:`TicketSink` (tickets,
+history, documents, records). :class:`ConnectorState` is the connector's own
+bookkeeping (processed log, outbox, rate limits); the SQLite store implements all
+three and is the reference implementation (``commit_email.store``).
+
+Exactly-once: the pipeline wraps each message in ``state.transaction()`` and, if
+the sink is a different object, ``sink.transaction()`` too. When the sink lives in
+another database than the state, make ``create_ticket`` idempotent on
+``draft.source_key`` (return the existing ticket) so that a crash between the two
+commits cannot open a second ticket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from .model import (
+    Account,
+    Document,
+    HistoryEntry,
+    Outcome,
+    OutgoingMail,
+    SourceRef,
+    Ticket,
+    TicketDraft,
+)
+
+__all__ = [
+    "AccountDirectory",
+    "ConnectorState",
+    "Mailer",
+    "ProcessedRecord",
+    "QueuedMail",
+    "TicketSink",
+]
+
+
+@runtime_checkable
+class AccountDirectory(Protocol):
+    """Read-only access to Commit's Cards (Accounts, secondary contacts, employees)."""
+
+    def find_by_email(self, address: str) -> Sequence[Account]:
+        """Cards whose email1 or email2 is ``address`` (lower-case; compare case-insensitively)."""
+        ...
+
+    def find_by_domain(self, domain: str) -> Sequence[Account]:
+        """Cards with the bare ``domain`` (no ``@``) typed into email1 or email2."""
+        ...
+
+    def find_by_field(self, name: str, value: str) -> Sequence[Account]:
+        """Cards whose ``name`` (file_as, account_number, account_id, field1..4, rec_id) equals
+        ``value``, case-insensitively."""
+        ...
+
+    def get_account(self, rec_id: str) -> Account | None:
+        """The Card with this rec_id, or None."""
+        ...
+
+
+@runtime_checkable
+class TicketSink(Protocol):
+    """Where tickets, their history and documents, and other Commit records are written."""
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """A unit of work: everything inside commits together or not at all. Re-entrant."""
+        ...
+
+    def create_ticket(self, draft: TicketDraft) -> Ticket:
+        """Open a ticket and assign its number. Idempotent on a non-empty ``draft.source_key``."""
+        ...
+
+    def get_ticket(self, *, number: str | None = None, rec_id: str | None = None) -> Ticket | None:
+        """Look a ticket up by its number or its rec_id."""
+        ...
+
+    def update_ticket(self, rec_id: str, changes: Mapping[str, object]) -> Ticket:
+        """Change ticket attributes (``status``, ``closed``, other FLDTKT* via ``extra``)."""
+        ...
+
+    def find_open_alert_ticket(self, alert_key: str) -> Ticket | None:
+        """The newest open ticket carrying this alert correlation key, if any."""
+        ...
+
+    def add_history(self, ticket_rec_id: str, entry: HistoryEntry) -> None:
+        """Append an entry to a ticket's history."""
+        ...
+
+    def add_document(self, ticket_rec_id: str, document: Document) -> None:
+        """Link a document (attachment, raw message) to a ticket."""
+        ...
+
+    def history(self, ticket_rec_id: str) -> Sequence[HistoryEntry]:
+        """A ticket's history, oldest first."""
+        ...
+
+    def documents(self, ticket_rec_id: str) -> Sequence[Document]:
+        """A ticket's documents, in the order they were linked."""
+        ...
+
+    def list_tickets(self) -> Sequence[Ticket]:
+        """Every ticket, oldest first."""
+        ...
+
+    def add_account(self, account: Account) -> Account:
+        """Create a Card; an empty rec_id gets a generated one. Returns the stored Card."""
+        ...
+
+    def update_account(self, rec_id: str, changes: Mapping[str, object]) -> Account:
+        """Change a Card's attributes (unknown FLDCRD* fields go to ``extra``)."""
+        ...
+
+    def add_record(self, kind: str, fields: Mapping[str, str]) -> str:
+        """Create a record of another Commit DataKind (CHARGE, ASSET, …); returns its rec_id."""
+        ...
+
+    def update_record(self, kind: str, rec_id: str, fields: Mapping[str, str]) -> None:
+        """Update such a record; raises KeyError when it does not exist."""
+        ...
+
+    def get_record(self, kind: str, rec_id: str) -> Mapping[str, str] | None:
+        """Such a record's fields, or None."""
+        ...
+
+
+class ProcessedRecord(Protocol):
+    """One line of the processed log."""
+
+    digest: str
+    source: str
+    message_id: str
+    outcome: Outcome
+    created: datetime
+
+
+class QueuedMail(Protocol):
+    """A mail waiting in the outbox."""
+
+    id: int
+    mail: OutgoingMail
+    attempts: int
+    last_error: str
+
+
+@runtime_checkable
+class ConnectorState(Protocol):
+    """The connector's own durable bookkeeping."""
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """A unit of work, re-entrant; the outcome and the outbox commit with the sink's writes."""
+        ...
+
+    def processed(self, digest: str) -> ProcessedRecord | None:
+        """The recorded outcome of the message with this digest, if it was processed."""
+        ...
+
+    def processed_uidl(self, mailbox: str, uidl: str) -> ProcessedRecord | None:
+        """The recorded outcome of this POP3 UIDL in this mailbox, if any."""
+        ...
+
+    def record_processed(
+        self, *, digest: str, source: SourceRef, message_id: str, outcome: Outcome
+    ) -> None:
+        """Record a message's outcome (with its mailbox and UIDL when it came from POP3)."""
+        ...
+
+    def iter_processed(self) -> Iterator[ProcessedRecord]:
+        """The processed log, oldest first."""
+        ...
+
+    def enqueue_mail(self, mail: OutgoingMail) -> int:
+        """Put a mail in the outbox; it is sent after the current transaction commits."""
+        ...
+
+    def pending_mail(self) -> Sequence[QueuedMail]:
+        """Mails not yet sent, oldest first."""
+        ...
+
+    def mark_mail_sent(self, mail_id: int) -> None: ...
+
+    def mark_mail_failed(self, mail_id: int, error: str) -> None: ...
+
+    def record_sent_message_id(self, message_id: str, ticket_rec_id: str) -> None:
+        """Remember a Message-ID the connector generated (for threading and loop checks)."""
+        ...
+
+    def ticket_for_sent_message_id(self, message_id: str) -> str | None:
+        """The ticket rec_id a connector-generated Message-ID belongs to, or None."""
+        ...
+
+    def is_own_message_id(self, message_id: str) -> bool:
+        """Whether the connector generated this Message-ID."""
+        ...
+
+    def count_auto_responses(self, sender: str, since: datetime) -> int:
+        """Auto-responses sent to ``sender`` since ``since`` (for the per-sender rate limit)."""
+        ...
+
+    def record_auto_response(self, sender: str, at: datetime) -> None: ...
+
+
+@runtime_checkable
+class Mailer(Protocol):
+    """Hands a mail to an SMTP server. Raises :class:`~commit_email.errors.MailerError`."""
+
+    def send(self, mail: OutgoingMail) -> None: ...

@@ -1,0 +1,346 @@
+"""The built-in POP3 source: one mailbox session over :mod:`poplib`.
+
+Callers see messages only by UIDL, never by sequence number: sequence numbers are
+valid for one session only, UIDLs are what the delivery log records across sessions.
+A session lists the UIDLs once at login (RFC 1939 numbers stay fixed for the
+session), retrieves one message at a time, marks deletions with DELE and applies them
+at QUIT. Dropping the connection without QUIT discards the deletions, which is why the
+runner only ever DELEs a message whose outcome is already durable: re-delivery is then
+harmless, losing a message is impossible.
+
+Every poplib, socket and TLS failure leaves this module as :class:`SourceError` with
+the original exception as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import poplib
+import re
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, BinaryIO, Self, cast
+
+from .errors import ConfigError, SourceError
+
+if TYPE_CHECKING:
+    from .config import Config, Pop3Config
+
+__all__ = ["Pop3Mailbox", "read_multiline"]
+
+log = logging.getLogger(__name__)
+
+#: RETR is read in pieces of at most this many bytes, so one endless line from a broken
+#: server cannot allocate more than the message itself (poplib's own reader refuses
+#: lines over 2048 bytes, which real mail exceeds: unwrapped HTML, long base64 lines).
+_CHUNK = 65_536
+#: status lines (+OK/-ERR) are short by definition; a longer one means a desynced stream
+_MAX_STATUS = 4096
+#: a server offers APOP by putting a <timestamp> in its greeting (RFC 1939 §7); poplib's
+#: own pattern is the same, but typeshed declares it str while poplib matches bytes
+_APOP_TIMESTAMP = re.compile(rb"\+OK.*(<[^>]+>)")
+
+
+class _ServerSaid(poplib.error_proto):
+    """A complete ``-ERR`` status line: the session is still usable after it."""
+
+
+class Pop3Mailbox:
+    """A POP3 session for one mailbox; use it as a context manager.
+
+    ``with Pop3Mailbox(config.pop3) as box:`` connects, secures the connection as
+    ``security`` says, authenticates and lists the UIDLs. Leaving the block sends QUIT
+    (applying the DELEs) unless the connection is broken, in which case it is dropped
+    and the server keeps every message.
+    """
+
+    def __init__(self, config: Pop3Config, *, ca_file: Path | None = None) -> None:
+        self.config = config
+        self._ca_file = ca_file if ca_file is not None else (
+            Path(config.ca_file) if config.ca_file else None
+        )
+        self._pop: poplib.POP3 | None = None
+        self._numbers: dict[str, int] = {}
+        self._sizes: dict[str, int] = {}
+        self._deleted: set[str] = set()
+
+    @classmethod
+    def from_config(cls, config: Config) -> Pop3Mailbox:
+        """The mailbox of a whole configuration, with ``ca_file`` relative to the config file."""
+        ca = config.resolve_path(config.pop3.ca_file) if config.pop3.ca_file else None
+        return cls(config.pop3, ca_file=ca)
+
+    @property
+    def name(self) -> str:
+        """The mailbox name the delivery log files UIDLs under (``user@host:port``)."""
+        return self.config.mailbox
+
+    # -- session ---------------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        self.connect()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._pop is None:
+            return
+        if exc is None:
+            self.quit()
+            return
+        # Every DELE sent so far was for a message whose outcome is durable, so applying
+        # them is safe even while an error propagates; a failing QUIT changes nothing.
+        with contextlib.suppress(SourceError):
+            self.quit()
+
+    def connect(self) -> None:
+        """Open, secure and authenticate the session, then read the UIDL and size lists."""
+        if self._pop is not None:
+            return
+        cfg = self.config
+        if not cfg.host:
+            raise ConfigError("no POP3 server configured", key="pop3.host")
+        context = self._tls_context() if cfg.security in ("ssl", "starttls") else None
+        with self._errors(f"connect to {cfg.host}:{cfg.effective_port}"):
+            self._pop = self._open(context)
+        try:
+            with self._errors("log in"):
+                self._authenticate(self._pop)
+            with self._errors("list messages"):
+                self._load_listing(self._pop)
+        except BaseException:
+            self.close()  # a half-open session is of no use to anyone
+            raise
+        log.debug("POP3 %s: %d messages", self.name, len(self._numbers))
+
+    def quit(self) -> None:
+        """Send QUIT, which makes the server apply the deletions, and close the connection."""
+        pop = self._pop
+        if pop is None:
+            return
+        try:
+            with self._errors("QUIT"):
+                pop.quit()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Drop the connection without QUIT: the server discards this session's DELEs."""
+        pop, self._pop = self._pop, None
+        self._numbers.clear()
+        self._sizes.clear()
+        self._deleted.clear()
+        if pop is not None:
+            with contextlib.suppress(OSError, poplib.error_proto):
+                pop.close()
+
+    # -- messages --------------------------------------------------------------------------
+
+    def uidls(self) -> list[str]:
+        """The UIDLs of the messages in the mailbox, in the server's order."""
+        self._session()
+        return [u for u in self._numbers if u not in self._deleted]
+
+    def size(self, uidl: str) -> int:
+        """The message's size in octets as the server reports it (LIST)."""
+        self._number(uidl)
+        return self._sizes.get(uidl, 0)
+
+    def retrieve(self, uidl: str) -> bytes:
+        """The message's bytes: dot-stuffing undone, lines ending in CRLF.
+
+        These are exactly the octets the server sent; Dovecot turns bare LF in its
+        files into CRLF and ends an unterminated last line, so that is the form a message
+        arrives in.
+        """
+        number = self._number(uidl)
+        pop = self._session()
+        with self._errors(f"RETR {uidl}"):
+            pop.sock.sendall(f"RETR {number}\r\n".encode("ascii"))
+            _read_status(pop.file)
+            return read_multiline(pop.file)
+
+    def delete(self, uidl: str) -> None:
+        """Mark the message deleted; the server removes it at QUIT."""
+        number = self._number(uidl)
+        pop = self._session()
+        with self._errors(f"DELE {uidl}"):
+            pop.dele(number)
+        self._deleted.add(uidl)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _session(self) -> poplib.POP3:
+        if self._pop is None:
+            raise SourceError(f"POP3 {self.name}: not connected")
+        return self._pop
+
+    def _number(self, uidl: str) -> int:
+        self._session()
+        if uidl in self._deleted:
+            raise SourceError(f"POP3 {self.name}: message {uidl} is already deleted")
+        try:
+            return self._numbers[uidl]
+        except KeyError:
+            raise SourceError(f"POP3 {self.name}: no message with UIDL {uidl}") from None
+
+    def _tls_context(self) -> ssl.SSLContext:
+        cafile = str(self._ca_file) if self._ca_file else None
+        try:
+            context = ssl.create_default_context(cafile=cafile)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load CA file {cafile}: {exc}", key="pop3.ca_file") from exc
+        if not self.config.verify_certificate:
+            log.warning(
+                "POP3 %s: certificate verification is off (pop3.verify_certificate = false)",
+                self.name,
+            )
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def _open(self, context: ssl.SSLContext | None) -> poplib.POP3:
+        cfg = self.config
+        # 0 means no timeout; poplib hands the value to socket.create_connection,
+        # which takes None for that (typeshed says float only).
+        timeout = cast(float, cfg.timeout if cfg.timeout > 0 else None)
+        if cfg.security == "ssl":
+            assert context is not None
+            return poplib.POP3_SSL(cfg.host, cfg.effective_port, timeout=timeout, context=context)
+        pop = poplib.POP3(cfg.host, cfg.effective_port, timeout=timeout)
+        if cfg.security == "starttls":
+            try:
+                pop.stls(context)
+            except (poplib.error_proto, OSError) as exc:
+                # Never fall back to plaintext: the password would cross the wire in clear.
+                with contextlib.suppress(OSError, poplib.error_proto):
+                    pop.close()
+                raise SourceError(
+                    f"POP3 {self.name}: STLS failed, refusing to continue without TLS: "
+                    f"{_describe(exc)}"
+                ) from exc
+        return pop
+
+    def _authenticate(self, pop: poplib.POP3) -> None:
+        cfg = self.config
+        password = cfg.resolved_password()
+        offers_apop = _APOP_TIMESTAMP.search(pop.getwelcome()) is not None
+        if cfg.auth == "apop" and not offers_apop:
+            raise _ServerSaid(b"-ERR server does not offer APOP (pop3.auth = apop)")
+        if cfg.auth == "apop" or (cfg.auth == "auto" and offers_apop):
+            try:
+                pop.apop(cfg.user, password)
+            except poplib.error_proto as exc:
+                if cfg.auth == "apop" or not isinstance(exc.args[0], bytes):
+                    raise
+                # APOP needs the plaintext secret on the server side; some servers offer it
+                # without having it, so auto mode tries USER/PASS before giving up.
+                log.info("POP3 %s: APOP refused (%s), trying USER/PASS", self.name,
+                         _describe(exc))
+            else:
+                return
+        pop.user(cfg.user)
+        pop.pass_(password)
+
+    def _load_listing(self, pop: poplib.POP3) -> None:
+        try:
+            _, uidl_lines, _ = pop.uidl()
+        except poplib.error_proto as exc:
+            raise _ServerSaid(
+                b"-ERR the server does not support UIDL, which commit-email needs: "
+                + _describe(exc).encode()
+            ) from exc
+        _, list_lines, _ = pop.list()
+        numbers: dict[str, int] = {}
+        duplicated: set[str] = set()
+        for line in uidl_lines:
+            number, _, uidl = line.decode("ascii", "replace").strip().partition(" ")
+            if uidl in numbers:
+                duplicated.add(uidl)
+            numbers[uidl] = int(number)
+        for uidl in duplicated:
+            # Two messages under one UIDL cannot be told apart in the delivery log; leave
+            # both on the server rather than risk deleting one that was never processed.
+            log.error("POP3 %s: UIDL %s is not unique; leaving those messages alone",
+                      self.name, uidl)
+            del numbers[uidl]
+        by_number = {}
+        for line in list_lines:
+            number, _, size = line.decode("ascii", "replace").strip().partition(" ")
+            by_number[int(number)] = int(size or 0)
+        self._numbers = numbers
+        self._sizes = {u: by_number.get(n, 0) for u, n in numbers.items()}
+
+    @contextlib.contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """Translate poplib/socket/TLS errors; drop the connection unless the server said -ERR."""
+        try:
+            yield
+        except SourceError:
+            raise  # already translated (SourceError is an OSError too)
+        except _ServerSaid as exc:
+            raise SourceError(f"POP3 {self.name}: {action}: {_describe(exc)}") from exc
+        except poplib.error_proto as exc:
+            # poplib raises server replies as bytes and its own complaints (EOF, over-long
+            # line) as str; only after a real reply is the stream still in step.
+            if not isinstance(exc.args[0], bytes):
+                self.close()
+            raise SourceError(f"POP3 {self.name}: {action}: {_describe(exc)}") from exc
+        except (OSError, EOFError, ValueError) as exc:
+            # OSError covers refused/reset connections, timeouts and ssl.SSLError;
+            # ValueError a reply that does not parse (a number that is not one).
+            self.close()
+            raise SourceError(f"POP3 {self.name}: {action}: {_describe(exc)}") from exc
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, poplib.error_proto) and exc.args:
+        first = exc.args[0]
+        return first.decode("utf-8", "replace") if isinstance(first, bytes) else str(first)
+    if isinstance(exc, TimeoutError):
+        return f"timed out ({exc})" if str(exc) else "timed out"
+    return str(exc) or type(exc).__name__
+
+
+def _read_status(stream: BinaryIO) -> bytes:
+    line = stream.readline(_MAX_STATUS)
+    if not line:
+        raise EOFError("connection closed by the server")
+    if not line.endswith(b"\n"):
+        raise EOFError("status line too long or cut off")
+    if line.startswith(b"+OK"):
+        return line
+    if line.startswith(b"-ERR"):
+        raise _ServerSaid(line.rstrip(b"\r\n"))
+    raise EOFError(f"unexpected reply {line[:80]!r}")
+
+
+def read_multiline(stream: BinaryIO, chunk_size: int = _CHUNK) -> bytes:
+    """Read a multi-line response up to the lone ``.``, undoing dot-stuffing (RFC 1939 §3).
+
+    Lines come back CRLF-terminated. A line longer than ``chunk_size`` is read in pieces,
+    and only the first piece of a line is checked for the stuffed or terminating dot.
+    """
+    chunk_size = max(chunk_size, 3)  # the first piece of a line must hold a whole ".\r\n"
+    data = bytearray()
+    at_line_start = True
+    while True:
+        chunk = stream.readline(chunk_size)
+        if not chunk:
+            raise EOFError(f"connection closed after {len(data)} bytes of the message")
+        if at_line_start:
+            if chunk in (b".\r\n", b".\n"):
+                return bytes(data)
+            if chunk.startswith(b"."):
+                chunk = chunk[1:]
+        data += chunk
+        at_line_start = chunk.endswith(b"\n")
+        if at_line_start and data[-2:-1] != b"\r":
+            data[-1:] = b"\r\n"  # a bare LF from a lax server: keep the CRLF form throughout

@@ -1,0 +1,204 @@
+"""A small threaded TCP proxy that breaks POP3 sessions on purpose.
+
+It sits on 127.0.0.1 in front of a real server and forwards bytes both ways. Faults are
+queued with :meth:`FaultProxy.inject` and each one fires on the next client command that
+starts with the given verb (``RETR`` by default):
+
+- :class:`Drop` forwards the command, lets ``after_bytes`` bytes of the reply through, then
+  closes both sides (a connection reset in the middle of a message);
+- :class:`Stall` forwards the command, lets ``after_bytes`` through, then sends nothing for
+  ``seconds`` while keeping the connection open (the client has to time out);
+- :class:`Reply` answers the command itself with ``line`` (e.g. ``-ERR``) and never tells the
+  server, so the session stays in step.
+
+Only plain-text POP3 can be inspected like this; TLS tests use Dovecot directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections import deque
+from types import TracebackType
+
+import attrs
+
+
+@attrs.frozen(kw_only=True)
+class Drop:
+    after_bytes: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class Stall:
+    seconds: float
+    after_bytes: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class Reply:
+    line: bytes = b"-ERR fault injected by the test proxy"
+
+
+Fault = Drop | Stall | Reply
+
+
+class _Session:
+    """One proxied client connection and the fault (if any) armed on its server side."""
+
+    def __init__(self, proxy: FaultProxy, client: socket.socket, server: socket.socket) -> None:
+        self.proxy = proxy
+        self.client = client
+        self.server = server
+        self.lock = threading.Lock()
+        self.armed: Drop | Stall | None = None
+        self.passed = 0
+        self.closed = threading.Event()
+
+    def run(self) -> None:
+        up = threading.Thread(target=self._client_to_server, daemon=True)
+        down = threading.Thread(target=self._server_to_client, daemon=True)
+        up.start()
+        down.start()
+        up.join()
+        down.join()
+
+    def close(self) -> None:
+        self.closed.set()
+        for s in (self.client, self.server):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                s.close()
+
+    def _client_to_server(self) -> None:
+        buffer = b""
+        try:
+            while not self.closed.is_set():
+                data = self.client.recv(65536)
+                if not data:
+                    break
+                buffer += data
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    self._command(line + b"\n")
+        except OSError:
+            pass
+        finally:
+            self.close()
+
+    def _command(self, line: bytes) -> None:
+        fault = self.proxy.take_fault(line)
+        if isinstance(fault, Reply):
+            self.client.sendall(fault.line.rstrip(b"\r\n") + b"\r\n")
+            return
+        if fault is not None:
+            with self.lock:
+                self.armed, self.passed = fault, 0
+        self.server.sendall(line)
+
+    def _server_to_client(self) -> None:
+        try:
+            while not self.closed.is_set():
+                data = self.server.recv(65536)
+                if not data:
+                    break
+                if not self._forward(data):
+                    break
+        except OSError:
+            pass
+        finally:
+            self.close()
+
+    def _forward(self, data: bytes) -> bool:
+        with self.lock:
+            armed = self.armed
+            room = armed.after_bytes - self.passed if armed else len(data)
+            self.passed += min(room, len(data))
+        if armed is None or room >= len(data):
+            self.client.sendall(data)
+            return True
+        if room > 0:
+            self.client.sendall(data[:room])
+        if isinstance(armed, Stall):
+            self.closed.wait(armed.seconds)
+        return False
+
+
+class FaultProxy:
+    """Forwards 127.0.0.1:``port`` to ``target``; use as a context manager."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)  # so the accept loop notices stop() promptly
+        self.port: int = self._listener.getsockname()[1]
+        self._faults: deque[tuple[bytes, Fault]] = deque()
+        self._lock = threading.Lock()
+        self._sessions: list[_Session] = []
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self.connections = 0
+        self.fired: list[tuple[str, Fault]] = []
+
+    def __enter__(self) -> FaultProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def inject(self, fault: Fault, command: str = "RETR") -> None:
+        """Queue ``fault`` for the next client command starting with ``command``."""
+        with self._lock:
+            self._faults.append((command.upper().encode("ascii"), fault))
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._faults)
+
+    def take_fault(self, line: bytes) -> Fault | None:
+        verb = line.split(b" ", 1)[0].strip().upper()
+        with self._lock:
+            for i, (command, fault) in enumerate(self._faults):
+                if verb == command:
+                    del self._faults[i]
+                    self.fired.append((line.decode("ascii", "replace").strip(), fault))
+                    return fault
+        return None
+
+    def stop(self) -> None:
+        self._stopped.set()
+        with contextlib.suppress(OSError):
+            self._listener.close()
+        for session in list(self._sessions):
+            session.close()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _accept(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            client.settimeout(None)
+            try:
+                server = socket.create_connection(self.target, timeout=10)
+                server.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            self.connections += 1
+            session = _Session(self, client, server)
+            self._sessions.append(session)
+            threading.Thread(target=session.run, daemon=True).start()

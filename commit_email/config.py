@@ -310,6 +310,11 @@ def _coerce(default: object, value: object, key: str) -> object:
     raise ConfigError(f"unsupported value {value!r}", key=key)  # pragma: no cover
 
 
+def _default_of(f: attrs.Attribute[Any]) -> Any:
+    factory = getattr(f.default, "factory", None)
+    return factory() if callable(factory) else f.default
+
+
 def _build(cls: type[T], table: object, key: str) -> T:
     if not isinstance(table, dict):
         raise ConfigError("expected a table", key=key)
@@ -328,10 +333,7 @@ def _build(cls: type[T], table: object, key: str) -> T:
                 raise ConfigError("expected an array of tables ([[...]])", key=sub)
             values[name] = tuple(_build(rule_cls, v, f"{sub}[{i}]") for i, v in enumerate(value))
             continue
-        if attrs.has(f.type) if isinstance(f.type, type) else False:  # pragma: no cover
-            values[name] = _build(f.type, value, sub)
-            continue
-        default = f.default.factory() if isinstance(f.default, attrs.Factory) else f.default  # type: ignore[misc]
+        default = _default_of(f)
         if attrs.has(type(default)):
             values[name] = _build(type(default), value, sub)
             continue
@@ -346,7 +348,7 @@ def _build(cls: type[T], table: object, key: str) -> T:
                 raise ConfigError(
                     f"unknown key {bad[0]!r} (known keys: {', '.join(allowed_keys)})", key=sub
                 )
-            coerced = {**default, **coerced}  # type: ignore[dict-item]
+            coerced = {**default, **coerced}
         values[name] = coerced
     return cls(**values)
 

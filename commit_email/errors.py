@@ -3,13 +3,14 @@
 The tree::
 
     CommitEmailError                      base of everything below
-    ├── ConfigError(ValueError)           bad TOML, unknown key, invalid regex; names the key
-    ├── InputError(ValueError)            a user-supplied file (CSV, .eml path) is unusable; names the line
-    ├── PluginError                       a plugin failed to load or declares a hook wrongly; names the plugin
-    ├── StoreError                        the store failed (sqlite3 errors are translated here)
-    ├── MessageError(ValueError)          a message cannot be processed at all (too big, not mail)
-    ├── SourceError(OSError)              the mailbox could not be read (POP3 faults are translated here)
-    └── MailerError(OSError)              a mail could not be sent (smtplib faults are translated here)
+    ├── ConfigError(ValueError)    bad TOML, unknown key, invalid regex; names the key
+    ├── InputError(ValueError)     a file the user gave (CSV, .eml) is unusable; names the line
+    ├── PluginError                a plugin failed to load or has a wrong hook; names the plugin
+    ├── StoreError                 the store failed (sqlite3 errors are translated here)
+    ├── MessageError(ValueError)   a message cannot be processed at all (too big)
+    ├── AmbiguousMatch             a sender matches several Accounts; never guessed
+    ├── SourceError(OSError)       the mailbox could not be read (POP3 faults translated here)
+    └── MailerError(OSError)       a mail could not be sent (smtplib faults translated here)
 
 Low-level exceptions (sqlite3, poplib, smtplib, lxml) never leave the layer that
 caused them: each boundary translates them into one of these, keeping the
@@ -19,6 +20,7 @@ original as ``__cause__``.
 from __future__ import annotations
 
 __all__ = [
+    "AmbiguousMatch",
     "CommitEmailError",
     "ConfigError",
     "InputError",
@@ -83,3 +85,14 @@ class SourceError(CommitEmailError, OSError):
 
 class MailerError(CommitEmailError, OSError):
     """A mail could not be handed to the SMTP server."""
+
+
+class AmbiguousMatch(CommitEmailError):
+    """A sender matches more than one Account (a domain typed on two Accounts, say).
+
+    The message is forwarded with this reason; commit-email never guesses.
+    """
+
+    def __init__(self, message: str, *, candidates: tuple[str, ...] = ()) -> None:
+        self.candidates = candidates
+        super().__init__(message)

@@ -7,7 +7,7 @@ built once and replaced (``attrs.evolve``), never mutated.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
 from attrs import field, frozen
@@ -33,6 +33,10 @@ __all__ = [
 def utcnow() -> datetime:
     """The current time, timezone-aware (UTC)."""
     return datetime.now(UTC)
+
+
+def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
 
 
 def _frozen_mapping(value: Mapping[str, str] | None) -> Mapping[str, str]:
@@ -206,6 +210,7 @@ class Outcome:
     ticket: str | None = None
     account: str | None = None
     stage: str = ""
+    message_id: str = ""
 
 
 @frozen(kw_only=True)
@@ -226,7 +231,7 @@ class OutgoingMail:
 
     kind: str  # "forward", "auto_response", "xml_response", ...
     sender: str  # envelope sender (MAIL FROM)
-    recipients: tuple[str, ...] = field(converter=tuple)
+    recipients: tuple[str, ...] = field(converter=_str_tuple)
     raw: bytes = field(repr=lambda d: f"<{len(d)} bytes>")
     message_id: str = ""
     ticket: str = ""  # ticket rec_id this mail belongs to, if any

@@ -1,0 +1,332 @@
+"""The ``commit-email`` command (SPEC §9).
+
+User mistakes (bad config, missing file, malformed CSV) print one line naming the key or
+line and exit with status 2; there is no traceback for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from .accounts import read_accounts_csv
+from .config import Config, check_secrets, load_config
+from .errors import CommitEmailError, InputError
+from .model import Outcome, OutcomeKind, SourceRef
+from .pipeline import Connector
+from .sources import iter_messages
+from .store import SQLiteStore, open_store
+
+__all__ = ["main"]
+
+log = logging.getLogger("commit_email")
+
+Command = Callable[[argparse.Namespace, TextIO], int]
+
+
+def _store(config: Config) -> SQLiteStore:
+    return open_store(config.store.url, base_dir=config.base_dir)
+
+
+def _connector(config: Config) -> Connector:
+    return Connector.from_config(config)
+
+
+def _outcome_json(source: SourceRef, message_id: str, outcome: Outcome) -> str:
+    return json.dumps(
+        {
+            "source": str(source),
+            "message_id": message_id,
+            "outcome": outcome.kind.value,
+            "ticket": outcome.ticket,
+            "account": outcome.account,
+            "detail": outcome.detail,
+        },
+        ensure_ascii=False,
+    )
+
+
+def cmd_process(args: argparse.Namespace, out: TextIO) -> int:
+    config = load_config(args.config)
+    connector = _connector(config)
+    tally: Counter[str] = Counter()
+    created: list[str] = []
+    for source, raw in iter_messages(args.paths):
+        outcome = connector.process(raw, source)
+        tally[outcome.kind.value] += 1
+        if args.json:
+            print(_outcome_json(source, outcome.message_id, outcome), file=out)
+        else:
+            ticket = f" ticket {outcome.ticket}" if outcome.ticket else ""
+            print(f"{source}: {outcome.kind.value}{ticket} {outcome.detail}".rstrip(), file=out)
+        if outcome.kind in (OutcomeKind.TICKET_CREATED, OutcomeKind.ALERT_TICKET_CREATED):
+            created.append(outcome.ticket or "")
+    if not args.json:
+        total = sum(tally.values())
+        summary = ", ".join(f"{n} {k}" for k, n in sorted(tally.items()))
+        print(f"\n{total} messages: {summary or 'none'}", file=out)
+        if created:
+            print(file=out)
+            _print_tickets(connector.sink, out, only=set(created))
+        _print_unsent(connector, out)
+    return 0
+
+
+def _print_unsent(connector: Connector, out: TextIO) -> None:
+    pending = getattr(connector.state, "pending_mail", None)
+    if pending is None:
+        return
+    waiting = pending()
+    if waiting and connector.mailer is None:
+        kinds = Counter(entry.mail.kind for entry in waiting)
+        what = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+        print(f"\n{len(waiting)} mails queued in the outbox ({what}); "
+              "configure [smtp] to send them.", file=out)
+
+
+def _print_tickets(sink: Any, out: TextIO, only: set[str] | None = None) -> None:
+    counts = sink.history_counts() if hasattr(sink, "history_counts") else {}
+    accounts: dict[str, str] = {}
+    for ticket in sink.list_tickets():
+        if only is not None and ticket.number not in only:
+            continue
+        if ticket.account not in accounts:
+            account = sink.get_account(ticket.account) if hasattr(sink, "get_account") else None
+            accounts[ticket.account] = account.file_as if account else ticket.account
+        state = "closed" if ticket.closed else "open"
+        print(
+            f"#{ticket.number:<6} {state:<6} {accounts[ticket.account][:28]:<28} "
+            f"{counts.get(ticket.rec_id, 0):>2} entries  {ticket.description[:60]}",
+            file=out,
+        )
+
+
+def cmd_tickets(args: argparse.Namespace, out: TextIO) -> int:
+    config = load_config(args.config)
+    store = _store(config)
+    if args.json:
+        counts = store.history_counts()
+        tickets = [
+            {
+                "number": t.number,
+                "rec_id": t.rec_id,
+                "account": t.account,
+                "contact": t.contact,
+                "status": t.status,
+                "closed": t.closed,
+                "description": t.description,
+                "history": counts.get(t.rec_id, 0),
+                "documents": len(store.documents(t.rec_id)),
+                "created": t.created.isoformat(),
+                "alert_key": t.alert_key,
+            }
+            for t in store.list_tickets()
+        ]
+        print(json.dumps(tickets, indent=2, ensure_ascii=False), file=out)
+    else:
+        _print_tickets(store, out)
+    return 0
+
+
+def inspection_json(connector: Connector, raw: bytes) -> dict[str, Any]:
+    """The ``inspect --json`` document."""
+    result = connector.inspect(raw)
+    m = result.message
+    return {
+        "from": m.sender,
+        "from_name": m.from_.name if m.from_ else "",
+        "to": [a.address for a in m.to],
+        "cc": [a.address for a in m.cc],
+        "reply_to": [a.address for a in m.reply_to],
+        "return_path": m.return_path,
+        "subject": m.subject,
+        "message_id": m.message_id,
+        "date": m.date.isoformat() if m.date else None,
+        "in_reply_to": list(m.in_reply_to),
+        "references": list(m.references),
+        "content_type": m.content_type,
+        "text": m.text,
+        "html": m.html is not None,
+        "attachments": [
+            {"filename": a.filename, "content_type": a.content_type, "size": a.size,
+             "inline": a.inline}
+            for a in m.attachments
+        ],
+        "auto_submitted": m.auto_submitted,
+        "auto_reply": m.is_auto_reply,
+        "bounce": m.is_bounce,
+        "defects": list(m.defects),
+        "digest": result.digest,
+        "route": {
+            "outcome": result.outcome.kind.value,
+            "stage": result.outcome.stage,
+            "detail": result.outcome.detail,
+            "ticket": result.outcome.ticket,
+            "account": result.outcome.account,
+            "notes": [{"step": k, "value": v} for k, v in result.notes],
+            "mails": [{"kind": mail.kind, "to": list(mail.recipients)} for mail in result.mails],
+            "already_processed": (
+                result.already_processed.kind.value if result.already_processed else None
+            ),
+        },
+    }
+
+
+def cmd_inspect(args: argparse.Namespace, out: TextIO) -> int:
+    config = load_config(args.config)
+    path = Path(args.file)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror}", path=str(path)) from None
+    doc = inspection_json(_connector(config), raw)
+    if args.json:
+        print(json.dumps(doc, indent=2, ensure_ascii=False, default=str), file=out)
+        return 0
+    route = doc["route"]
+    for key in ("from", "from_name", "to", "cc", "subject", "message_id", "date",
+                "auto_submitted", "bounce", "defects"):
+        print(f"{key + ':':<16}{doc[key]}", file=out)
+    for a in doc["attachments"]:
+        print(f"{'attachment:':<16}{a['filename']} ({a['content_type']}, {a['size']} bytes)",
+              file=out)
+    print(f"{'route:':<16}{route['outcome']} via {route['stage']}: {route['detail']}", file=out)
+    for note in route["notes"]:
+        print(f"  {note['step']}: {note['value']}", file=out)
+    if route["already_processed"]:
+        print(f"{'processed:':<16}already processed ({route['already_processed']})", file=out)
+    text = doc["text"]
+    print(f"\n{text[:2000]}{'…' if len(text) > 2000 else ''}", file=out)
+    return 0
+
+
+def cmd_accounts_import(args: argparse.Namespace, out: TextIO) -> int:
+    config = load_config(args.config)
+    accounts = read_accounts_csv(args.csv)
+    store = _store(config)
+    in_file = {a.rec_id for a in accounts}
+    for line, account in enumerate(accounts, start=2):
+        if account.parent and account.parent not in in_file and not store.get_account(
+            account.parent
+        ):
+            raise InputError(f"parent {account.parent} is not a known Account", path=args.csv,
+                             line=line)
+    n = store.import_accounts(accounts)
+    kinds = Counter(a.kind.value for a in accounts)
+    detail = ", ".join(f"{k} {v}" for v, k in sorted(kinds.items()))
+    print(f"imported {n} cards ({detail}) into {config.store.url}", file=out)
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace, out: TextIO) -> int:
+    config = load_config(args.config)
+    checked = check_secrets(config)
+    store_url = config.store.url
+    if store_url.startswith("sqlite:///") and ":memory:" not in store_url:
+        path = config.resolve_path(store_url.removeprefix("sqlite:///").partition("?")[0])
+        folder = path.parent
+        if not folder.exists() and not folder.parent.exists():
+            raise InputError("the store's folder does not exist", path=str(folder))
+    # Building the connector loads every plugin and compiles every rule.
+    host_plugins = Connector.from_config(config, store=open_store("memory:")).host.plugin_names()
+    print(f"{args.config}: OK", file=out)
+    print(f"  store: {store_url}", file=out)
+    print(f"  secrets resolved: {', '.join(checked) or 'none needed'}", file=out)
+    print(f"  plugins: {', '.join(host_plugins)}", file=out)
+    return 0
+
+
+def cmd_quarantine(args: argparse.Namespace, out: TextIO) -> int:
+    config = load_config(args.config)
+    connector = _connector(config)
+    if args.action == "list":
+        entries = list(connector.quarantine.entries())
+        if args.json:
+            print(json.dumps([
+                {"id": e.id, "reason": e.reason, "source": str(e.source),
+                 "message_id": e.message_id, "created": e.created.isoformat(), "size": e.size,
+                 "resolved": e.resolved}
+                for e in entries
+            ], indent=2), file=out)
+        for e in entries if not args.json else ():
+            state = f" [replayed: {e.resolved}]" if e.resolved else ""
+            print(f"{e.id}  {e.size:>9} bytes  {e.message_id or '-'}  {e.reason}{state}",
+                  file=out)
+        if not entries and not args.json:
+            print("quarantine is empty", file=out)
+        return 0
+    try:
+        entry, raw = connector.quarantine.get(args.id)
+    except KeyError:
+        raise InputError(f"no quarantine entry {args.id!r}") from None
+    outcome = connector.process(raw, entry.source, replay=True)
+    if outcome.kind is not OutcomeKind.QUARANTINED:
+        connector.quarantine.mark_resolved(entry.id, outcome.kind.value)
+    print(_outcome_json(entry.source, entry.message_id, outcome), file=out)
+    return 0 if outcome.kind is not OutcomeKind.QUARANTINED else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="commit-email",
+        description="Turn a support mailbox into Commit CRM tickets.",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log more (-v: each message, -vv: debug)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func: Command, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--config", required=True, metavar="FILE", help="the TOML configuration")
+        p.set_defaults(func=func)
+        return p
+
+    p = command("process", cmd_process, "process .eml files, Maildir folders and mbox files")
+    p.add_argument("--json", action="store_true", help="one JSON object per message")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+
+    p = command("inspect", cmd_inspect,
+                "show a message's parsed fields and the route it would take; writes nothing")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("file", metavar="FILE")
+
+    p = command("accounts", cmd_accounts_import, "load Accounts into the configured store")
+    acc = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    imp = acc.add_parser("import", help="import Accounts from a CSV file")
+    imp.add_argument("csv", metavar="CSV")
+
+    p = command("tickets", cmd_tickets, "list tickets with their history count")
+    p.add_argument("--json", action="store_true")
+
+    p = command("quarantine", cmd_quarantine, "list or replay quarantined messages")
+    p.add_argument("--json", action="store_true")
+    q = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q.add_parser("list", help="list quarantined messages")
+    rp = q.add_parser("replay", help="process a quarantined message again")
+    rp.add_argument("id", metavar="ID")
+
+    command("check-config", cmd_check_config, "validate the configuration; touches no mail")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    try:
+        return int(args.func(args, out or sys.stdout))
+    except CommitEmailError as exc:
+        print(f"commit-email: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0

@@ -1,0 +1,55 @@
+"""The first stage: mail that must never open a ticket or get an answer.
+
+Bounces (DSNs and other delivery reports) and auto-replies (``Auto-Submitted:
+auto-replied``, out-of-office notices) are ``ignored`` (SPEC §1), and so is mail that
+carries the connector's own loop header or comes from its own address, which would
+otherwise start a loop. Auto-generated mail passes on: it can still be an alert.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from attrs import frozen
+
+from .config import Config
+from .hookspecs import hookimpl
+from .message import Message
+from .model import Outcome, OutcomeKind
+from .outgoing import LOOP_HEADER
+from .pipeline import FILTER_ORDER, Context, Stage
+
+__all__ = ["FilterStage", "ignore_reason"]
+
+
+def ignore_reason(message: Message, config: Config) -> str | None:
+    """Why this message must be ignored, or None."""
+    if message.is_bounce:
+        return "bounce (delivery status notification)"
+    if message.is_auto_reply:
+        return f"auto-reply ({message.auto_submitted or 'out-of-office'})"
+    if message.header(LOOP_HEADER) is not None:
+        return f"carries our own {LOOP_HEADER} header (mail loop)"
+    own = config.connector.public_address.lower()
+    if own and message.sender == own:
+        return "sent from the connector's own address (mail loop)"
+    return None
+
+
+@frozen
+class FilterStage:
+    config: Config
+    name: str = "filter"
+    order: int = FILTER_ORDER
+
+    def handle(self, message: Message, ctx: Context) -> Outcome | None:
+        reason = ignore_reason(message, self.config)
+        if reason is None:
+            return None
+        ctx.note("ignored", reason)
+        return Outcome(kind=OutcomeKind.IGNORED, detail=reason)
+
+
+@hookimpl(trylast=True)
+def commit_email_register_stages(config: Config) -> Sequence[Stage]:
+    return [FilterStage(config)]

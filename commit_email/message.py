@@ -1,0 +1,510 @@
+"""The message model: what commit-email knows about one email.
+
+``Message.from_bytes(raw)`` never raises on bad mail. It parses with the stdlib's
+``compat32`` policy (which tolerates everything and is several times faster than
+``policy.default``) and then decodes what it needs itself: encoded words, RFC 2231
+parameters, charsets under the names mail clients really send, HTML-only bodies.
+What could not be decoded cleanly is listed in ``defects``.
+"""
+
+from __future__ import annotations
+
+import codecs
+import email
+import email.header
+import email.message
+import email.utils
+import re
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from email.message import Message as _StdMessage
+
+from attrs import field, frozen
+
+from .htmltext import html_to_text
+
+__all__ = ["Address", "Attachment", "Message", "decode_bytes", "decode_header_value"]
+
+# Names seen in real mail that Python's codec registry does not know, or knows as a
+# narrower charset than the one senders actually use.
+_CHARSET_ALIASES = {
+    "ks_c_5601-1987": "cp949",
+    "ks_c_5601": "cp949",
+    "euc-kr": "cp949",
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "x-gbk": "gb18030",
+    "big5": "big5hkscs",
+    "x-sjis": "shift_jis",
+    "shift-jis": "cp932",
+    "shift_jis": "cp932",
+    "x-mac-roman": "mac_roman",
+    "macintosh": "mac_roman",
+    "iso-8859-8-i": "iso-8859-8",
+    "iso-8859-6-i": "iso-8859-6",
+    "windows-874": "cp874",
+    "x-user-defined": "latin-1",
+    "unicode-1-1-utf-7": "utf-7",
+    "utf8": "utf-8",
+    "ansi_x3.4-1968": "ascii",
+    "us-ascii": "ascii",
+    "iso-2022-jp": "iso2022_jp_ext",
+    "iso-8859-1": "cp1252",  # senders label cp1252 text as latin-1 all the time
+    "latin1": "cp1252",
+    "latin-1": "cp1252",
+    "default": "utf-8",
+    "unknown-8bit": "utf-8",
+    "x-unknown": "utf-8",
+    "unknown": "utf-8",
+}
+
+_ISO2022_ESCAPES = (b"\x1b$B", b"\x1b$@", b"\x1b(J", b"\x1b(B", b"\x1b$(D")
+
+
+def _codec(charset: str | None) -> str | None:
+    """The Python codec for a MIME charset name, or None when nothing fits."""
+    if not charset:
+        return None
+    name = charset.strip().strip('"').strip("'").lower()
+    name = _CHARSET_ALIASES.get(name, name)
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        cleaned = re.sub(r"[^a-z0-9]", "", name)
+        for candidate in (cleaned, cleaned.replace("windows", "cp"), cleaned.replace("x", "", 1)):
+            try:
+                return codecs.lookup(candidate).name
+            except LookupError:
+                continue
+    return None
+
+
+def decode_bytes(data: bytes, charset: str | None = None) -> tuple[str, str | None]:
+    """Decode body bytes; returns (text, defect or None).
+
+    Order: valid UTF-8 wins when the label is missing, ASCII or Latin-1 (mislabelled UTF-8 is
+    common, and Latin-1 text is almost never valid UTF-8); then the labelled charset; then
+    ISO-2022-JP when its escape sequences appear; then UTF-8 with replacement.
+    """
+    codec = _codec(charset)
+    if codec is None and charset and charset.strip():
+        defect = f"unknown charset {charset.strip()!r}"
+    else:
+        defect = None
+    if data.isascii():
+        if b"\x1b" in data and any(esc in data for esc in _ISO2022_ESCAPES):
+            try:
+                return data.decode("iso2022_jp_ext"), defect
+            except UnicodeDecodeError:
+                pass
+        return data.decode("ascii"), defect
+    if codec in (None, "ascii", "cp1252", "latin-1", "iso8859-1", "utf-8"):
+        try:
+            return data.decode("utf-8"), defect
+        except UnicodeDecodeError:
+            if codec == "utf-8":
+                defect = defect or "invalid UTF-8"
+    if codec and codec not in ("ascii", "utf-8"):
+        try:
+            return data.decode(codec), defect
+        except (UnicodeDecodeError, LookupError):
+            defect = defect or f"text not valid in charset {charset!r}"
+            return data.decode(codec, errors="replace"), defect
+    if codec is None or codec == "ascii":
+        # Unlabelled 8-bit text: Windows-1252 is the likeliest and decodes every byte.
+        return data.decode("cp1252", errors="replace"), defect or "8-bit text without charset"
+    return data.decode("utf-8", errors="replace"), defect
+
+
+def _header_str(value: object) -> str:
+    """compat32 gives str (8-bit bytes as surrogates) or Header objects; get the raw text."""
+    if isinstance(value, email.header.Header):
+        return str(value)
+    text = str(value)
+    if any("\udc80" <= ch <= "\udcff" for ch in text):
+        raw = text.encode("ascii", "surrogateescape")
+        return decode_bytes(raw)[0]
+    return text
+
+
+_ENCODED_WORD_GAP = re.compile(r"(\?=)\s+(=\?)")
+_ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
+
+
+def decode_header_value(value: object) -> str:
+    """Decode RFC 2047 encoded words, tolerating the usual breakage, into one line of text."""
+    text = _header_str(value)
+    if "=?" in text and _ENCODED_WORD.search(text):
+        # Adjacent encoded words are joined without their whitespace (RFC 2047 §6.2).
+        text = _ENCODED_WORD_GAP.sub(r"\1\2", text)
+        try:
+            parts = email.header.decode_header(text)
+        except (email.errors.HeaderParseError, ValueError, LookupError):
+            parts = [(text, None)]
+        out = []
+        for chunk, charset in parts:
+            if isinstance(chunk, bytes):
+                out.append(decode_bytes(chunk, charset)[0])
+            else:
+                out.append(chunk)
+        text = "".join(out)
+    return " ".join(text.split())
+
+
+@frozen(kw_only=True)
+class Address:
+    """A mailbox: display name and address as written (``address`` keeps its case)."""
+
+    name: str = ""
+    address: str = ""
+
+    @property
+    def normalized(self) -> str:
+        """The address lower-cased, for matching."""
+        return self.address.lower()
+
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2].lower()
+
+    def __str__(self) -> str:
+        return email.utils.formataddr((self.name, self.address)) if self.name else self.address
+
+
+def _addresses(values: Iterable[object]) -> tuple[Address, ...]:
+    raw = [_header_str(v) for v in values]
+    out = []
+    for name, found in email.utils.getaddresses(raw):
+        addr = found.strip().strip("<>").strip()
+        if not addr or "@" not in addr:
+            continue
+        out.append(Address(name=decode_header_value(name), address=addr))
+    return tuple(out)
+
+
+_MSGID = re.compile(r"<([^<>\s]+)>")
+
+
+def _message_ids(value: str | None) -> tuple[str, ...]:
+    if not value:
+        return ()
+    found = _MSGID.findall(value)
+    if not found:
+        found = [tok.strip("<>") for tok in value.split() if "@" in tok]
+    return tuple(found)
+
+
+def parse_date(value: str | None) -> datetime | None:
+    """A timezone-aware datetime from a Date header, or None. Naive dates are taken as UTC."""
+    if not value:
+        return None
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        parsed = None
+    if parsed is None:
+        # Imported here: only broken dates need it, and it costs startup time.
+        from dateutil import parser as dateparser  # noqa: PLC0415
+
+        try:
+            parsed = dateparser.parse(value, fuzzy=True)
+        except (ValueError, OverflowError, TypeError):
+            return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+@frozen(kw_only=True)
+class Attachment:
+    """A non-body part: a file, an inline image, an attached message."""
+
+    filename: str
+    content_type: str
+    data: bytes = field(repr=lambda d: f"<{len(d)} bytes>")
+    content_id: str = ""
+    inline: bool = False
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+_BOUNCE_SUBJECT = re.compile(
+    r"^\s*(undeliver(ed|able)|delivery (status notification|failure|has failed)|"
+    r"returned mail|failure notice|mail delivery (failed|failure|subsystem)|"
+    r"non[- ]?delivery|unzustellbar|nicht zustellbar|non remis|message not delivered)",
+    re.IGNORECASE,
+)
+_BOUNCE_SENDER = re.compile(r"^(mailer-daemon|postmaster|mail-daemon)@", re.IGNORECASE)
+_AUTO_REPLY_SUBJECT = re.compile(
+    r"^\s*(auto(matic)?[- ]?(reply|response|antwort)|out of (the )?office|"
+    r"abwesenheitsnotiz|r[ée]ponse automatique|absence|respuesta autom[aá]tica|"
+    r"automatisch antwoord|autosvar|fuera de la oficina|i am out of the office)",
+    re.IGNORECASE,
+)
+
+
+def _part_filename(part: _StdMessage) -> str:
+    try:
+        name = part.get_filename() or part.get_param("name") or ""
+    except (ValueError, LookupError, TypeError):
+        name = ""
+    if isinstance(name, tuple):  # an RFC 2231 triple get_param did not collapse
+        name = email.utils.collapse_rfc2231_value(name)
+    return decode_header_value(name).strip()
+
+
+def _payload_bytes(part: _StdMessage) -> tuple[bytes, str | None]:
+    """The decoded (transfer-encoding removed) payload of a leaf part."""
+    defect = None
+    data: bytes | None
+    try:
+        decoded = part.get_payload(decode=True)
+        data = decoded if isinstance(decoded, bytes) else None
+    except (ValueError, TypeError, LookupError):
+        data = None
+    if data is None:
+        payload = part.get_payload()
+        if isinstance(payload, str):
+            data = payload.encode("ascii", "surrogateescape")
+        elif isinstance(payload, list):  # message/* parts: re-serialise the attached message
+            data = b"".join(_as_bytes(p) for p in payload if isinstance(p, _StdMessage))
+        else:
+            data = b""
+    cte = str(part.get("content-transfer-encoding", "")).lower()
+    if any(type(d).__name__ == "InvalidBase64PaddingDefect" for d in part.defects) or (
+        "base64" in cte and any("Base64" in type(d).__name__ for d in part.defects)
+    ):
+        defect = "damaged base64 payload"
+    return data, defect
+
+
+def _as_bytes(msg: _StdMessage) -> bytes:
+    try:
+        return msg.as_bytes()
+    except (UnicodeError, LookupError, ValueError, TypeError):
+        return msg.as_string().encode("utf-8", "surrogateescape")
+
+
+def _leaf_parts(msg: _StdMessage) -> Iterator[_StdMessage]:
+    """The leaves of the MIME tree in order; an attached message (message/*) is one leaf."""
+    stack: list[_StdMessage] = [msg]
+    while stack:
+        part = stack.pop()
+        if part.get_content_maintype() == "multipart" and part.is_multipart():
+            payload = part.get_payload()
+            children = payload if isinstance(payload, list) else []
+            stack.extend(c for c in reversed(children) if isinstance(c, _StdMessage))
+        else:
+            yield part
+
+
+@frozen(kw_only=True)
+class Message:
+    """One email as commit-email sees it. Build it with :meth:`from_bytes`."""
+
+    raw: bytes = field(repr=lambda d: f"<{len(d)} bytes>")
+    message_id: str = ""
+    subject: str = ""
+    from_: Address | None = None
+    to: tuple[Address, ...] = ()
+    cc: tuple[Address, ...] = ()
+    reply_to: tuple[Address, ...] = ()
+    return_path: str | None = None
+    date: datetime | None = None
+    text: str = ""
+    html: str | None = None
+    attachments: tuple[Attachment, ...] = ()
+    in_reply_to: tuple[str, ...] = ()
+    references: tuple[str, ...] = ()
+    auto_submitted: str | None = None
+    is_bounce: bool = False
+    is_auto_reply: bool = False
+    content_type: str = "text/plain"
+    headers: tuple[tuple[str, str], ...] = ()
+    defects: tuple[str, ...] = ()
+
+    @property
+    def size(self) -> int:
+        return len(self.raw)
+
+    @property
+    def sender(self) -> str:
+        """The From address lower-cased, or ``""``."""
+        return self.from_.normalized if self.from_ else ""
+
+    def header(self, name: str) -> str | None:
+        """The first header called ``name`` (case-insensitive), decoded; None when absent."""
+        lname = name.lower()
+        for key, value in self.headers:
+            if key.lower() == lname:
+                return value
+        return None
+
+    def header_all(self, name: str) -> tuple[str, ...]:
+        lname = name.lower()
+        return tuple(value for key, value in self.headers if key.lower() == lname)
+
+    @property
+    def recipients(self) -> tuple[Address, ...]:
+        return self.to + self.cc
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Message:
+        """Parse raw RFC 822 bytes. Never raises for malformed mail; see ``defects``."""
+        std = email.message_from_bytes(raw)
+        defects: list[str] = []
+        # raw_items() keeps 8-bit header bytes (as surrogates) that get() would replace.
+        raw_headers: dict[str, list[str]] = {}
+        for key, value in std.raw_items():
+            raw_headers.setdefault(key.lower(), []).append(str(value))
+        headers = tuple((k, decode_header_value(v)) for k, v in std.raw_items())
+
+        def first(name: str) -> str | None:
+            values = raw_headers.get(name)
+            return decode_header_value(values[0]) if values else None
+
+        def all_of(name: str) -> list[str]:
+            return raw_headers.get(name, [])
+
+        from_list = _addresses(all_of("from"))
+        if not from_list:
+            from_list = _addresses(all_of("sender"))
+            defects.append("missing From header" if "from" not in raw_headers
+                           else "unparseable From header")
+        return_path = None
+        if "return-path" in raw_headers:
+            return_path = _header_str(all_of("return-path")[0]).strip().strip("<>").strip()
+        date_header = first("date")
+        date = parse_date(date_header)
+        if date_header and date is None:
+            defects.append(f"unparseable Date {date_header!r}")
+        auto_submitted = first("auto-submitted")
+        auto_submitted = auto_submitted.split(";")[0].strip().lower() if auto_submitted else None
+
+        text, html, attachments, is_report, body_defects = _bodies(std)
+        defects.extend(body_defects)
+        defects.extend(type(d).__name__ for d in std.defects)
+        subject = first("subject") or ""
+        from_ = from_list[0] if from_list else None
+        return cls(
+            raw=raw,
+            message_id=(_message_ids(first("message-id")) or ("",))[0],
+            subject=subject,
+            from_=from_,
+            to=_addresses(all_of("to")),
+            cc=_addresses(all_of("cc")),
+            reply_to=_addresses(all_of("reply-to")),
+            return_path=return_path,
+            date=date,
+            text=text,
+            html=html,
+            attachments=attachments,
+            in_reply_to=_message_ids(first("in-reply-to")),
+            references=_message_ids(first("references")),
+            auto_submitted=auto_submitted,
+            is_bounce=_is_bounce(std, from_, subject, is_report),
+            is_auto_reply=_is_auto_reply(std, auto_submitted, subject),
+            content_type=std.get_content_type(),
+            headers=headers,
+            defects=tuple(dict.fromkeys(defects)),
+        )
+
+
+def _bodies(
+    std: _StdMessage,
+) -> tuple[str, str | None, tuple[Attachment, ...], bool, list[str]]:
+    """The text body, the HTML body, the attachments, whether it is a report, and defects."""
+    plain: list[str] = []
+    html: list[str] = []
+    attachments: list[Attachment] = []
+    defects: list[str] = []
+    is_report = std.get_content_type() == "multipart/report"
+    for part in _leaf_parts(std):
+        ctype = part.get_content_type()
+        maintype = part.get_content_maintype()
+        if ctype == "message/delivery-status":
+            is_report = True
+        disposition = str(part.get("content-disposition", "")).split(";")[0].strip().lower()
+        filename = _part_filename(part)
+        is_body_text = (
+            ctype in ("text/plain", "text/html")
+            and disposition != "attachment"
+            and not (filename and disposition == "inline" and ctype != "text/plain")
+            and not (filename and ctype == "text/plain" and plain)
+        )
+        data, defect = _payload_bytes(part)
+        if defect:
+            defects.append(defect)
+        if is_body_text:
+            content, charset_defect = _decode_part(part, data)
+            if charset_defect:
+                defects.append(charset_defect)
+            (plain if ctype == "text/plain" else html).append(content)
+            continue
+        if maintype == "multipart":  # a multipart with a broken or missing boundary
+            defects.append("multipart without parts")
+            content, _ = decode_bytes(data)
+            if content.strip():
+                plain.append(content)
+            continue
+        if not filename:
+            ext = {"message/rfc822": ".eml", "text/calendar": ".ics"}.get(ctype, ".bin")
+            filename = f"part-{len(attachments) + 1}{ext}"
+        attachments.append(
+            Attachment(
+                filename=filename,
+                content_type=ctype,
+                data=data,
+                content_id=str(part.get("content-id", "")).strip().strip("<>"),
+                inline=disposition == "inline" or bool(part.get("content-id")),
+            )
+        )
+    html_text = "\n".join(html) if html else None
+    if plain:
+        text = "\n".join(plain)
+    elif html_text is not None:
+        text = html_to_text(html_text)
+    else:
+        text = ""
+    return text, html_text, tuple(attachments), is_report, defects
+
+
+def _decode_part(part: _StdMessage, data: bytes) -> tuple[str, str | None]:
+    charset = part.get_param("charset")
+    if isinstance(charset, tuple):
+        charset = email.utils.collapse_rfc2231_value(charset)
+    text, defect = decode_bytes(data, charset if isinstance(charset, str) else None)
+    return text.replace("\r\n", "\n"), defect
+
+
+def _is_bounce(std: _StdMessage, from_: Address | None, subject: str, is_report: bool) -> bool:
+    if is_report:
+        report_type = str(std.get_param("report-type") or "").lower()
+        # Read receipts (disposition-notification) are reports too, and never tickets.
+        return report_type in ("delivery-status", "disposition-notification", "") or any(
+            p.get_content_type() == "message/delivery-status" for p in std.walk()
+        )
+    if "x-failed-recipients" in std:
+        return True
+    sender = from_.normalized if from_ else ""
+    return bool(_BOUNCE_SENDER.match(sender) and _BOUNCE_SUBJECT.search(subject))
+
+
+def _is_auto_reply(std: _StdMessage, auto_submitted: str | None, subject: str) -> bool:
+    if auto_submitted == "auto-replied":
+        return True
+    if any(h in std for h in ("x-autoreply", "x-autorespond", "x-autoreply-from")):
+        return True
+    precedence = str(std.get("precedence", "")).strip().lower()
+    if precedence == "auto_reply":
+        return True
+    suppress = str(std.get("x-auto-response-suppress", "")).lower()
+    # Outlook/Exchange out-of-office replies carry "X-Auto-Response-Suppress: All" plus the
+    # subject prefix; the header alone is also on ordinary mail and proves nothing.
+    return bool(_AUTO_REPLY_SUBJECT.match(subject)) and (
+        bool(auto_submitted and auto_submitted != "no") or bool(suppress) or precedence != ""
+        or subject.lower().startswith(("automatic reply", "auto-reply", "autoreply",
+                                       "out of office", "abwesenheitsnotiz"))
+    )

@@ -1,0 +1,508 @@
+"""The pipeline: one message in, exactly one outcome out.
+
+``Connector.process(raw, source)``:
+
+1. refuses mail over ``max_message_bytes`` and mail that cannot be parsed (quarantined);
+2. computes the message's digest and answers ``duplicate`` if it was processed before;
+3. runs the stages in ``order`` inside one transaction (filter, automated emails, XML API,
+   threading, email-to-ticket); the first stage that returns an outcome decides, and a
+   message no stage claims is forwarded to the internal address;
+4. records the outcome in the processed log in that same transaction, so that the ticket and
+   the record that the message was handled commit together or not at all;
+5. after the commit, sends the mail the stages queued (a failed send stays queued and is
+   retried by the next run) and notifies ``commit_email_message_processed``.
+
+Anything a stage raises rolls its writes back, puts the raw bytes in quarantine and gives
+the outcome ``quarantined``; the run goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import signal
+import threading
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from datetime import datetime
+from typing import Any, Protocol, cast
+
+import attrs
+from attrs import frozen
+
+from .config import Config
+from .errors import CommitEmailError, MailerError, MessageError
+from .message import Message
+from .model import (
+    Document,
+    HistoryEntry,
+    Match,
+    Outcome,
+    OutcomeKind,
+    OutgoingMail,
+    SourceRef,
+    Ticket,
+    TicketDraft,
+    utcnow,
+)
+from .outgoing import build_forward, make_message_id
+from .plugins import PluginHost
+from .protocols import AccountDirectory, ConnectorState, Mailer, TicketSink
+from .quarantine import Quarantine
+from .store import open_store
+
+__all__ = [
+    "AUTOMATED_ORDER",
+    "EMAIL_TO_TICKET_ORDER",
+    "FILTER_ORDER",
+    "THREADING_ORDER",
+    "XML_ORDER",
+    "Connector",
+    "Context",
+    "Inspection",
+    "Stage",
+    "message_digest",
+]
+
+log = logging.getLogger("commit_email")
+
+FILTER_ORDER = 10
+AUTOMATED_ORDER = 100
+XML_ORDER = 200
+THREADING_ORDER = 300
+EMAIL_TO_TICKET_ORDER = 400
+
+
+class Stage(Protocol):
+    """One step of the pipeline. Return an Outcome to decide, None to pass the message on."""
+
+    @property
+    def name(self) -> str:
+        """Shown in outcomes and ``inspect``."""
+        ...
+
+    @property
+    def order(self) -> int:
+        """Position in the pipeline; lower runs first."""
+        ...
+
+    def handle(self, message: Message, ctx: Context) -> Outcome | None: ...
+
+
+def message_digest(message: Message) -> str:
+    """The idempotency key of a message.
+
+    With a Message-ID, the digest covers the Message-ID, From, Date and Subject: a copy of
+    the same mail that arrives again (POP3 re-delivery, the same mail through two routes
+    with different Received headers) is a duplicate, while a tool that reuses Message-IDs
+    for different alerts is not. Without a Message-ID it is the digest of the raw bytes.
+    """
+    h = hashlib.sha256()
+    if message.message_id:
+        for part in (message.message_id, message.sender, message.header("date") or "",
+                     message.subject):
+            h.update(part.encode("utf-8", "surrogatepass"))
+            h.update(b"\0")
+        return "m:" + h.hexdigest()
+    h.update(message.raw)
+    return "r:" + h.hexdigest()
+
+
+class _DryRun(Exception):
+    """Raised inside the transaction of ``inspect`` so that every write is rolled back."""
+
+
+class MessageTimeout(CommitEmailError):
+    """A message took longer than ``connector.message_time_limit``."""
+
+
+@contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Interrupt a pathological message (main thread only: SIGALRM is per process)."""
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(signum: int, frame: object) -> None:
+        raise MessageTimeout(f"processing took longer than {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+class Context:
+    """What a stage can see and do while it handles one message."""
+
+    def __init__(
+        self,
+        connector: Connector,
+        *,
+        source: SourceRef,
+        digest: str,
+        dry_run: bool = False,
+    ) -> None:
+        self.connector = connector
+        self.config: Config = connector.config
+        self.directory: AccountDirectory = connector.directory
+        self.sink: TicketSink = connector.sink
+        self.state: ConnectorState = connector.state
+        self.host: PluginHost = connector.host
+        self.source = source
+        self.digest = digest
+        self.dry_run = dry_run
+        self.now: datetime = connector.clock()
+        self.notes: list[tuple[str, Any]] = []
+        self.queued: list[OutgoingMail] = []
+
+    def note(self, key: str, value: Any) -> None:
+        """Record an explanation (``inspect`` shows them in order)."""
+        self.notes.append((key, value))
+
+    def new_message_id(self) -> str:
+        return make_message_id(self.config.message_id_domain)
+
+    def send(self, mail: OutgoingMail) -> None:
+        """Queue a mail; it is sent after the message's outcome is committed."""
+        self.queued.append(mail)
+        self.state.enqueue_mail(mail)
+
+    def match_sender(self, message: Message) -> Match | None:
+        """Plugins' matchers first, then the built-in one (SPEC §3). May raise AmbiguousMatch."""
+        return self.host.match_account(message, self.directory, self.config)
+
+    def forward(
+        self,
+        message: Message,
+        reason: str,
+        *,
+        kind: OutcomeKind = OutcomeKind.FORWARDED,
+        ticket: str | None = None,
+        account: str | None = None,
+        stage: str = "",
+    ) -> Outcome:
+        """Forward the message, unchanged, to the internal address; returns the outcome."""
+        connector = self.config.connector
+        sender = self.config.smtp.from_address or connector.public_address
+        to = connector.internal_address
+        message_id = self.new_message_id()
+        raw = build_forward(
+            message,
+            sender=sender or "commit-email@localhost",
+            to=to or "undisclosed-recipients:;",
+            reason=reason,
+            message_id=message_id,
+            loop_token=self.config.message_id_domain,
+        )
+        self.send(
+            OutgoingMail(
+                kind="forward",
+                sender=sender,
+                recipients=[to] if to else [],
+                raw=raw,
+                message_id=message_id,
+                ticket="",
+            )
+        )
+        self.note("forwarded", reason)
+        return Outcome(kind=kind, detail=reason, ticket=ticket, account=account, stage=stage)
+
+    def file_message(
+        self,
+        ticket: Ticket,
+        message: Message,
+        *,
+        kind: str = "email",
+        text: str | None = None,
+    ) -> None:
+        """File a message under a ticket: a history entry, the raw .eml and the attachments."""
+        self.sink.add_history(
+            ticket.rec_id,
+            HistoryEntry(
+                kind=kind,
+                subject=message.subject,
+                text=message.text if text is None else text,
+                author=message.sender,
+                message_id=message.message_id,
+                created=message.date or self.now,
+            ),
+        )
+        stem = (message.message_id or self.digest[2:18]).replace("/", "_")[:80]
+        self.sink.add_document(
+            ticket.rec_id,
+            Document(filename=f"{stem}.eml", content_type="message/rfc822", data=message.raw,
+                     kind="raw"),
+        )
+        for attachment in message.attachments:
+            self.sink.add_document(
+                ticket.rec_id,
+                Document(filename=attachment.filename, content_type=attachment.content_type,
+                         data=attachment.data, kind="attachment"),
+            )
+
+    def open_ticket(
+        self,
+        message: Message,
+        match: Match,
+        *,
+        description: str | None = None,
+        alert_key: str = "",
+        text: str | None = None,
+        **overrides: str,
+    ) -> Ticket:
+        """Open a ticket for ``match`` with the configured defaults and file the message in it.
+
+        ``overrides`` set ticket attributes (status, priority, kind, source, manager) over the
+        ``[email_to_ticket] ticket_defaults``. Fires ``commit_email_ticket_created``.
+        """
+        defaults = dict(self.config.email_to_ticket.ticket_defaults)
+        defaults.update(overrides)
+        draft = TicketDraft(
+            account=match.account.rec_id,
+            contact=match.contact.rec_id if match.contact else "",
+            description=description if description is not None else describe(message),
+            status=defaults.get("status", ""),
+            priority=defaults.get("priority", ""),
+            kind=defaults.get("kind", ""),
+            source=defaults.get("source", ""),
+            manager=defaults.get("manager", ""),
+            alert_key=alert_key,
+            source_key=self.digest,
+        )
+        ticket = self.sink.create_ticket(draft)
+        self.file_message(ticket, message, text=text)
+        self.host.ticket_created(message, ticket, match, self)
+        return ticket
+
+
+def describe(message: Message, limit: int = 250) -> str:
+    """A ticket description: the subject, or the first line of the body when there is none."""
+    description = message.subject.strip()
+    if not description:
+        first = next((line.strip() for line in message.text.splitlines() if line.strip()), "")
+        description = first or "(no subject)"
+    return description if len(description) <= limit else description[: limit - 1] + "…"
+
+
+@frozen(kw_only=True)
+class Inspection:
+    """What ``inspect`` found: the parsed message, the route it would take and why."""
+
+    message: Message
+    outcome: Outcome
+    digest: str
+    already_processed: Outcome | None
+    notes: tuple[tuple[str, Any], ...]
+    mails: tuple[OutgoingMail, ...]
+
+
+class Connector:
+    """The pipeline an integrator builds with its directory, sink, state and mailer."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        directory: AccountDirectory,
+        sink: TicketSink,
+        state: ConnectorState,
+        mailer: Mailer | None = None,
+        host: PluginHost | None = None,
+        quarantine: Quarantine | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.config = config
+        self.directory = directory
+        self.sink = sink
+        self.state = state
+        self.mailer = mailer
+        self.host = host if host is not None else PluginHost()
+        self.quarantine = quarantine or Quarantine(config.state_dir / "quarantine")
+        self.clock = clock
+        self.stages: Sequence[Stage] = self.host.stages(config)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Config,
+        *,
+        store: Any = None,
+        mailer: Mailer | None = None,
+        host: PluginHost | None = None,
+        plugins: Sequence[object] = (),
+        autoload: bool = True,
+    ) -> Connector:
+        """The connector a configuration describes: its store serves as directory, sink and
+        state. ``mailer`` defaults to SMTP when ``[smtp]`` is configured."""
+        if store is None:
+            store = open_store(config.store.url, base_dir=config.base_dir)
+        if host is None:
+            host = PluginHost(plugins, autoload=autoload)
+        return cls(config, directory=store, sink=store, state=store, mailer=mailer, host=host)
+
+    # Processing ------------------------------------------------------------------------
+
+    @contextmanager
+    def _unit_of_work(self) -> Iterator[None]:
+        with ExitStack() as stack:
+            stack.enter_context(self.state.transaction())
+            if cast(object, self.sink) is not self.state:
+                stack.enter_context(self.sink.transaction())
+            yield
+
+    def _route(self, message: Message, ctx: Context) -> Outcome:
+        for stage in self.stages:
+            outcome = stage.handle(message, ctx)
+            if outcome is not None:
+                if not outcome.stage:
+                    outcome = attrs.evolve(outcome, stage=stage.name)
+                return outcome
+        return ctx.forward(message, "no account, ticket or rule matched", stage="forward")
+
+    def parse(self, raw: bytes) -> Message:
+        """Parse raw bytes, refusing what is over ``max_message_bytes``."""
+        limit = self.config.connector.max_message_bytes
+        if limit and len(raw) > limit:
+            raise MessageError(f"message of {len(raw)} bytes exceeds max_message_bytes={limit}")
+        return Message.from_bytes(raw)
+
+    def process(
+        self, raw: bytes, source: SourceRef | None = None, *, replay: bool = False
+    ) -> Outcome:
+        """Process one message and return its outcome. Never raises for bad mail."""
+        source = source or SourceRef(kind="bytes")
+        message: Message | None = None
+        try:
+            with _time_limit(self.config.connector.message_time_limit):
+                message = self.parse(raw)
+                digest = message_digest(message)
+                outcome = self._process_parsed(message, digest, source, replay=replay)
+        except Exception as exc:  # one bad message must never stop the run
+            outcome = self._quarantine(raw, source, message, exc)
+        if message is not None:
+            outcome = attrs.evolve(outcome, message_id=message.message_id)
+        self.flush_outbox()
+        self._notify(message, outcome)
+        return outcome
+
+    def _process_parsed(
+        self, message: Message, digest: str, source: SourceRef, *, replay: bool
+    ) -> Outcome:
+        with self._unit_of_work():
+            previous = self.state.processed(digest)
+            if previous is not None and not (
+                replay and previous.outcome.kind is OutcomeKind.QUARANTINED
+            ):
+                return self._duplicate(message, digest, source, previous.outcome)
+            ctx = Context(self, source=source, digest=digest)
+            outcome = self._route(message, ctx)
+            if previous is not None:  # a replayed quarantine entry gets its real outcome
+                self._forget(digest)
+            self.state.record_processed(
+                digest=digest, source=source, message_id=message.message_id, outcome=outcome
+            )
+        log.info("%s %s %s", outcome.kind.value, message.message_id or "-", outcome.detail)
+        return outcome
+
+    def _forget(self, digest: str) -> None:
+        forget = getattr(self.state, "forget_processed", None)
+        if forget is None:
+            raise CommitEmailError("this state store cannot replay quarantined messages")
+        forget(digest)
+
+    def _duplicate(
+        self, message: Message, digest: str, source: SourceRef, previous: Outcome
+    ) -> Outcome:
+        if source.uidl and self.state.processed_uidl(source.name, source.uidl) is None:
+            # A re-delivered copy under a new UIDL: remember the UIDL so it is deleted.
+            alias = getattr(self.state, "record_uidl_alias", None)
+            if alias is not None:
+                alias(digest=digest, mailbox=source.name, uidl=source.uidl)
+        return Outcome(
+            kind=OutcomeKind.DUPLICATE,
+            detail=f"already processed: {previous.kind.value}",
+            ticket=previous.ticket,
+            account=previous.account,
+            stage="dedup",
+        )
+
+    def _quarantine(
+        self, raw: bytes, source: SourceRef, message: Message | None, exc: Exception
+    ) -> Outcome:
+        reason = f"{type(exc).__name__}: {exc}"
+        message_id = message.message_id if message else ""
+        log.warning("quarantined %s: %s", message_id or source, reason)
+        entry = self.quarantine.add(
+            raw, reason=reason, source=source, message_id=message_id,
+            details="".join(traceback.format_exception(exc)),
+        )
+        outcome = Outcome(
+            kind=OutcomeKind.QUARANTINED, detail=f"{reason} (quarantine id {entry.id})",
+            stage="quarantine",
+        )
+        digest = message_digest(message) if message else "r:" + hashlib.sha256(raw).hexdigest()
+        try:
+            with self._unit_of_work():
+                if self.state.processed(digest) is None:
+                    self.state.record_processed(
+                        digest=digest, source=source, message_id=message_id, outcome=outcome
+                    )
+        except CommitEmailError as store_exc:  # the quarantine file is the record that counts
+            log.error("could not record the quarantine of %s: %s", entry.id, store_exc)
+        return outcome
+
+    def _notify(self, message: Message | None, outcome: Outcome) -> None:
+        try:
+            self.host.message_processed(message, outcome)
+        except Exception:  # observers must not change the outcome
+            log.exception("a commit_email_message_processed hook failed")
+
+    def flush_outbox(self) -> int:
+        """Send queued mail; returns how many were sent. Failures stay queued."""
+        if self.mailer is None:
+            return 0
+        sent = 0
+        for entry in self.state.pending_mail():
+            if not entry.mail.recipients:
+                continue
+            try:
+                self.mailer.send(entry.mail)
+            except MailerError as exc:
+                log.warning("sending %s mail %s failed: %s", entry.mail.kind, entry.id, exc)
+                with self.state.transaction():
+                    self.state.mark_mail_failed(entry.id, str(exc))
+                break  # the server is likely down; the next run retries in order
+            with self.state.transaction():
+                self.state.mark_mail_sent(entry.id)
+            sent += 1
+        return sent
+
+    # Inspection ------------------------------------------------------------------------
+
+    def inspect(self, raw: bytes) -> Inspection:
+        """Parse and route a message without writing anything (every write is rolled back)."""
+        message = self.parse(raw)
+        digest = message_digest(message)
+        ctx = Context(self, source=SourceRef(kind="inspect"), digest=digest, dry_run=True)
+        previous = self.state.processed(digest)
+        result: Outcome | None = None
+        try:
+            with self._unit_of_work():
+                result = self._route(message, ctx)
+                raise _DryRun
+        except _DryRun:
+            pass
+        assert result is not None
+        return Inspection(
+            message=message,
+            outcome=result,
+            digest=digest,
+            already_processed=previous.outcome if previous else None,
+            notes=tuple(ctx.notes),
+            mails=tuple(ctx.queued),
+        )

@@ -1,0 +1,115 @@
+"""Quarantine: messages that could not be processed, kept byte-for-byte with their reason.
+
+Each entry is two files in ``<state_dir>/quarantine/``: ``<id>.eml`` (the raw bytes,
+unchanged) and ``<id>.json`` (reason, source, time, traceback). Both are written to a
+temporary name, fsynced and renamed, so a crash never leaves half an entry that
+``list`` would show. ``replay`` re-runs an entry through the connector after a fix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+from attrs import frozen
+
+from .model import SourceRef, utcnow
+
+__all__ = ["Quarantine", "QuarantineEntry"]
+
+
+@frozen(kw_only=True)
+class QuarantineEntry:
+    id: str
+    reason: str
+    source: SourceRef
+    message_id: str
+    created: datetime
+    size: int
+    resolved: str = ""  # the outcome of a successful replay
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class Quarantine:
+    """The quarantine folder of one connector."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def add(
+        self, raw: bytes, *, reason: str, source: SourceRef, message_id: str = "",
+        details: str = "",
+    ) -> QuarantineEntry:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        now = utcnow()
+        entry_id = f"{now:%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
+        entry = QuarantineEntry(
+            id=entry_id, reason=reason, source=source, message_id=message_id, created=now,
+            size=len(raw),
+        )
+        _write_atomic(self.directory / f"{entry_id}.eml", raw)
+        meta = {
+            "reason": reason,
+            "source": {"kind": source.kind, "name": source.name, "uidl": source.uidl},
+            "message_id": message_id,
+            "created": now.isoformat(),
+            "size": len(raw),
+            "details": details,
+            "resolved": "",
+        }
+        _write_atomic(self.directory / f"{entry_id}.json", json.dumps(meta, indent=2).encode())
+        dir_fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # the renames themselves must survive a crash
+        finally:
+            os.close(dir_fd)
+        return entry
+
+    def _entry(self, meta_path: Path) -> QuarantineEntry:
+        meta = json.loads(meta_path.read_text())
+        src = meta.get("source", {})
+        return QuarantineEntry(
+            id=meta_path.stem,
+            reason=meta.get("reason", ""),
+            source=SourceRef(kind=src.get("kind", ""), name=src.get("name", ""),
+                             uidl=src.get("uidl", "")),
+            message_id=meta.get("message_id", ""),
+            created=datetime.fromisoformat(meta["created"]),
+            size=int(meta.get("size", 0)),
+            resolved=meta.get("resolved", ""),
+        )
+
+    def entries(self) -> Iterator[QuarantineEntry]:
+        if not self.directory.is_dir():
+            return
+        for meta_path in sorted(self.directory.glob("*.json")):
+            if (self.directory / f"{meta_path.stem}.eml").exists():
+                yield self._entry(meta_path)
+
+    def get(self, entry_id: str) -> tuple[QuarantineEntry, bytes]:
+        """The entry and its raw bytes; KeyError when there is no such entry."""
+        if "/" in entry_id or entry_id.startswith("."):
+            raise KeyError(entry_id)
+        meta_path = self.directory / f"{entry_id}.json"
+        eml_path = self.directory / f"{entry_id}.eml"
+        if not meta_path.exists() or not eml_path.exists():
+            raise KeyError(entry_id)
+        return self._entry(meta_path), eml_path.read_bytes()
+
+    def mark_resolved(self, entry_id: str, outcome: str) -> None:
+        meta_path = self.directory / f"{entry_id}.json"
+        meta = json.loads(meta_path.read_text())
+        meta["resolved"] = outcome
+        _write_atomic(meta_path, json.dumps(meta, indent=2).encode())

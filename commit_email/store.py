@@ -1,0 +1,696 @@
+"""The embedded store: SQLite, implementing every Protocol in ``protocols``.
+
+It is the default for new users (``sqlite:///./commit.db``), the in-memory store of tests
+and harnesses (``memory:`` is SQLite's ``:memory:``), and the reference an integrator reads
+before implementing the Protocols over a real Commit database.
+
+Durability: WAL journal with ``synchronous=NORMAL``: a committed transaction survives the
+process being killed at any instruction (the crash model of ``commit-email run``); after
+an operating-system crash or power loss the last transactions may be lost, and POP3
+re-delivery plus the processed log's digests then turn them into ``duplicate`` or redo
+them. Set ``?synchronous=FULL`` on the URL to fsync every commit.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import string
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import attrs
+from attrs import frozen
+
+from .errors import ConfigError, StoreError
+from .model import (
+    Account,
+    AccountKind,
+    Document,
+    HistoryEntry,
+    Outcome,
+    OutcomeKind,
+    OutgoingMail,
+    SourceRef,
+    Ticket,
+    TicketDraft,
+    utcnow,
+)
+
+__all__ = ["OutboxEntry", "ProcessedEntry", "SQLiteStore", "account_keys", "open_store"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS accounts (
+    rec_id TEXT PRIMARY KEY, file_as TEXT NOT NULL, email1 TEXT NOT NULL, email2 TEXT NOT NULL,
+    account_number TEXT NOT NULL, account_id TEXT NOT NULL,
+    field1 TEXT NOT NULL, field2 TEXT NOT NULL, field3 TEXT NOT NULL, field4 TEXT NOT NULL,
+    kind TEXT NOT NULL, parent TEXT NOT NULL, active INTEGER NOT NULL, extra TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS accounts_file_as ON accounts (file_as COLLATE NOCASE);
+CREATE INDEX IF NOT EXISTS accounts_number ON accounts (account_number COLLATE NOCASE);
+CREATE INDEX IF NOT EXISTS accounts_id ON accounts (account_id COLLATE NOCASE);
+CREATE TABLE IF NOT EXISTS account_keys (
+    type TEXT NOT NULL, key TEXT NOT NULL, rec_id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS account_keys_lookup ON account_keys (type, key);
+CREATE INDEX IF NOT EXISTS account_keys_rec ON account_keys (rec_id);
+CREATE TABLE IF NOT EXISTS tickets (
+    rec_id TEXT PRIMARY KEY, number TEXT NOT NULL UNIQUE, account TEXT NOT NULL,
+    contact TEXT NOT NULL, description TEXT NOT NULL, status TEXT NOT NULL,
+    priority TEXT NOT NULL, kind TEXT NOT NULL, source TEXT NOT NULL, manager TEXT NOT NULL,
+    alert_key TEXT NOT NULL, closed INTEGER NOT NULL, created TEXT NOT NULL,
+    updated TEXT NOT NULL, extra TEXT NOT NULL, source_key TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS tickets_source_key ON tickets (source_key)
+    WHERE source_key != '';
+CREATE INDEX IF NOT EXISTS tickets_alert ON tickets (alert_key, closed) WHERE alert_key != '';
+CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY, ticket TEXT NOT NULL, kind TEXT NOT NULL, subject TEXT NOT NULL,
+    text TEXT NOT NULL, author TEXT NOT NULL, message_id TEXT NOT NULL, created TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_ticket ON history (ticket);
+CREATE TABLE IF NOT EXISTS documents (
+    id INTEGER PRIMARY KEY, ticket TEXT NOT NULL, filename TEXT NOT NULL,
+    content_type TEXT NOT NULL, kind TEXT NOT NULL, data BLOB NOT NULL, created TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS documents_ticket ON documents (ticket);
+CREATE TABLE IF NOT EXISTS records (
+    kind TEXT NOT NULL, rec_id TEXT NOT NULL, fields TEXT NOT NULL,
+    created TEXT NOT NULL, updated TEXT NOT NULL, PRIMARY KEY (kind, rec_id)
+);
+CREATE TABLE IF NOT EXISTS processed (
+    digest TEXT PRIMARY KEY, source_kind TEXT NOT NULL, source_name TEXT NOT NULL,
+    uidl TEXT NOT NULL, message_id TEXT NOT NULL, outcome TEXT NOT NULL, ticket TEXT,
+    account TEXT, detail TEXT NOT NULL, stage TEXT NOT NULL, created TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS processed_uidl ON processed (source_name, uidl) WHERE uidl != '';
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY, kind TEXT NOT NULL, sender TEXT NOT NULL, recipients TEXT NOT NULL,
+    raw BLOB NOT NULL, message_id TEXT NOT NULL, ticket TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT NOT NULL DEFAULT '',
+    created TEXT NOT NULL, sent TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (id) WHERE sent IS NULL;
+CREATE TABLE IF NOT EXISTS sent_ids (
+    message_id TEXT PRIMARY KEY, ticket TEXT NOT NULL, created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS auto_responses (sender TEXT NOT NULL, at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS auto_responses_sender ON auto_responses (sender, at);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+_ACCOUNT_COLUMNS = (
+    "rec_id", "file_as", "email1", "email2", "account_number", "account_id",
+    "field1", "field2", "field3", "field4", "kind", "parent", "active", "extra",
+)
+_TICKET_COLUMNS = (
+    "rec_id", "number", "account", "contact", "description", "status", "priority", "kind",
+    "source", "manager", "alert_key", "closed", "created", "updated", "extra",
+)
+_SEARCHABLE = frozenset(
+    ("file_as", "account_number", "account_id", "field1", "field2", "field3", "field4", "rec_id")
+)
+_REC_ALPHABET = string.ascii_uppercase + string.digits
+_REC_PREFIX = {
+    "ACCOUNT": "CRD", "TICKET": "TKT", "OPPORTUNITY": "OPP", "DOCUMENT": "DOC",
+    "CHARGE": "SLP", "APPOINTMENT-OR-TASK": "EVT", "HISTORY-NOTE": "HIS", "ITEM": "ITM",
+    "ASSET": "AST", "KBARTICLE": "KBA",
+}
+
+
+def new_rec_id(kind: str = "ACCOUNT") -> str:
+    """A Commit-style 20-character record id: a 3-letter kind prefix and 17 random characters."""
+    prefix = _REC_PREFIX.get(kind.upper(), kind.upper()[:3].ljust(3, "X"))
+    return prefix + "".join(secrets.choice(_REC_ALPHABET) for _ in range(17))
+
+
+def account_keys(account: Account) -> list[tuple[str, str]]:
+    """The lookup keys of an Account's email fields: ("email", addr) or ("domain", domain)."""
+    keys: list[tuple[str, str]] = []
+    for value in account.emails:
+        for raw_token in value.replace(";", " ").replace(",", " ").split():
+            token = raw_token.strip().strip("<>").lower()
+            if "@" in token:
+                local, _, domain = token.rpartition("@")
+                if local in ("", "*"):  # "@acme.example" and "*@acme.example" mean the domain
+                    keys.append(("domain", domain))
+                else:
+                    keys.append(("email", token))
+            elif "." in token:
+                keys.append(("domain", token))
+    return keys
+
+
+@frozen(kw_only=True)
+class ProcessedEntry:
+    """One line of the processed log."""
+
+    digest: str
+    source: SourceRef
+    message_id: str
+    outcome: Outcome
+    created: datetime
+
+
+@frozen(kw_only=True)
+class OutboxEntry:
+    """A queued outgoing mail."""
+
+    id: int
+    mail: OutgoingMail
+    attempts: int
+    last_error: str
+    sent: bool = False
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat()
+
+
+def _dt(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+class SQLiteStore:
+    """Accounts, tickets, records and the connector's state in one SQLite database."""
+
+    def __init__(self, path: str | Path = ":memory:", *, synchronous: str = "NORMAL") -> None:
+        self.path = str(path)
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=30
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous}")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(_SCHEMA)
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the store at {self.path}: {exc}") from exc
+        self._depth = 0
+
+    @classmethod
+    def in_memory(cls) -> SQLiteStore:
+        """A private, empty in-memory store (for tests and harnesses)."""
+        return cls(":memory:")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> SQLiteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # Units of work ----------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Commit everything inside at once. Nested calls are savepoints: an exception inside
+        a nested block undoes only that block (this is how one XML transaction of several
+        fails alone)."""
+        depth = self._depth
+        name = f"sp{depth}"
+        try:
+            self._db.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT {name}")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot start a transaction: {exc}") from exc
+        self._depth += 1
+        try:
+            yield
+        except BaseException:
+            self._depth = depth
+            if depth == 0:
+                self._db.execute("ROLLBACK")
+            else:
+                self._db.execute(f"ROLLBACK TO {name}")
+                self._db.execute(f"RELEASE {name}")
+            raise
+        self._depth = depth
+        try:
+            self._db.execute("COMMIT" if depth == 0 else f"RELEASE {name}")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot commit: {exc}") from exc
+
+    @contextmanager
+    def rolled_back(self) -> Iterator[None]:
+        """Run the block in a transaction that is always rolled back (``inspect``)."""
+
+        class _Rollback(Exception):
+            pass
+
+        try:
+            with self.transaction():
+                yield
+                raise _Rollback
+        except _Rollback:
+            pass
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        try:
+            return self._db.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{exc} (in: {sql.split(maxsplit=1)[0]} …)") from exc
+
+    # Accounts (AccountDirectory + writes) ----------------------------------------------
+
+    def _account(self, row: Sequence[Any]) -> Account:
+        values = dict(zip(_ACCOUNT_COLUMNS, row, strict=True))
+        values["active"] = bool(values["active"])
+        values["extra"] = json.loads(values["extra"])
+        values["kind"] = AccountKind(values["kind"])
+        return Account(**values)
+
+    def _accounts(self, sql: str, params: Sequence[Any]) -> list[Account]:
+        return [self._account(row) for row in self._execute(sql, params)]
+
+    _SELECT_ACCOUNT = "SELECT " + ", ".join(f"a.{c}" for c in _ACCOUNT_COLUMNS) + " FROM accounts a"
+
+    def find_by_email(self, address: str) -> list[Account]:
+        return self._accounts(
+            self._SELECT_ACCOUNT + " JOIN account_keys k ON k.rec_id = a.rec_id"
+            " WHERE k.type = 'email' AND k.key = ? ORDER BY a.rowid",
+            (address.lower(),),
+        )
+
+    def find_by_domain(self, domain: str) -> list[Account]:
+        return self._accounts(
+            self._SELECT_ACCOUNT + " JOIN account_keys k ON k.rec_id = a.rec_id"
+            " WHERE k.type = 'domain' AND k.key = ? ORDER BY a.rowid",
+            (domain.lower(),),
+        )
+
+    def find_by_field(self, name: str, value: str) -> list[Account]:
+        if name not in _SEARCHABLE:
+            raise ValueError(f"cannot search accounts by {name!r}")
+        return self._accounts(
+            self._SELECT_ACCOUNT + f" WHERE a.{name} = ? COLLATE NOCASE ORDER BY a.rowid",
+            (value.strip(),),
+        )
+
+    def get_account(self, rec_id: str) -> Account | None:
+        found = self._accounts(self._SELECT_ACCOUNT + " WHERE a.rec_id = ?", (rec_id,))
+        return found[0] if found else None
+
+    def list_accounts(self) -> list[Account]:
+        return self._accounts(self._SELECT_ACCOUNT + " ORDER BY a.rowid", ())
+
+    def _write_account(self, account: Account, *, replace: bool) -> Account:
+        if not account.rec_id:
+            account = attrs.evolve(account, rec_id=new_rec_id("ACCOUNT"))
+        row = [getattr(account, c) for c in _ACCOUNT_COLUMNS]
+        row[_ACCOUNT_COLUMNS.index("kind")] = account.kind.value
+        row[_ACCOUNT_COLUMNS.index("active")] = int(account.active)
+        row[_ACCOUNT_COLUMNS.index("extra")] = json.dumps(dict(account.extra), sort_keys=True)
+        verb = "INSERT OR REPLACE" if replace else "INSERT"
+        with self.transaction():
+            try:
+                self._db.execute(
+                    f"{verb} INTO accounts ({', '.join(_ACCOUNT_COLUMNS)})"
+                    f" VALUES ({', '.join('?' * len(_ACCOUNT_COLUMNS))})",
+                    row,
+                )
+            except sqlite3.IntegrityError as exc:
+                raise StoreError(f"account {account.rec_id} already exists") from exc
+            self._db.execute("DELETE FROM account_keys WHERE rec_id = ?", (account.rec_id,))
+            self._db.executemany(
+                "INSERT INTO account_keys (type, key, rec_id) VALUES (?, ?, ?)",
+                [(t, k, account.rec_id) for t, k in account_keys(account)],
+            )
+        return account
+
+    def add_account(self, account: Account) -> Account:
+        return self._write_account(account, replace=False)
+
+    def upsert_account(self, account: Account) -> Account:
+        """Insert or replace a Card by rec_id (used by ``accounts import``)."""
+        return self._write_account(account, replace=True)
+
+    def update_account(self, rec_id: str, changes: Mapping[str, object]) -> Account:
+        current = self.get_account(rec_id)
+        if current is None:
+            raise KeyError(rec_id)
+        known = {f.name for f in attrs.fields(Account)} - {"rec_id", "extra"}
+        extra = dict(current.extra)
+        values: dict[str, Any] = {}
+        for key, value in changes.items():
+            if key in known:
+                values[key] = value
+            else:
+                extra[key] = str(value)
+        return self._write_account(attrs.evolve(current, **values, extra=extra), replace=True)
+
+    # Tickets (TicketSink) ---------------------------------------------------------------
+
+    _SELECT_TICKET = "SELECT " + ", ".join(_TICKET_COLUMNS) + " FROM tickets"
+
+    def _ticket(self, row: Sequence[Any]) -> Ticket:
+        values = dict(zip(_TICKET_COLUMNS, row, strict=True))
+        values["closed"] = bool(values["closed"])
+        values["created"] = _dt(values["created"])
+        values["updated"] = _dt(values["updated"])
+        values["extra"] = json.loads(values["extra"])
+        return Ticket(**values)
+
+    def _next(self, counter: str) -> int:
+        self._db.execute(
+            "INSERT INTO counters (name, value) VALUES (?, 1)"
+            " ON CONFLICT (name) DO UPDATE SET value = value + 1",
+            (counter,),
+        )
+        row = self._db.execute("SELECT value FROM counters WHERE name = ?", (counter,)).fetchone()
+        return int(row[0])
+
+    def create_ticket(self, draft: TicketDraft) -> Ticket:
+        with self.transaction():
+            if draft.source_key:
+                row = self._execute(
+                    self._SELECT_TICKET + " WHERE source_key = ?", (draft.source_key,)
+                ).fetchone()
+                if row is not None:
+                    return self._ticket(row)
+            now = utcnow()
+            ticket = Ticket(
+                rec_id=new_rec_id("TICKET"),
+                number=str(self._next("ticket_number")),
+                account=draft.account,
+                contact=draft.contact,
+                description=draft.description,
+                status=draft.status,
+                priority=draft.priority,
+                kind=draft.kind,
+                source=draft.source,
+                manager=draft.manager,
+                alert_key=draft.alert_key,
+                created=now,
+                updated=now,
+                extra=draft.extra,
+            )
+            self._insert_ticket(ticket, draft.source_key)
+        return ticket
+
+    def _insert_ticket(self, ticket: Ticket, source_key: str) -> None:
+        row = self._ticket_row(ticket)
+        self._execute(
+            f"INSERT INTO tickets ({', '.join(_TICKET_COLUMNS)}, source_key)"
+            f" VALUES ({', '.join('?' * (len(_TICKET_COLUMNS) + 1))})",
+            [*row, source_key],
+        )
+
+    @staticmethod
+    def _ticket_row(ticket: Ticket) -> list[Any]:
+        row: list[Any] = [getattr(ticket, c) for c in _TICKET_COLUMNS]
+        row[_TICKET_COLUMNS.index("closed")] = int(ticket.closed)
+        row[_TICKET_COLUMNS.index("created")] = _iso(ticket.created)
+        row[_TICKET_COLUMNS.index("updated")] = _iso(ticket.updated)
+        row[_TICKET_COLUMNS.index("extra")] = json.dumps(dict(ticket.extra), sort_keys=True)
+        return row
+
+    def get_ticket(self, *, number: str | None = None, rec_id: str | None = None) -> Ticket | None:
+        if number is not None:
+            row = self._execute(self._SELECT_TICKET + " WHERE number = ?", (number,)).fetchone()
+        elif rec_id is not None:
+            row = self._execute(self._SELECT_TICKET + " WHERE rec_id = ?", (rec_id,)).fetchone()
+        else:
+            raise TypeError("get_ticket() needs number= or rec_id=")
+        return self._ticket(row) if row else None
+
+    def update_ticket(self, rec_id: str, changes: Mapping[str, object]) -> Ticket:
+        current = self.get_ticket(rec_id=rec_id)
+        if current is None:
+            raise KeyError(rec_id)
+        known = {f.name for f in attrs.fields(Ticket)} - {"rec_id", "extra", "created", "updated"}
+        extra = dict(current.extra)
+        values: dict[str, Any] = {}
+        for key, value in changes.items():
+            if key in known:
+                values[key] = value
+            else:
+                extra[key] = str(value)
+        ticket = attrs.evolve(current, **values, extra=extra, updated=utcnow())
+        row = self._ticket_row(ticket)
+        assignments = ", ".join(f"{c} = ?" for c in _TICKET_COLUMNS[1:])
+        self._execute(f"UPDATE tickets SET {assignments} WHERE rec_id = ?", [*row[1:], rec_id])
+        return ticket
+
+    def find_open_alert_ticket(self, alert_key: str) -> Ticket | None:
+        row = self._execute(
+            self._SELECT_TICKET
+            + " WHERE alert_key = ? AND closed = 0 ORDER BY created DESC, rowid DESC LIMIT 1",
+            (alert_key,),
+        ).fetchone()
+        return self._ticket(row) if row else None
+
+    def list_tickets(self) -> list[Ticket]:
+        return [self._ticket(r) for r in self._execute(self._SELECT_TICKET + " ORDER BY rowid")]
+
+    def count_tickets(self) -> int:
+        return int(self._execute("SELECT count(*) FROM tickets").fetchone()[0])
+
+    def add_history(self, ticket_rec_id: str, entry: HistoryEntry) -> None:
+        self._execute(
+            "INSERT INTO history (ticket, kind, subject, text, author, message_id, created)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (ticket_rec_id, entry.kind, entry.subject, entry.text, entry.author,
+             entry.message_id, _iso(entry.created)),
+        )
+
+    def history(self, ticket_rec_id: str) -> list[HistoryEntry]:
+        rows = self._execute(
+            "SELECT kind, subject, text, author, message_id, created FROM history"
+            " WHERE ticket = ? ORDER BY id",
+            (ticket_rec_id,),
+        )
+        return [
+            HistoryEntry(kind=k, subject=s, text=t, author=a, message_id=m, created=_dt(c))
+            for k, s, t, a, m, c in rows
+        ]
+
+    def history_counts(self) -> dict[str, int]:
+        """Number of history entries per ticket rec_id."""
+        rows = self._execute("SELECT ticket, count(*) FROM history GROUP BY ticket")
+        return {ticket: int(n) for ticket, n in rows}
+
+    def add_document(self, ticket_rec_id: str, document: Document) -> None:
+        self._execute(
+            "INSERT INTO documents (ticket, filename, content_type, kind, data, created)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (ticket_rec_id, document.filename, document.content_type, document.kind,
+             document.data, _iso(utcnow())),
+        )
+
+    def documents(self, ticket_rec_id: str) -> list[Document]:
+        rows = self._execute(
+            "SELECT filename, content_type, kind, data FROM documents WHERE ticket = ?"
+            " ORDER BY id",
+            (ticket_rec_id,),
+        )
+        return [Document(filename=f, content_type=c, kind=k, data=bytes(d)) for f, c, k, d in rows]
+
+    # Other Commit records ------------------------------------------------------------------
+
+    def add_record(self, kind: str, fields: Mapping[str, str]) -> str:
+        rec_id = new_rec_id(kind)
+        now = _iso(utcnow())
+        self._execute(
+            "INSERT INTO records (kind, rec_id, fields, created, updated) VALUES (?, ?, ?, ?, ?)",
+            (kind.upper(), rec_id, json.dumps(dict(fields), sort_keys=True), now, now),
+        )
+        return rec_id
+
+    def update_record(self, kind: str, rec_id: str, fields: Mapping[str, str]) -> None:
+        current = self.get_record(kind, rec_id)
+        if current is None:
+            raise KeyError(rec_id)
+        merged = {**current, **fields}
+        self._execute(
+            "UPDATE records SET fields = ?, updated = ? WHERE kind = ? AND rec_id = ?",
+            (json.dumps(merged, sort_keys=True), _iso(utcnow()), kind.upper(), rec_id),
+        )
+
+    def get_record(self, kind: str, rec_id: str) -> dict[str, str] | None:
+        row = self._execute(
+            "SELECT fields FROM records WHERE kind = ? AND rec_id = ?", (kind.upper(), rec_id)
+        ).fetchone()
+        return dict(json.loads(row[0])) if row else None
+
+    # Connector state (ConnectorState) ----------------------------------------------------
+
+    _SELECT_PROCESSED = (
+        "SELECT digest, source_kind, source_name, uidl, message_id, outcome, ticket, account,"
+        " detail, stage, created FROM processed"
+    )
+
+    @staticmethod
+    def _processed(row: Sequence[Any]) -> ProcessedEntry:
+        digest, kind, name, uidl, message_id, outcome, ticket, account, detail, stage, created = row
+        return ProcessedEntry(
+            digest=digest,
+            source=SourceRef(kind=kind, name=name, uidl=uidl),
+            message_id=message_id,
+            outcome=Outcome(
+                kind=OutcomeKind(outcome), ticket=ticket, account=account, detail=detail,
+                stage=stage,
+            ),
+            created=_dt(created),
+        )
+
+    def processed(self, digest: str) -> ProcessedEntry | None:
+        row = self._execute(self._SELECT_PROCESSED + " WHERE digest = ?", (digest,)).fetchone()
+        return self._processed(row) if row else None
+
+    def processed_uidl(self, mailbox: str, uidl: str) -> ProcessedEntry | None:
+        row = self._execute(
+            self._SELECT_PROCESSED + " WHERE source_name = ? AND uidl = ? LIMIT 1",
+            (mailbox, uidl),
+        ).fetchone()
+        return self._processed(row) if row else None
+
+    def record_processed(
+        self, *, digest: str, source: SourceRef, message_id: str, outcome: Outcome
+    ) -> None:
+        self._execute(
+            "INSERT INTO processed (digest, source_kind, source_name, uidl, message_id, outcome,"
+            " ticket, account, detail, stage, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (digest, source.kind, source.name, source.uidl, message_id, outcome.kind.value,
+             outcome.ticket, outcome.account, outcome.detail, outcome.stage, _iso(utcnow())),
+        )
+
+    def forget_processed(self, digest: str) -> None:
+        """Drop a processed-log line (replaying a quarantined message replaces its outcome)."""
+        self._execute("DELETE FROM processed WHERE digest = ?", (digest,))
+
+    def record_uidl_alias(self, *, digest: str, mailbox: str, uidl: str) -> None:
+        """Remember that a re-delivered copy (new UIDL) of a processed message was seen."""
+        self._execute(
+            "INSERT OR IGNORE INTO processed (digest, source_kind, source_name, uidl, message_id,"
+            " outcome, ticket, account, detail, stage, created)"
+            " SELECT ?, 'pop3', ?, ?, message_id, ?, ticket, account, ?, stage, ?"
+            " FROM processed WHERE digest = ?",
+            (f"{digest}:{mailbox}:{uidl}", mailbox, uidl, OutcomeKind.DUPLICATE.value,
+             f"copy of {digest[:12]}", _iso(utcnow()), digest),
+        )
+
+    def iter_processed(self) -> Iterator[ProcessedEntry]:
+        for row in self._execute(self._SELECT_PROCESSED + " ORDER BY rowid").fetchall():
+            yield self._processed(row)
+
+    def outcome_counts(self) -> dict[str, int]:
+        rows = self._execute("SELECT outcome, count(*) FROM processed GROUP BY outcome")
+        return {outcome: int(n) for outcome, n in rows}
+
+    def enqueue_mail(self, mail: OutgoingMail) -> int:
+        cur = self._execute(
+            "INSERT INTO outbox (kind, sender, recipients, raw, message_id, ticket, created)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (mail.kind, mail.sender, json.dumps(list(mail.recipients)), mail.raw,
+             mail.message_id, mail.ticket, _iso(utcnow())),
+        )
+        return int(cur.lastrowid or 0)
+
+    def _outbox(self, where: str) -> list[OutboxEntry]:
+        rows = self._execute(
+            "SELECT id, kind, sender, recipients, raw, message_id, ticket, attempts, last_error,"
+            f" sent FROM outbox {where} ORDER BY id"
+        )
+        return [
+            OutboxEntry(
+                id=i,
+                mail=OutgoingMail(kind=k, sender=s, recipients=json.loads(r), raw=bytes(raw),
+                                  message_id=m, ticket=t),
+                attempts=a,
+                last_error=e,
+                sent=sent is not None,
+            )
+            for i, k, s, r, raw, m, t, a, e, sent in rows
+        ]
+
+    def pending_mail(self) -> list[OutboxEntry]:
+        return self._outbox("WHERE sent IS NULL")
+
+    def all_mail(self) -> list[OutboxEntry]:
+        return self._outbox("")
+
+    def mark_mail_sent(self, mail_id: int) -> None:
+        self._execute(
+            "UPDATE outbox SET sent = ?, attempts = attempts + 1 WHERE id = ?",
+            (_iso(utcnow()), mail_id),
+        )
+
+    def mark_mail_failed(self, mail_id: int, error: str) -> None:
+        self._execute(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?",
+            (error, mail_id),
+        )
+
+    def record_sent_message_id(self, message_id: str, ticket_rec_id: str) -> None:
+        self._execute(
+            "INSERT OR REPLACE INTO sent_ids (message_id, ticket, created) VALUES (?, ?, ?)",
+            (message_id.strip("<>"), ticket_rec_id, _iso(utcnow())),
+        )
+
+    def ticket_for_sent_message_id(self, message_id: str) -> str | None:
+        row = self._execute(
+            "SELECT ticket FROM sent_ids WHERE message_id = ?", (message_id.strip("<>"),)
+        ).fetchone()
+        return (row[0] or None) if row else None
+
+    def is_own_message_id(self, message_id: str) -> bool:
+        row = self._execute(
+            "SELECT 1 FROM sent_ids WHERE message_id = ?", (message_id.strip("<>"),)
+        ).fetchone()
+        return row is not None
+
+    def count_auto_responses(self, sender: str, since: datetime) -> int:
+        row = self._execute(
+            "SELECT count(*) FROM auto_responses WHERE sender = ? AND at >= ?",
+            (sender.lower(), _iso(since)),
+        ).fetchone()
+        return int(row[0])
+
+    def record_auto_response(self, sender: str, at: datetime) -> None:
+        self._execute(
+            "INSERT INTO auto_responses (sender, at) VALUES (?, ?)", (sender.lower(), _iso(at))
+        )
+
+    def import_accounts(self, accounts: Iterable[Account]) -> int:
+        """Insert or replace many Cards in one transaction; returns how many."""
+        n = 0
+        with self.transaction():
+            for account in accounts:
+                self.upsert_account(account)
+                n += 1
+        return n
+
+
+def open_store(url: str, *, base_dir: Path | None = None) -> SQLiteStore:
+    """Open the store a ``[store] url`` names: ``sqlite:///PATH[?synchronous=FULL]`` or
+    ``memory:``. A relative PATH is relative to ``base_dir`` (the config file's folder)."""
+    if url in ("memory:", "sqlite://:memory:", "sqlite:///:memory:"):
+        return SQLiteStore.in_memory()
+    if not url.startswith("sqlite:///"):
+        raise ConfigError(f"unsupported store URL {url!r}", key="store.url")
+    rest = url.removeprefix("sqlite:///")
+    path_part, _, query = rest.partition("?")
+    options = {k: v[-1] for k, v in parse_qs(query).items()}
+    synchronous = options.pop("synchronous", "NORMAL").upper()
+    if options or synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+        raise ConfigError(f"unsupported store URL option in {url!r}", key="store.url")
+    path = Path(path_part)
+    if not path.is_absolute():
+        path = (base_dir or Path.cwd()) / path
+    return SQLiteStore(path, synchronous=synchronous)

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs what the tests need (Python packages in a
+# private venv, Debian's dovecot-pop3d for the real POP3 server), then lint, types, tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+# A real POP3 server for the POP3 tests (the fixtures start private instances of it).
+if ! command -v dovecot >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+        echo "== installing dovecot-pop3d"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq dovecot-pop3d >/dev/null || true   # the service start is refused in containers
+    else
+        echo "!! dovecot is not installed and this is not root: POP3 tests will skip (fail under CI=true)"
+    fi
+fi
+command -v openssl >/dev/null 2>&1 || { [ "$(id -u)" = 0 ] && apt-get install -y -qq openssl >/dev/null; } || true
+
+VENV=${COMMIT_EMAIL_VENV:-$ROOT/.venv}
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "== creating $VENV"
+    python3 -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+"$PY" -m pip install -q --upgrade pip >/dev/null
+echo "== installing commit-email[test]"
+"$PY" -m pip install -q -e ".[test]"
+
+# The shared third-party corpus, when it lies beside the checkout.
+if [ -z "${COMMIT_EMAIL_CORPUS:-}" ] && [ -d "$ROOT/../shared/corpus" ]; then
+    export COMMIT_EMAIL_CORPUS="$ROOT/../shared/corpus"
+fi
+
+echo "== ruff"
+"$VENV/bin/ruff" check commit_email tests
+echo "== mypy (strict)"
+"$VENV/bin/mypy"
+
+echo "== pytest"
+set +e
+"$PY" -m pytest -q -p no:cacheprovider "$@"
+status=$?
+set -e
+if [ "$status" = 5 ]; then
+    echo "pytest collected no tests: that is a failure" >&2
+    exit 1
+fi
+exit "$status"

@@ -1,0 +1,186 @@
+"""The command line: the README's main job, JSON output, and one-line user errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+from commit_email.cli import main
+
+EXAMPLES = ROOT / "examples"
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Path:
+    """A copy of examples/ (config, accounts, sample messages) in a temp dir."""
+    target = tmp_path / "examples"
+    shutil.copytree(EXAMPLES, target, ignore=shutil.ignore_patterns("state"))
+    return target
+
+
+def run(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    return main(list(argv), out=out), out.getvalue()
+
+
+def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "commit_email", *args], capture_output=True,
+                          text=True, env=env, timeout=120, check=False)
+
+
+def test_the_readme_main_job(demo: Path, cli_env: dict[str, str]) -> None:
+    config = str(demo / "commit-email.toml")
+    imported = run_cli(["accounts", "--config", config, "import", str(demo / "accounts.csv")],
+                       cli_env)
+    assert imported.returncode == 0, imported.stderr
+    assert "imported 6 cards" in imported.stdout
+    processed = run_cli(["process", "--config", config, "--json", str(demo / "messages")],
+                        cli_env)
+    assert processed.returncode == 0, processed.stderr
+    results = [json.loads(line) for line in processed.stdout.splitlines()]
+    by_file = {Path(r["source"]).name: r for r in results}
+    assert set(results[0]) == {"source", "message_id", "outcome", "ticket", "account", "detail"}
+    assert {k: v["outcome"] for k, v in by_file.items()} == {
+        "01-domain-match.eml": "ticket_created",
+        "02-contact.eml": "ticket_created",
+        "03-attachment.eml": "ticket_created",
+        "04-html-only.eml": "ticket_created",
+        "05-unknown-sender.eml": "forwarded",
+        "06-ambiguous-domain.eml": "forwarded",
+        "07-out-of-office.eml": "ignored",
+        "08-bounce.eml": "ignored",
+        "09-employee.eml": "forwarded",
+    }
+    assert by_file["01-domain-match.eml"]["message_id"] == "20261123091244.alice@acme.example"
+    tickets = json.loads(run_cli(["tickets", "--config", config, "--json"], cli_env).stdout)
+    assert [t["description"] for t in tickets] == [
+        "Printer on floor 2 is out of toner", "VPN geht nicht über WLAN",
+        "Server room temperature log attached", "Invoice question"]
+    assert {"number", "rec_id", "account", "status", "description", "history",
+            "created"} <= set(tickets[0])
+    assert all(t["history"] == 1 for t in tickets)
+    # A second run finds every message already processed.
+    again = run_cli(["process", "--config", config, "--json", str(demo / "messages")], cli_env)
+    assert {json.loads(line)["outcome"] for line in again.stdout.splitlines()} == {"duplicate"}
+
+
+def test_human_output_lists_the_tickets_made(demo: Path) -> None:
+    config = str(demo / "commit-email.toml")
+    assert run("accounts", "--config", config, "import", str(demo / "accounts.csv"))[0] == 0
+    code, out = run("process", "--config", config, str(demo / "messages"))
+    assert code == 0
+    assert "9 messages: 3 forwarded, 2 ignored, 4 ticket_created" in out
+    assert "Acme Corporation" in out and "Printer on floor 2" in out
+    assert "configure [smtp]" in out
+
+
+def test_inspect_json_shows_fields_and_route_and_writes_nothing(demo: Path) -> None:
+    config = str(demo / "commit-email.toml")
+    run("accounts", "--config", config, "import", str(demo / "accounts.csv"))
+    code, out = run("inspect", "--config", config, "--json",
+                    str(demo / "messages" / "03-attachment.eml"))
+    assert code == 0
+    doc = json.loads(out)
+    for key in ("from", "from_name", "to", "cc", "subject", "message_id", "date", "text",
+                "attachments", "auto_submitted", "bounce", "route"):
+        assert key in doc
+    assert doc["from"] == "it@globex.example" and doc["from_name"] == "Globex IT"
+    assert doc["date"] == "2026-11-23T11:30:00+00:00"
+    assert doc["attachments"] == [{"filename": "Temperaturprotokoll März.csv",
+                                   "content_type": "text/csv", "size": 22, "inline": False}]
+    assert doc["route"]["outcome"] == "ticket_created"
+    assert json.loads(run("tickets", "--config", config, "--json")[1]) == []
+
+
+def test_accounts_csv_errors_name_the_line(demo: Path, cli_env: dict[str, str]) -> None:
+    config = str(demo / "commit-email.toml")
+    bad = demo / "bad.csv"
+    bad.write_text("rec_id,file_as,kind,parent\nCRD1,Acme,account,\nCRD2,Bob,contact,\n")
+    result = run_cli(["accounts", "--config", config, "import", str(bad)], cli_env)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"commit-email: error: {bad}:3: a contact needs parent (its Account's rec_id)")
+    bad.write_text("rec_id,file_as,colour\n")
+    assert "unknown column 'colour'" in run_cli(
+        ["accounts", "--config", config, "import", str(bad)], cli_env).stderr
+    bad.write_text("file_as,kind,parent\nBob,contact,CRDNOPE\n")
+    assert ":2: parent CRDNOPE is not a known Account" in run_cli(
+        ["accounts", "--config", config, "import", str(bad)], cli_env).stderr
+
+
+@pytest.mark.parametrize("toml,expected", [
+    ("[pop3]\nhots = 'x'\n", "pop3: unknown key 'hots'"),
+    ("[pop3\n", "invalid TOML"),
+    ("[[automated.detection]]\nsubject_regex = '(['\n", "automated.detection[0].subject_regex"),
+])
+def test_config_errors_are_one_line_without_traceback(
+    tmp_path: Path, cli_env: dict[str, str], toml: str, expected: str
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(toml)
+    result = run_cli(["check-config", "--config", str(path)], cli_env)
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_inputs_are_user_errors(demo: Path, cli_env: dict[str, str]) -> None:
+    config = str(demo / "commit-email.toml")
+    for args in (["process", "--config", config, str(demo / "nope.eml")],
+                 ["inspect", "--config", config, str(demo / "nope.eml")],
+                 ["tickets", "--config", str(demo / "nope.toml")]):
+        result = run_cli(args, cli_env)
+        assert result.returncode == 2, args
+        assert "nope" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_check_config_ok(demo: Path) -> None:
+    code, out = run("check-config", "--config", str(demo / "commit-email.toml"))
+    assert code == 0 and ": OK" in out and "builtin:commit_email.ticketing" in out
+
+
+def test_process_reads_maildir_and_mbox(demo: Path, tmp_path: Path) -> None:
+    import mailbox
+
+    config = str(demo / "commit-email.toml")
+    run("accounts", "--config", config, "import", str(demo / "accounts.csv"))
+    messages = sorted((demo / "messages").glob("0[1-3]*.eml"))
+    md = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    for m in messages[:2]:
+        md.add(m.read_bytes())
+    mb = mailbox.mbox(tmp_path / "inbox.mbox", create=True)
+    mb.add(messages[2].read_bytes())
+    mb.flush()
+    code, out = run("process", "--config", config, "--json", str(tmp_path / "Maildir"),
+                    str(tmp_path / "inbox.mbox"))
+    assert code == 0
+    outcomes = [json.loads(line) for line in out.splitlines()]
+    assert [o["outcome"] for o in outcomes] == ["ticket_created"] * 3
+    assert outcomes[-1]["source"].endswith("inbox.mbox#0")
+
+
+def test_quarantine_list_and_replay(demo: Path) -> None:
+    config = demo / "commit-email.toml"
+    text = config.read_text()
+    config.write_text(text.replace('state_dir = "./state"',
+                                   'state_dir = "./state"\nmax_message_bytes = 300'))
+    code, out = run("process", "--config", str(config), "--json",
+                    str(demo / "messages" / "01-domain-match.eml"))
+    assert json.loads(out)["outcome"] == "quarantined"
+    code, out = run("quarantine", "--config", str(config), "--json", "list")
+    [entry] = json.loads(out)
+    assert "max_message_bytes" in entry["reason"]
+    config.write_text(config.read_text().replace("max_message_bytes = 300", ""))
+    run("accounts", "--config", str(config), "import", str(demo / "accounts.csv"))
+    code, out = run("quarantine", "--config", str(config), "replay", entry["id"])
+    assert code == 0 and json.loads(out)["outcome"] == "ticket_created"
+    code, out = run("quarantine", "--config", str(config), "list")
+    assert "[replayed: ticket_created]" in out

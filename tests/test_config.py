@@ -1,0 +1,143 @@
+"""Configuration: unknown keys, wrong types and bad regexes are errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from commit_email.config import check_secrets, load_config, parse_config
+from commit_email.errors import ConfigError
+
+SPEC_EXAMPLE = '''
+[connector]
+public_address = "support@acme.example"
+internal_address = "helpdesk@acme.example"
+state_dir = "./state"
+max_message_bytes = 26214400
+
+[store]
+url = "sqlite:///./commit.db"
+
+[pop3]
+host = "mail.acme.example"
+port = 995
+security = "ssl"
+user = "support"
+password_env = "COMMIT_EMAIL_POP3_PASSWORD"
+leave_on_server = false
+poll_interval = 60
+
+[smtp]
+host = "smtp.acme.example"
+port = 587
+security = "starttls"
+user = "support"
+password_env = "COMMIT_EMAIL_SMTP_PASSWORD"
+from_address = "support@acme.example"
+
+[email_to_ticket]
+enabled = true
+match_domains = true
+public_domains = []
+auto_response = true
+ticket_defaults = { status = "100", priority = "10", kind = "General", source = "Email" }
+
+[threading]
+subject_format = "[Ticket#{number}]"
+
+[loop_protection]
+max_auto_responses_per_sender = 3
+auto_response_window = 3600
+ignore_senders = []
+
+[xml_api]
+enabled = false
+password_env = "COMMIT_EMAIL_XML_PASSWORD"
+allowed_senders = []
+send_response = true
+response_bcc = ""
+
+[automated]
+enabled = true
+account_by_sender = true
+default_account = ""
+close_on_recovery = true
+parsers = ["nagios", "icinga", "monit"]
+
+[[automated.detection]]
+senders = ["alerts@rmm.example"]
+subject_contains = "Alert"
+
+[[automated.skip]]
+subject_contains = "Self Healed"
+
+[[automated.account]]
+search_for = "account_number"
+located_in = "subject"
+after = "Client: "
+before = " -"
+'''
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "commit-email.toml"
+    path.write_text(text)
+    return path
+
+
+def test_the_spec_example_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = load_config(write(tmp_path, SPEC_EXAMPLE))
+    assert config.pop3.effective_port == 995 and config.pop3.poll_interval == 60.0
+    assert config.automated.detection[0].senders == ("alerts@rmm.example",)
+    assert config.automated.account[0].after == "Client: "
+    assert config.state_dir == tmp_path / "state"
+    monkeypatch.setenv("COMMIT_EMAIL_POP3_PASSWORD", "secret")
+    monkeypatch.setenv("COMMIT_EMAIL_SMTP_PASSWORD", "secret2")
+    assert check_secrets(config) == ["pop3.password", "smtp.password"]
+    assert "secret" not in repr(config)
+
+
+@pytest.mark.parametrize("text,key", [
+    ("[pop3]\nhots = 'x'\n", "pop3: unknown key 'hots'"),
+    ("[pop]\n", "unknown key 'pop'"),
+    ("[pop3]\nport = '995'\n", "pop3.port: expected an integer"),
+    ("[pop3]\nsecurity = 'tls'\n", "pop3.security: must be one of ssl, starttls, plain"),
+    ("[email_to_ticket]\nmatch_domains = 'yes'\n", "email_to_ticket.match_domains"),
+    ("[email_to_ticket]\nticket_defaults = { colour = 'red' }\n",
+     "email_to_ticket.ticket_defaults: unknown key 'colour'"),
+    ("[threading]\nsubject_format = '[Ticket]'\n", "threading.subject_format"),
+    ("[[automated.detection]]\nsubject_regex = '(unclosed'\n",
+     "automated.detection[0].subject_regex: invalid regular expression"),
+    ("[[automated.detection]]\n", "automated.detection[0]: a detection rule needs"),
+    ("[[automated.account]]\nsearch_for = 'phone'\nafter = 'x'\n",
+     "automated.account[0].search_for"),
+    ("[[automated.account]]\nregex = 'Client: (\\\\w+) (\\\\d+)'\n",
+     "automated.account[0].regex: needs exactly one capture group"),
+    ("[store]\nurl = 'mysql://x'\n", "store.url"),
+    ("[connector]\ninternal_address = 'helpdesk'\n", "connector.internal_address"),
+])
+def test_mistakes_name_the_key(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text))
+    assert key in str(err.value)
+    assert str(tmp_path) in str(err.value)  # and the file
+
+
+def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_config(write(tmp_path, "[pop3\n"))
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_missing_secret_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOPE_PW", raising=False)
+    config = parse_config({"pop3": {"host": "h", "password_env": "NOPE_PW"}})
+    with pytest.raises(ConfigError, match=r"pop3\.password_env: environment variable NOPE_PW"):
+        check_secrets(config)
+
+
+def test_config_errors_are_value_errors() -> None:
+    with pytest.raises(ValueError):
+        parse_config({"nope": {}})

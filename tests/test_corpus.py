@@ -1,0 +1,44 @@
+"""Every message of the shared third-party corpus gets exactly one outcome through process."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+from pathlib import Path
+
+from corpus import corpus_messages, require_corpus
+
+from commit_email.cli import main
+
+#: Files of the corpus that are delivery reports (DSNs, read receipts, complaints): ignored.
+BOUNCES = {
+    "flanker/bounce/broken-mime.eml", "flanker/bounce/delayed.eml",
+    "flanker/bounce/delayed-broken.eml", "flanker/bounce/gmail-invalid-address.eml",
+    "flanker/bounce/gmail-no-dns.eml", "flanker/bounce/mailbox-full.eml",
+    "flanker/bounce/no-mx.eml", "flanker/bounce/office365.eml", "flanker/bounce/zed.eml",
+    "nodemailer-mailparser/delivery-status.eml",
+}
+
+
+def test_every_corpus_message_gets_exactly_one_outcome(tmp_path: Path) -> None:
+    root = require_corpus()
+    files = corpus_messages(root)
+    assert len(files) >= 200
+    config = tmp_path / "c.toml"
+    config.write_text(f'[connector]\nstate_dir = "{tmp_path}/state"\n'
+                      'internal_address = "helpdesk@msp.example"\n'
+                      f'[store]\nurl = "sqlite:///{tmp_path}/commit.db"\n')
+    out = io.StringIO()
+    assert main(["process", "--config", str(config), "--json", *map(str, files)], out=out) == 0
+    results = [json.loads(line) for line in out.getvalue().splitlines()]
+    sources = [r["source"] for r in results]
+    assert len(sources) == len(set(sources))  # one outcome per message
+    # Every file is there, in order; a file that starts with "From " is read as an mbox.
+    assert list(dict.fromkeys(s.split("#")[0] for s in sources)) == [str(f) for f in files]
+    tally = Counter(r["outcome"] for r in results)
+    print("\ncorpus tally:", dict(sorted(tally.items())), "of", len(results))
+    by_name = {str(Path(r["source"].split("#")[0]).relative_to(root)): r for r in results}
+    for name in BOUNCES:
+        assert by_name[name]["outcome"] == "ignored", name
+    assert tally["quarantined"] == 0, [r for r in results if r["outcome"] == "quarantined"]

@@ -1,0 +1,209 @@
+"""The pipeline's guarantees: one outcome per message, duplicates, quarantine, dry runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytest
+from conftest import GLOBEX
+
+from commit_email import hookimpl
+from commit_email.config import Config
+from commit_email.message import Message
+from commit_email.model import Match, Outcome, OutcomeKind
+from commit_email.pipeline import Connector, Context
+from commit_email.protocols import AccountDirectory
+from commit_email.store import SQLiteStore
+from commit_email.testing import RecordingMailer, build_message
+
+ConnectorFactory = Callable[..., Connector]
+
+
+def test_the_same_message_twice_is_a_duplicate(connector: Connector) -> None:
+    raw = build_message(sender="it@globex.example")
+    first = connector.process(raw)
+    second = connector.process(raw)
+    assert first.kind is OutcomeKind.TICKET_CREATED
+    assert second.kind is OutcomeKind.DUPLICATE
+    assert second.ticket == first.ticket
+    assert len(connector.sink.list_tickets()) == 1
+
+
+def test_a_copy_with_other_received_headers_is_a_duplicate(connector: Connector) -> None:
+    raw = build_message(sender="it@globex.example", message_id="same@globex.example")
+    copy = b"Received: from relay2.example by mx.example; Mon, 23 Nov 2026 09:00:00 +0000\r\n"
+    assert connector.process(raw).kind is OutcomeKind.TICKET_CREATED
+    assert connector.process(copy + raw).kind is OutcomeKind.DUPLICATE
+
+
+class ExplodingStage:
+    name = "exploding"
+    order = 350
+
+    def handle(self, message: Message, ctx: Context) -> Outcome | None:
+        # Write something first: the quarantine must roll it back.
+        ctx.sink.add_record("ASSET", {"FLDASTNAME": "half-written"})
+        raise RuntimeError("boom")
+
+
+class ExplodingPlugin:
+    @hookimpl
+    def commit_email_register_stages(self) -> Sequence[Any]:
+        return [ExplodingStage()]
+
+
+def test_a_failing_stage_quarantines_the_message_and_rolls_back(
+    connector_factory: ConnectorFactory,
+) -> None:
+    connector = connector_factory(plugins=[ExplodingPlugin()])
+    raw = build_message(sender="it@globex.example")
+    outcome = connector.process(raw)
+    assert outcome.kind is OutcomeKind.QUARANTINED
+    assert "RuntimeError: boom" in outcome.detail
+    [entry] = connector.quarantine.entries()
+    assert connector.quarantine.get(entry.id)[1] == raw  # byte for byte
+    assert connector.sink.list_tickets() == []
+    rows = connector.state._execute("SELECT count(*) FROM records").fetchone()  # type: ignore[attr-defined]
+    assert rows[0] == 0
+    # The run goes on, and the same message again is not quarantined twice.
+    assert connector.process(raw).kind is OutcomeKind.DUPLICATE
+    assert connector.process(build_message(sender="x@y.example")).kind is \
+        OutcomeKind.QUARANTINED
+
+
+def test_replay_after_the_fix_gives_the_real_outcome(
+    connector_factory: ConnectorFactory,
+) -> None:
+    store = SQLiteStore.in_memory()
+    broken = connector_factory(plugins=[ExplodingPlugin()], store=store)
+    raw = build_message(sender="it@globex.example")
+    assert broken.process(raw).kind is OutcomeKind.QUARANTINED
+    [entry] = broken.quarantine.entries()
+    fixed = connector_factory(accounts=[], store=store)  # same store and state_dir, no plugin
+    _, stored = fixed.quarantine.get(entry.id)
+    outcome = fixed.process(stored, entry.source, replay=True)
+    assert outcome.kind is OutcomeKind.TICKET_CREATED
+    assert fixed.process(stored).kind is OutcomeKind.DUPLICATE
+
+
+def test_oversized_mail_is_quarantined_not_parsed(connector_factory: ConnectorFactory) -> None:
+    connector = connector_factory(connector={"max_message_bytes": 1000})
+    raw = build_message(sender="it@globex.example", body="x" * 5000)
+    outcome = connector.process(raw)
+    assert outcome.kind is OutcomeKind.QUARANTINED
+    assert "max_message_bytes" in outcome.detail
+    assert connector.quarantine.get(next(connector.quarantine.entries()).id)[1] == raw
+
+
+def test_inspect_routes_but_writes_nothing(connector: Connector, mailer: RecordingMailer) -> None:
+    raw = build_message(sender="it@globex.example")
+    result = connector.inspect(raw)
+    assert result.outcome.kind is OutcomeKind.TICKET_CREATED
+    assert ("match", f"email: Globex Ltd ({GLOBEX.rec_id})") in result.notes
+    assert connector.sink.list_tickets() == []
+    assert list(connector.state.iter_processed()) == []
+    assert connector.state.pending_mail() == [] and mailer.sent == []
+    # and processing afterwards is unaffected
+    assert connector.process(raw).ticket == "1"
+
+
+class VipMatcher:
+    """A plugin that sends everything from vip.example to Globex."""
+
+    @hookimpl
+    def commit_email_match_account(
+        self, message: Message, directory: AccountDirectory
+    ) -> Match | None:
+        if message.sender.endswith("@vip.example"):
+            account = directory.get_account(GLOBEX.rec_id)
+            assert account is not None
+            return Match(account=account, how="plugin")
+        return None
+
+
+def test_a_plugin_matcher_runs_before_the_built_in_one(
+    connector_factory: ConnectorFactory,
+) -> None:
+    connector = connector_factory(plugins=[VipMatcher()])
+    vip = connector.process(build_message(sender="ceo@vip.example"))
+    assert vip.kind is OutcomeKind.TICKET_CREATED and vip.account == GLOBEX.rec_id
+    assert "plugin" in vip.detail
+    # Returning None lets the built-in matcher decide.
+    assert connector.process(build_message(sender="new@acme.example")).kind is \
+        OutcomeKind.TICKET_CREATED
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+        self.created: list[str] = []
+
+    @hookimpl
+    def commit_email_message_processed(self, message: Message | None, outcome: Outcome) -> None:
+        self.seen.append((message.subject if message else "", outcome.kind.value))
+
+    @hookimpl
+    def commit_email_ticket_created(self, ticket: Any, context: Context) -> None:
+        self.created.append(ticket.number)
+        assert context.digest
+
+
+def test_observers_see_every_outcome(connector_factory: ConnectorFactory) -> None:
+    recorder = Recorder()
+    connector = connector_factory(plugins=[recorder])
+    connector.process(build_message(sender="it@globex.example", subject="one"))
+    connector.process(build_message(sender="x@unknown.example", subject="two"))
+    assert recorder.seen == [("one", "ticket_created"), ("two", "forwarded")]
+    assert recorder.created == ["1"]
+
+
+def test_failed_sends_stay_queued_and_are_retried(
+    connector: Connector, mailer: RecordingMailer
+) -> None:
+    mailer.fail_next(1)
+    outcome = connector.process(build_message(sender="x@unknown.example"))
+    assert outcome.kind is OutcomeKind.FORWARDED  # the outcome stands even if SMTP fails
+    [pending] = connector.state.pending_mail()
+    assert pending.attempts == 1 and "simulated" in pending.last_error
+    assert connector.flush_outbox() == 1
+    assert connector.state.pending_mail() == []
+    assert len(mailer.sent) == 1
+
+
+def test_no_stage_claims_it_then_forward(connector_factory: ConnectorFactory) -> None:
+    connector = connector_factory(email_to_ticket={"enabled": False})
+    outcome = connector.process(build_message(sender="it@globex.example"))
+    assert outcome.kind is OutcomeKind.FORWARDED and outcome.stage == "forward"
+
+
+def test_time_limit_quarantines_a_pathological_message(
+    connector_factory: ConnectorFactory,
+) -> None:
+    import time
+
+    class SlowStage:
+        name = "slow"
+        order = 5
+
+        def handle(self, message: Message, ctx: Context) -> Outcome | None:
+            time.sleep(5)
+            return None
+
+    class SlowPlugin:
+        @hookimpl
+        def commit_email_register_stages(self, config: Config) -> Sequence[Any]:
+            return [SlowStage()]
+
+    connector = connector_factory(plugins=[SlowPlugin()],
+                                  connector={"message_time_limit": 0.2})
+    started = time.monotonic()
+    outcome = connector.process(build_message(sender="it@globex.example"))
+    assert time.monotonic() - started < 3
+    assert outcome.kind is OutcomeKind.QUARANTINED
+    assert "longer than 0.2 s" in outcome.detail
+
+
+@pytest.mark.parametrize("raw", [b"", b"\x00\x01\x02", b"From: \r\n\r\n", b"garbage" * 100])
+def test_junk_gets_an_outcome(connector: Connector, raw: bytes) -> None:
+    assert connector.process(raw).kind in (OutcomeKind.FORWARDED, OutcomeKind.DUPLICATE)

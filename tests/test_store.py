@@ -1,0 +1,115 @@
+"""The SQLite store: survives a reopen, transactions are all-or-nothing, look-ups are indexed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from commit_email.errors import ConfigError
+from commit_email.model import Account, AccountKind, Document, HistoryEntry, TicketDraft
+from commit_email.store import SQLiteStore, account_keys, open_store
+
+
+def test_everything_survives_closing_and_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "commit.db"
+    with SQLiteStore(path) as store:
+        store.import_accounts([Account(rec_id="CRD1", file_as="Acme", email1="acme.example")])
+        with store.transaction():
+            ticket = store.create_ticket(TicketDraft(account="CRD1", description="x",
+                                                     source_key="m:1"))
+            store.add_history(ticket.rec_id, HistoryEntry(kind="email", text="hello"))
+            store.add_document(ticket.rec_id, Document(filename="a.bin",
+                                                       content_type="application/octet-stream",
+                                                       data=b"\x00\x01"))
+    with SQLiteStore(path) as store:
+        assert [a.file_as for a in store.find_by_domain("ACME.example")] == ["Acme"]
+        [reopened] = store.list_tickets()
+        assert reopened == ticket
+        assert [h.text for h in store.history(ticket.rec_id)] == ["hello"]
+        assert store.documents(ticket.rec_id)[0].data == b"\x00\x01"
+        again = store.create_ticket(TicketDraft(account="CRD1", description="y"))
+        assert again.number == "2"  # the sequence continues
+
+
+def test_create_ticket_is_idempotent_on_source_key() -> None:
+    store = SQLiteStore.in_memory()
+    a = store.create_ticket(TicketDraft(account="CRD1", description="x", source_key="k"))
+    b = store.create_ticket(TicketDraft(account="CRD1", description="x", source_key="k"))
+    assert a == b and store.count_tickets() == 1
+
+
+def test_a_failed_transaction_changes_nothing_and_nested_ones_are_savepoints() -> None:
+    store = SQLiteStore.in_memory()
+    with pytest.raises(RuntimeError), store.transaction():
+        store.create_ticket(TicketDraft(account="CRD1", description="lost"))
+        raise RuntimeError
+    assert store.list_tickets() == []
+    with store.transaction():
+        store.add_record("ASSET", {"FLDASTNAME": "kept"})
+        with pytest.raises(KeyError), store.transaction():
+            store.add_record("ASSET", {"FLDASTNAME": "undone"})
+            store.update_record("ASSET", "missing", {})
+    names = [r[0] for r in store._execute("SELECT fields FROM records")]
+    assert len(names) == 1 and "kept" in names[0]
+
+
+def test_email_fields_become_lookup_keys() -> None:
+    account = Account(rec_id="CRD1", email1="Bob@Acme.example; alice@acme.example",
+                      email2="@branch.example")
+    assert account_keys(account) == [("email", "bob@acme.example"),
+                                     ("email", "alice@acme.example"),
+                                     ("domain", "branch.example")]
+
+
+def test_lookups_by_field_are_case_insensitive_and_updates_reindex() -> None:
+    store = SQLiteStore.in_memory()
+    store.import_accounts([Account(rec_id="CRD1", file_as="Acme", account_number="ACME-001",
+                                   email1="old@acme.example")])
+    assert [a.rec_id for a in store.find_by_field("account_number", "acme-001")] == ["CRD1"]
+    store.update_account("CRD1", {"email1": "new@acme.example", "FLDCRDCITY": "Springfield"})
+    assert store.find_by_email("old@acme.example") == []
+    [found] = store.find_by_email("new@acme.example")
+    assert found.extra == {"FLDCRDCITY": "Springfield"}
+    with pytest.raises(ValueError):
+        store.find_by_field("email1; DROP TABLE accounts", "x")
+
+
+def test_lookups_use_indexes() -> None:
+    store = SQLiteStore.in_memory()
+    plan = " ".join(str(r) for r in store._execute(
+        "EXPLAIN QUERY PLAN SELECT rec_id FROM account_keys WHERE type = 'email' AND key = ?",
+        ("a@b",)))
+    assert "USING INDEX account_keys_lookup" in plan
+    plan = " ".join(str(r) for r in store._execute(
+        "EXPLAIN QUERY PLAN SELECT * FROM accounts WHERE account_number = ? COLLATE NOCASE",
+        ("x",)))
+    assert "USING INDEX accounts_number" in plan
+
+
+def test_open_alert_ticket_lookup_and_closing() -> None:
+    store = SQLiteStore.in_memory()
+    t = store.create_ticket(TicketDraft(account="CRD1", description="disk", alert_key="k1"))
+    assert store.find_open_alert_ticket("k1") == t
+    store.update_ticket(t.rec_id, {"closed": True, "status": "900", "FLDTKTNOTES": "auto"})
+    assert store.find_open_alert_ticket("k1") is None
+    closed = store.get_ticket(rec_id=t.rec_id)
+    assert closed is not None and closed.closed and closed.extra == {"FLDTKTNOTES": "auto"}
+
+
+def test_contacts_keep_their_parent() -> None:
+    store = SQLiteStore.in_memory()
+    store.import_accounts([Account(rec_id="CRD2", email1="c@x.example",
+                                   kind=AccountKind.CONTACT, parent="CRD1")])
+    [contact] = store.find_by_email("C@X.example")
+    assert contact.kind is AccountKind.CONTACT and contact.parent == "CRD1"
+
+
+def test_store_urls(tmp_path: Path) -> None:
+    store = open_store("sqlite:///./sub/c.db?synchronous=FULL", base_dir=tmp_path)
+    assert Path(store.path) == tmp_path / "sub" / "c.db"
+    assert open_store("memory:").path == ":memory:"
+    with pytest.raises(ConfigError, match=r"store\.url"):
+        open_store("postgres://db/commit")
+    with pytest.raises(ConfigError, match="option"):
+        open_store("sqlite:///c.db?journal=off")

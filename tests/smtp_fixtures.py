@@ -1,0 +1,219 @@
+"""A real SMTP server on 127.0.0.1 for tests (aiosmtpd), capturing what arrives.
+
+Loaded through ``pytest_plugins`` in ``tests/conftest.py``. Fixtures:
+
+- ``smtp_server``: plain SMTP, AUTH PLAIN/LOGIN accepted for user ``support`` /
+  password ``secret`` (optional: a client that does not log in may still send);
+- ``smtp_starttls_server``: STARTTLS required, certificate from ``test_ca``;
+- ``smtp_ssl_server``: implicit TLS (SMTPS), certificate from ``test_ca``;
+- the certificates come from ``test_ca`` of ``tests/dovecot_fixtures.py`` (one
+  throw-away CA per session, shared with the POP3S tests).
+
+Every server is an :class:`SmtpTestServer`: ``.messages`` are the captured
+:class:`CapturedMail` (envelope and raw bytes exactly as received), ``.config()``
+returns a matching :class:`~commit_email.config.SmtpConfig`, and ``.script(...)``
+queues SMTP replies to give instead of accepting (``"451 4.7.1 greylisted"``), for
+retry tests. Servers are needed for these tests: when ``CI=true`` a missing
+aiosmtpd fails the test instead of skipping it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import attrs
+import pytest
+
+from commit_email.config import SmtpConfig
+from tests.dovecot_fixtures import TestCA
+
+try:
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+except ImportError:  # pragma: no cover - aiosmtpd is a test dependency
+    Controller = None
+
+USER = "support"
+PASSWORD = "secret"
+
+
+def _require(ok: bool, why: str) -> None:
+    if ok:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{why} (CI=true: server tests must run)")
+    pytest.skip(why)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@attrs.frozen(kw_only=True)
+class CapturedMail:
+    """One mail as the server received it."""
+
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    data: bytes  # the DATA bytes exactly as received (dot-unstuffed, CRLF line ends)
+    auth_user: str | None
+    tls: bool
+
+    @property
+    def normalized(self) -> bytes:
+        """``data`` with LF line ends, for comparing against files written with LF."""
+        return self.data.replace(b"\r\n", b"\n")
+
+
+class _Handler:
+    """aiosmtpd handler: records mail, or answers with a scripted reply instead."""
+
+    def __init__(self) -> None:
+        self.messages: list[CapturedMail] = []
+        self.scripted: dict[str, list[str]] = {"RCPT": [], "DATA": []}
+        self.lock = threading.Lock()
+        self.arrived = threading.Condition(self.lock)
+
+    def _scripted(self, command: str) -> str | None:
+        with self.lock:
+            queue = self.scripted[command]
+            return queue.pop(0) if queue else None
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
+    ) -> str:
+        reply = self._scripted("RCPT")
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(
+        self, server: Any, session: Any, envelope: Any
+    ) -> str:
+        reply = self._scripted("DATA")
+        if reply:
+            return reply
+        login = session.auth_data.login if isinstance(session.auth_data, LoginPassword) else None
+        mail = CapturedMail(
+            mail_from=envelope.mail_from,
+            rcpt_tos=tuple(envelope.rcpt_tos),
+            data=bytes(envelope.original_content),
+            auth_user=login.decode() if isinstance(login, bytes) else login,
+            tls=server.transport.get_extra_info("ssl_object") is not None,
+        )
+        with self.arrived:
+            self.messages.append(mail)
+            self.arrived.notify_all()
+        return "250 2.0.0 queued"
+
+
+def _authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
+    ok = (
+        isinstance(data, LoginPassword)
+        and data.login == USER.encode()
+        and data.password == PASSWORD.encode()
+    )
+    return AuthResult(success=ok, handled=False, auth_data=data if ok else None)
+
+
+def _server_context(ca: TestCA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(ca.server_cert, ca.server_key)
+    return context
+
+
+class SmtpTestServer:
+    """A running aiosmtpd server and what it captured."""
+
+    def __init__(self, *, security: str = "plain", ca: TestCA | None = None) -> None:
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        self.security = security
+        self.ca = ca
+        self._handler = _Handler()
+        kwargs: dict[str, Any] = {
+            "authenticator": _authenticate,
+            "auth_require_tls": security != "plain",
+        }
+        if security == "starttls":
+            assert ca is not None
+            kwargs.update(tls_context=_server_context(ca), require_starttls=True)
+        elif security == "ssl":
+            assert ca is not None
+            kwargs.update(ssl_context=_server_context(ca))
+        self._controller = Controller(
+            self._handler, hostname=self.host, port=self.port, **kwargs
+        )
+
+    def start(self) -> None:
+        self._controller.start()
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+    @property
+    def messages(self) -> list[CapturedMail]:
+        with self._handler.lock:
+            return list(self._handler.messages)
+
+    def clear(self) -> None:
+        with self._handler.lock:
+            self._handler.messages.clear()
+
+    def wait_for(self, count: int, timeout: float = 5.0) -> list[CapturedMail]:
+        """Block until ``count`` mails arrived (delivery is synchronous, so rarely needed)."""
+        with self._handler.arrived:
+            self._handler.arrived.wait_for(lambda: len(self._handler.messages) >= count, timeout)
+            return list(self._handler.messages)
+
+    def script(self, command: str, *replies: str) -> None:
+        """Answer the next ``command`` ("RCPT" or "DATA") with these replies, in order."""
+        with self._handler.lock:
+            self._handler.scripted[command.upper()].extend(replies)
+
+    def config(self, **overrides: Any) -> SmtpConfig:
+        """An SmtpConfig pointing at this server (with the test CA when it speaks TLS)."""
+        values: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "security": self.security,
+            "timeout": 5.0,
+            "from_address": "support@acme.example",
+        }
+        if self.ca is not None:
+            values["ca_file"] = str(self.ca.ca_cert)
+        values.update(overrides)
+        return SmtpConfig(**values)
+
+
+def _server(security: str, ca: TestCA | None) -> Iterator[SmtpTestServer]:
+    _require(Controller is not None, "aiosmtpd is not installed")
+    server = SmtpTestServer(security=security, ca=ca)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpTestServer]:
+    yield from _server("plain", None)
+
+
+@pytest.fixture
+def smtp_starttls_server(test_ca: TestCA) -> Iterator[SmtpTestServer]:
+    yield from _server("starttls", test_ca)
+
+
+@pytest.fixture
+def smtp_ssl_server(test_ca: TestCA) -> Iterator[SmtpTestServer]:
+    yield from _server("ssl", test_ca)

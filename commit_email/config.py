@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import attrs
 from attrs import field, frozen
 
+from .alerts import BUILTIN_PARSERS
 from .errors import ConfigError
 
 __all__ = [
@@ -186,6 +187,10 @@ class DetectionRule:
     body_contains: str = ""
     subject_regex: str = ""
     body_regex: str = ""
+    #: correlation for tools no parser knows: one group (subject, then body) = the alert key
+    key_regex: str = ""
+    #: with key_regex: a subject containing this is the recovery of that key
+    recovery_contains: str = ""
 
 
 @frozen(kw_only=True)
@@ -211,7 +216,10 @@ ACCOUNT_RULE_FIELDS = (
 @frozen(kw_only=True)
 class AccountRule:
     search_for: str = field(default="account_number", metadata={"choices": ACCOUNT_RULE_FIELDS})
-    located_in: str = field(default="subject", metadata={"choices": ("subject", "body")})
+    #: "host"/"service" read the parsed alert's host or service name
+    located_in: str = field(
+        default="subject", metadata={"choices": ("subject", "body", "host", "service")}
+    )
     after: str = ""
     before: str = ""
     regex: str = ""
@@ -224,6 +232,10 @@ class AutomatedConfig:
     default_account: str = ""
     close_on_recovery: bool = True
     parsers: tuple[str, ...] = ("nagios", "icinga", "monit")
+    #: status set on an alert ticket closed by its recovery ("" keeps the status)
+    closed_status: str = ""
+    #: seconds a recovery is remembered, so that a problem older than it opens nothing
+    recovery_memory: float = 86_400.0
     detection: tuple[DetectionRule, ...] = field(default=(), metadata={"rules": DetectionRule})
     skip: tuple[SkipRule, ...] = field(default=(), metadata={"rules": SkipRule})
     account: tuple[AccountRule, ...] = field(default=(), metadata={"rules": AccountRule})
@@ -377,6 +389,21 @@ def _validate(config: Config) -> None:
         for name in ("subject_regex", "body_regex"):
             if getattr(det, name):
                 compile_regex(getattr(det, name), f"{key}.{name}")
+        if det.key_regex:
+            rx = compile_regex(det.key_regex, f"{key}.key_regex")
+            if rx.groups != 1:
+                raise ConfigError(
+                    f"needs exactly one capture group, has {rx.groups}", key=f"{key}.key_regex"
+                )
+        elif det.recovery_contains:
+            raise ConfigError("recovery_contains needs key_regex", key=f"{key}.recovery_contains")
+    for i, name in enumerate(auto.parsers):
+        if name not in BUILTIN_PARSERS:
+            raise ConfigError(
+                f"unknown parser {name!r} (built-in parsers: {', '.join(BUILTIN_PARSERS)}; "
+                "plugin parsers need no entry here)",
+                key=f"automated.parsers[{i}]",
+            )
     for i, skip in enumerate(auto.skip):
         key = f"automated.skip[{i}]"
         if not (skip.subject_contains or skip.subject_regex or skip.body_contains

@@ -1,0 +1,359 @@
+"""Automated emails & MSP integration (SPEC §5): Commit's three rule lists.
+
+:class:`AutomatedRules` compiles the ``[automated]`` detection, skip and account rules
+once, when the connector is built, and answers per message — which detection rule matched,
+which skip rule, which account values the account rules cut out — always with the rule's
+index so ``inspect`` can say *why*. All matching is case-insensitive and first match wins.
+
+Cost per message does not grow with the number of rules the way a loop over them would
+(an MSP may keep a rule per customer and tool): exact senders and sender domains are
+looked up in dicts, every ``subject_contains``/``body_contains`` literal of every rule is
+found in one regex pass over the text (a trie of the literals), and only the rules whose
+first condition matched are then checked in full, in order. Regexes are compiled once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from functools import cached_property
+
+from attrs import frozen
+
+from .alerts import Alert, AlertMail, AlertState
+from .config import AccountRule, AutomatedConfig, DetectionRule, SkipRule, compile_regex
+
+__all__ = [
+    "AccountValue",
+    "AutomatedRules",
+    "LiteralFinder",
+    "RuleList",
+]
+
+
+class LiteralFinder:
+    """Which of many fixed strings occur in a text, in one pass of one compiled regex.
+
+    The literals become a trie-shaped regex (``ab(?:c|d(?:e)?)``) in a zero-width lookahead,
+    so every start position is tried once and the longest literal starting there is
+    reported. Every shorter literal that is a prefix of it occurs at the same position, so
+    it is added from a precomputed table: the answer is exact, not a first-hit heuristic.
+    Texts and literals are compared lower-cased.
+    """
+
+    def __init__(self, literals: Iterable[str]) -> None:
+        self._literals = sorted({lit.lower() for lit in literals if lit})
+        self._prefixes = self._prefix_table(self._literals)
+        self._regex = (
+            re.compile(f"(?=({_trie_pattern(self._literals)}))") if self._literals else None
+        )
+
+    @staticmethod
+    def _prefix_table(literals: Sequence[str]) -> dict[str, tuple[str, ...]]:
+        known = set(literals)
+        return {
+            lit: tuple(lit[:n] for n in range(1, len(lit) + 1) if lit[:n] in known)
+            for lit in literals
+        }
+
+    def __len__(self) -> int:
+        return len(self._literals)
+
+    def found_in(self, text_lower: str) -> set[str]:
+        """The literals occurring in ``text_lower`` (already lower-cased)."""
+        if self._regex is None:
+            return set()
+        found: set[str] = set()
+        for m in self._regex.finditer(text_lower):
+            found.update(self._prefixes[m.group(1)])
+        return found
+
+
+_Trie = dict[str, "_Trie"]
+
+
+def _trie_pattern(literals: Sequence[str]) -> str:
+    trie: _Trie = {}
+    for lit in literals:
+        node = trie
+        for ch in lit:
+            node = node.setdefault(ch, {})
+        node[""] = {}  # end of a literal
+
+    def render(node: _Trie) -> str:
+        branches = [re.escape(ch) + render(child) for ch, child in sorted(node.items()) if ch]
+        if not branches:
+            return ""
+        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+        if "" in node:  # greedy optional: the longer literal wins, the shorter is the fallback
+            return f"(?:{body})?"
+        return body
+
+    return render(trie)
+
+
+class _MailText:
+    """One message's texts, lower-cased once and only when a rule needs them."""
+
+    def __init__(self, mail: AlertMail) -> None:
+        self.mail = mail
+        self.sender = mail.sender.lower()
+        self.sender_domain = self.sender.rpartition("@")[2]
+
+    @cached_property
+    def subject(self) -> str:
+        return self.mail.subject.lower()
+
+    @cached_property
+    def body(self) -> str:
+        return self.mail.text.lower()
+
+
+@frozen(kw_only=True)
+class _Rule:
+    """One detection or skip rule, compiled: every condition that is set must hold."""
+
+    index: int
+    senders: frozenset[str]
+    domains: frozenset[str]
+    subject_contains: str
+    body_contains: str
+    subject_regex: re.Pattern[str] | None
+    body_regex: re.Pattern[str] | None
+
+    def matches(self, text: _MailText) -> bool:
+        if (self.senders or self.domains) and not (
+            text.sender in self.senders or text.sender_domain in self.domains
+        ):
+            return False
+        if self.subject_contains and self.subject_contains not in text.subject:
+            return False
+        if self.body_contains and self.body_contains not in text.body:
+            return False
+        if self.subject_regex is not None and not self.subject_regex.search(text.mail.subject):
+            return False
+        return self.body_regex is None or bool(self.body_regex.search(text.mail.text))
+
+
+def _sender_sets(senders: Sequence[str]) -> tuple[frozenset[str], frozenset[str]]:
+    """Full addresses, and domains written as ``*@domain``, ``@domain`` or ``domain``."""
+    addresses, domains = set(), set()
+    for entry in senders:
+        value = entry.strip().lower()
+        if not value:
+            continue
+        local, at, domain = value.rpartition("@")
+        if at and local not in ("", "*"):
+            addresses.add(value)
+        else:
+            domains.add(domain)
+    return frozenset(addresses), frozenset(domains)
+
+
+def _compile_rule(rule: DetectionRule | SkipRule, index: int, key: str) -> _Rule:
+    senders, domains = _sender_sets(getattr(rule, "senders", ()))
+    return _Rule(
+        index=index,
+        senders=senders,
+        domains=domains,
+        subject_contains=rule.subject_contains.lower(),
+        body_contains=rule.body_contains.lower(),
+        subject_regex=(compile_regex(rule.subject_regex, f"{key}[{index}].subject_regex")
+                       if rule.subject_regex else None),
+        body_regex=(compile_regex(rule.body_regex, f"{key}[{index}].body_regex")
+                    if rule.body_regex else None),
+    )
+
+
+class RuleList:
+    """Ordered rules where the first rule whose conditions all hold wins.
+
+    Each rule is filed under its cheapest condition: its senders (dict look-up), else its
+    subject literal, else its body literal (one :class:`LiteralFinder` pass each), else
+    it is checked for every message (regex-only rules). A message is checked in full only
+    against the rules its cheap look-ups selected, lowest index first.
+    """
+
+    def __init__(self, rules: Sequence[_Rule]) -> None:
+        self._rules = list(rules)
+        self._by_sender: dict[str, list[int]] = {}
+        self._by_domain: dict[str, list[int]] = {}
+        self._by_subject: dict[str, list[int]] = {}
+        self._by_body: dict[str, list[int]] = {}
+        self._always: list[int] = []
+        for rule in self._rules:
+            i = rule.index
+            if rule.senders or rule.domains:
+                for s in rule.senders:
+                    self._by_sender.setdefault(s, []).append(i)
+                for d in rule.domains:
+                    self._by_domain.setdefault(d, []).append(i)
+            elif rule.subject_contains:
+                self._by_subject.setdefault(rule.subject_contains, []).append(i)
+            elif rule.body_contains:
+                self._by_body.setdefault(rule.body_contains, []).append(i)
+            else:
+                self._always.append(i)
+        self._subject_finder = LiteralFinder(self._by_subject)
+        self._body_finder = LiteralFinder(self._by_body)
+
+    def __len__(self) -> int:
+        return len(self._rules)
+
+    def _candidates(self, text: _MailText) -> list[int]:
+        found: set[int] = set(self._always)
+        found.update(self._by_sender.get(text.sender, ()))
+        found.update(self._by_domain.get(text.sender_domain, ()))
+        if len(self._subject_finder):
+            for lit in self._subject_finder.found_in(text.subject):
+                found.update(self._by_subject[lit])
+        if len(self._body_finder):
+            for lit in self._body_finder.found_in(text.body):
+                found.update(self._by_body[lit])
+        return sorted(found)
+
+    def first_match(self, mail: AlertMail) -> int | None:
+        """The index of the first rule that matches ``mail``, or None."""
+        text = _MailText(mail)
+        for i in self._candidates(text):
+            if self._rules[i].matches(text):
+                return i
+        return None
+
+    def scan(self, mail: AlertMail) -> int | None:
+        """The same answer as :meth:`first_match`, by checking every rule in order: the
+        reference the index is tested and benchmarked against."""
+        text = _MailText(mail)
+        return next((r.index for r in self._rules if r.matches(text)), None)
+
+
+@frozen(kw_only=True)
+class AccountValue:
+    """A value an account rule cut out of a message: look it up in ``search_for``."""
+
+    index: int
+    search_for: str
+    value: str
+
+
+@frozen(kw_only=True)
+class _AccountCutter:
+    index: int
+    search_for: str
+    located_in: str
+    after: re.Pattern[str] | None
+    before: re.Pattern[str] | None
+    regex: re.Pattern[str] | None
+
+    def cut(self, text: str) -> str:
+        if self.regex is not None:
+            m = self.regex.search(text)
+            return (m.group(1) or "").strip() if m else ""
+        start, line_end = 0, len(text)
+        if self.after is not None:
+            m = self.after.search(text)
+            if m is None:
+                return ""
+            start = m.end()
+        elif self.before is not None:
+            m = self.before.search(text)
+            if m is None:
+                return ""
+            start = text.rfind("\n", 0, m.start()) + 1
+        newline = text.find("\n", start)
+        line_end = newline if newline >= 0 else len(text)
+        end = line_end
+        if self.before is not None:
+            m = self.before.search(text, start, line_end)
+            if m is not None:
+                end = m.start()
+        return text[start:end].strip()
+
+
+def _literal(value: str, key: str) -> re.Pattern[str] | None:
+    return compile_regex(re.escape(value), key) if value else None
+
+
+def _compile_account_rule(rule: AccountRule, index: int) -> _AccountCutter:
+    key = f"automated.account[{index}]"
+    return _AccountCutter(
+        index=index,
+        search_for=rule.search_for,
+        located_in=rule.located_in,
+        after=_literal(rule.after, f"{key}.after"),
+        before=_literal(rule.before, f"{key}.before"),
+        regex=compile_regex(rule.regex, f"{key}.regex") if rule.regex else None,
+    )
+
+
+@frozen(kw_only=True)
+class _KeyRule:
+    """A detection rule's own correlation: ``key_regex`` and ``recovery_contains``."""
+
+    key_regex: re.Pattern[str]
+    recovery_contains: str
+
+
+class AutomatedRules:
+    """The compiled ``[automated]`` rule lists of one configuration."""
+
+    def __init__(self, config: AutomatedConfig) -> None:
+        self.detection = RuleList(
+            [_compile_rule(r, i, "automated.detection") for i, r in enumerate(config.detection)]
+        )
+        self.skip = RuleList(
+            [_compile_rule(r, i, "automated.skip") for i, r in enumerate(config.skip)]
+        )
+        self._account = [_compile_account_rule(r, i) for i, r in enumerate(config.account)]
+        self._keys: dict[int, _KeyRule] = {
+            i: _KeyRule(
+                key_regex=compile_regex(r.key_regex, f"automated.detection[{i}].key_regex"),
+                recovery_contains=r.recovery_contains.lower(),
+            )
+            for i, r in enumerate(config.detection)
+            if r.key_regex
+        }
+
+    def detect(self, mail: AlertMail) -> int | None:
+        """The index of the first detection rule matching ``mail``, or None."""
+        return self.detection.first_match(mail)
+
+    def skipped_by(self, mail: AlertMail) -> int | None:
+        """The index of the first skip rule matching ``mail``, or None."""
+        return self.skip.first_match(mail)
+
+    def account_values(self, mail: AlertMail, alert: Alert | None = None) -> Iterator[AccountValue]:
+        """The values the account rules cut out, in rule order (rules that find none are
+        skipped). ``located_in = "host"``/``"service"`` read the parsed alert's fields."""
+        for rule in self._account:
+            if rule.located_in == "subject":
+                text = mail.subject
+            elif rule.located_in == "body":
+                text = mail.text
+            elif alert is None:
+                continue
+            else:
+                text = alert.host if rule.located_in == "host" else alert.service
+            value = rule.cut(text)
+            if value:
+                yield AccountValue(index=rule.index, search_for=rule.search_for, value=value)
+
+    def rule_alert(self, index: int, mail: AlertMail) -> Alert | None:
+        """The alert a detection rule with ``key_regex`` describes, for correlation of tools
+        no parser knows. The key is searched in the subject, then in the body."""
+        rule = self._keys.get(index)
+        if rule is None:
+            return None
+        m = rule.key_regex.search(mail.subject) or rule.key_regex.search(mail.text)
+        key = (m.group(1) or "").strip() if m else ""
+        if not key:
+            return None
+        recovered = bool(rule.recovery_contains) and rule.recovery_contains in mail.subject.lower()
+        return Alert(
+            source="rule",
+            host=key,
+            state=AlertState.RECOVERY if recovered else AlertState.PROBLEM,
+            output=mail.subject,
+            timestamp=mail.date,
+            fields={"detection_rule": str(index)},
+        )

@@ -14,21 +14,47 @@ first condition matched are then checked in full, in order. Regexes are compiled
 
 from __future__ import annotations
 
+import logging
 import re
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 
 from attrs import frozen
 
-from .alerts import Alert, AlertMail, AlertState
-from .config import AccountRule, AutomatedConfig, DetectionRule, SkipRule, compile_regex
+from .alerts import (
+    BUILTIN_PARSERS,
+    Alert,
+    AlertMail,
+    AlertParser,
+    AlertState,
+    builtin_parsers,
+)
+from .config import (
+    AccountRule,
+    AutomatedConfig,
+    Config,
+    DetectionRule,
+    SkipRule,
+    compile_regex,
+)
+from .errors import AmbiguousMatch
+from .hookspecs import hookimpl
+from .message import Message
+from .model import AccountKind, Match, Outcome, OutcomeKind, Ticket
+from .pipeline import AUTOMATED_ORDER, Context, Stage, describe
 
 __all__ = [
     "AccountValue",
     "AutomatedRules",
+    "AutomatedStage",
     "LiteralFinder",
+    "RecoveryMemory",
     "RuleList",
 ]
+
+log = logging.getLogger("commit_email.automated")
 
 
 class LiteralFinder:
@@ -357,3 +383,249 @@ class AutomatedRules:
             timestamp=mail.date,
             fields={"detection_rule": str(index)},
         )
+
+
+# -- the pipeline stage ------------------------------------------------------------------
+
+
+class RecoveryMemory:
+    """Recent recoveries by correlation key, so that delivery order cannot reopen a problem.
+
+    Monitoring mail is not delivered in order: a RECOVERY can be fetched before the
+    PROBLEM it ends (two relays, a retried delivery, one POP3 batch read in server order).
+    The rule: a recovery is remembered with its own event time for ``memory`` seconds of
+    processing time; a problem for the same key whose event time is not later than that
+    recovery is stale and opens nothing (``alert_skipped``). The memory lives as long as the
+    connector (one ``run`` or ``process``); it is bounded so a flood of keys cannot grow it
+    without limit.
+    """
+
+    def __init__(self, memory: float, *, max_keys: int = 10_000) -> None:
+        self._memory = timedelta(seconds=memory)
+        self._max_keys = max_keys
+        self._seen: OrderedDict[str, tuple[datetime, datetime]] = OrderedDict()
+
+    def remember(self, key: str, event_time: datetime, now: datetime) -> None:
+        previous = self._seen.pop(key, None)
+        if previous is not None and previous[0] > event_time:
+            event_time = previous[0]  # keep the latest recovery
+        self._seen[key] = (event_time, now)
+        while len(self._seen) > self._max_keys:
+            self._seen.popitem(last=False)
+
+    def recovered_since(self, key: str, event_time: datetime, now: datetime) -> datetime | None:
+        """The remembered recovery that makes a problem at ``event_time`` stale, if any."""
+        entry = self._seen.get(key)
+        if entry is None:
+            return None
+        recovered_at, remembered_at = entry
+        if now - remembered_at > self._memory:
+            del self._seen[key]
+            return None
+        return recovered_at if recovered_at >= event_time else None
+
+
+def _event_time(alert: Alert, message: Message, now: datetime) -> datetime:
+    when = alert.timestamp or message.date or now
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def _alert_note(alert: Alert) -> dict[str, str]:
+    note = {"source": alert.source, "host": alert.host, "service": alert.service,
+            "state": alert.state.value, "severity": alert.severity, "output": alert.output}
+    if alert.external_id:
+        note["external_id"] = alert.external_id
+    if alert.timestamp is not None:
+        note["timestamp"] = alert.timestamp.isoformat()
+    note.update({f"field.{k}": v for k, v in alert.fields.items()})
+    return note
+
+
+def _description(alert: Alert | None, message: Message) -> str:
+    if alert is None or alert.source == "rule":
+        return describe(message)
+    first_line = next((ln.strip() for ln in alert.output.splitlines() if ln.strip()), "")
+    text = f"{alert.title}: {first_line}" if first_line else alert.title
+    return text if len(text) <= 250 else text[:249] + "…"
+
+
+class AutomatedStage:
+    """Order 100: monitoring and RMM mail becomes alert tickets, one per real problem.
+
+    Detection rules or a parser recognise the mail; skip rules forward it; account rules,
+    then the sender, then ``default_account`` find the Account; the alert's correlation key
+    decides between a new ticket, appending to the open one, resolving it, or nothing.
+    """
+
+    name = "automated"
+    order = AUTOMATED_ORDER
+
+    def __init__(self, config: Config) -> None:
+        self._config = config.automated
+        self._rules = AutomatedRules(config.automated)
+        self._recoveries = RecoveryMemory(config.automated.recovery_memory)
+        self._parsers: list[AlertParser] | None = None
+
+    def _parsers_of(self, ctx: Context) -> list[AlertParser]:
+        if self._parsers is None:  # the host is known only once a message arrives
+            parsers = list(ctx.host.alert_parsers(ctx.config))
+            # Plugins' parsers first (stable sort): a plugin may read a site's variant of a
+            # tool's mail that a built-in parser would otherwise claim.
+            builtin = tuple(BUILTIN_PARSERS.values())
+            self._parsers = sorted(parsers, key=lambda p: type(p) in builtin)
+        return self._parsers
+
+    def parse(self, message: Message, ctx: Context) -> tuple[Alert | None, str]:
+        """The first parser's alert and that parser's name. A parser that raises is logged
+        and skipped: one broken plugin must not stop the message or the other parsers."""
+        for parser in self._parsers_of(ctx):
+            name = str(getattr(parser, "name", type(parser).__name__))
+            try:
+                alert = parser.parse(message)
+            except Exception as exc:
+                log.warning("alert parser %r failed on %s: %s: %s", name,
+                            message.message_id or "(no Message-ID)", type(exc).__name__, exc)
+                ctx.note("automated.parser_error", f"{name}: {type(exc).__name__}: {exc}")
+                continue
+            if isinstance(alert, Alert):
+                return alert, name
+        return None, ""
+
+    def handle(self, message: Message, ctx: Context) -> Outcome | None:
+        detection = self._rules.detect(message)
+        alert, parser = self.parse(message, ctx)
+        if alert is None and detection is not None:
+            alert = self._rules.rule_alert(detection, message)
+            parser = f"detection rule {detection}" if alert is not None else ""
+        if detection is None and alert is None:
+            return None
+        ctx.note("automated.detection_rule", detection if detection is not None else "none")
+        if parser:
+            ctx.note("automated.parser", parser)
+        if alert is not None:
+            ctx.note("automated.alert", _alert_note(alert))
+        skip = self._rules.skipped_by(message)
+        if skip is not None:
+            ctx.note("automated.skip_rule", skip)
+            return ctx.forward(message, f"automated mail skipped by skip rule {skip}",
+                               kind=OutcomeKind.ALERT_SKIPPED, stage=self.name)
+        match = self._account(message, alert, ctx)
+        if match is None:
+            return ctx.forward(message, "automated mail: no Account found by rules, sender or "
+                               "default_account", stage=self.name)
+        if alert is None:
+            ticket = ctx.open_ticket(message, match, description=_description(None, message))
+            return self._outcome(OutcomeKind.ALERT_TICKET_CREATED, "detected by rule "
+                                 f"{detection}; no correlation key", ticket, match)
+        return self._correlate(message, alert, match, ctx)
+
+    # Account ---------------------------------------------------------------------------
+
+    def _account(self, message: Message, alert: Alert | None, ctx: Context) -> Match | None:
+        for value in self._rules.account_values(message, alert):
+            match = self._lookup(value, ctx)
+            if match is not None:
+                ctx.note("automated.account_rule",
+                         f"{value.index}: {value.search_for} = {value.value!r}")
+                ctx.note("automated.account", f"{match.account.file_as} ({match.account.rec_id})")
+                return match
+            ctx.note("automated.account_rule_miss",
+                     f"{value.index}: no single Account with {value.search_for} = {value.value!r}")
+        if self._config.account_by_sender:
+            try:
+                match = ctx.match_sender(message)
+            except AmbiguousMatch as exc:
+                ctx.note("automated.account_by_sender", f"ambiguous: {exc}")
+                match = None
+            if match is not None and not match.is_employee:
+                ctx.note("automated.account", f"by sender ({match.how}): "
+                         f"{match.account.file_as} ({match.account.rec_id})")
+                return match
+        if self._config.default_account:
+            account = ctx.directory.get_account(self._config.default_account)
+            if account is not None:
+                ctx.note("automated.account", f"default_account {account.rec_id}")
+                return Match(account=account, how="default")
+            ctx.note("automated.account",
+                     f"default_account {self._config.default_account!r} does not exist")
+        return None
+
+    @staticmethod
+    def _lookup(value: AccountValue, ctx: Context) -> Match | None:
+        """The one active Account (or a contact's Account) the value names; None when it
+        names none or several: account rules never guess."""
+        matches: dict[str, Match] = {}
+        for card in ctx.directory.find_by_field(value.search_for, value.value):
+            if not card.active or card.kind is AccountKind.EMPLOYEE:
+                continue
+            if card.kind is AccountKind.CONTACT:
+                parent = ctx.directory.get_account(card.parent)
+                if parent is not None and parent.active:
+                    matches[parent.rec_id] = Match(account=parent, contact=card, how="rule")
+            else:
+                matches.setdefault(card.rec_id, Match(account=card, how="rule"))
+        return next(iter(matches.values())) if len(matches) == 1 else None
+
+    # Correlation -----------------------------------------------------------------------
+
+    def _correlate(self, message: Message, alert: Alert, match: Match, ctx: Context) -> Outcome:
+        key = alert.correlation_key(match.account.rec_id)
+        ctx.note("automated.correlation_key", key)
+        open_ticket = ctx.sink.find_open_alert_ticket(key)
+        ctx.note("automated.open_ticket", open_ticket.number if open_ticket else "none")
+        when = _event_time(alert, message, ctx.now)
+        if alert.state is AlertState.RECOVERY:
+            if not ctx.dry_run:
+                self._recoveries.remember(key, when, ctx.now)
+            if open_ticket is None:
+                return self._outcome(OutcomeKind.ALERT_SKIPPED,
+                                     f"recovery of {alert.title} without an open ticket",
+                                     None, match)
+            ctx.file_message(open_ticket, message, kind="alert")
+            if not self._config.close_on_recovery:
+                return self._outcome(OutcomeKind.ALERT_RESOLVED,
+                                     f"recovery appended (close_on_recovery off): {alert.title}",
+                                     open_ticket, match)
+            changes: dict[str, object] = {"closed": True}
+            if self._config.closed_status:
+                changes["status"] = self._config.closed_status
+            ctx.sink.update_ticket(open_ticket.rec_id, changes)
+            return self._outcome(OutcomeKind.ALERT_RESOLVED,
+                                 f"recovered and closed: {alert.title}", open_ticket, match)
+        if open_ticket is not None:
+            ctx.file_message(open_ticket, message, kind="alert")
+            return self._outcome(OutcomeKind.ALERT_APPENDED,
+                                 f"{alert.state.value} appended: {alert.title}", open_ticket,
+                                 match)
+        if alert.state is not AlertState.PROBLEM:
+            return self._outcome(OutcomeKind.ALERT_SKIPPED,
+                                 f"{alert.fields.get('notification_type') or alert.state.value}"
+                                 f" notice without an open ticket: {alert.title}", None, match)
+        recovered = self._recoveries.recovered_since(key, when, ctx.now)
+        if recovered is not None:
+            ctx.note("automated.stale_problem", f"recovered at {recovered.isoformat()}")
+            return self._outcome(OutcomeKind.ALERT_SKIPPED,
+                                 f"problem from {when.isoformat()} already recovered at "
+                                 f"{recovered.isoformat()}: {alert.title}", None, match)
+        ticket = ctx.open_ticket(message, match, description=_description(alert, message),
+                                 alert_key=key)
+        return self._outcome(OutcomeKind.ALERT_TICKET_CREATED, f"new alert: {alert.title}",
+                             ticket, match)
+
+    def _outcome(self, kind: OutcomeKind, detail: str, ticket: Ticket | None,
+                 match: Match) -> Outcome:
+        return Outcome(kind=kind, detail=detail, ticket=ticket.number if ticket else None,
+                       account=match.account.rec_id, stage=self.name)
+
+
+# -- the built-in plugin: this module ---------------------------------------------------
+
+
+@hookimpl(trylast=True)
+def commit_email_register_alert_parsers(config: Config) -> Sequence[AlertParser]:
+    return builtin_parsers(config.automated.parsers)
+
+
+@hookimpl(trylast=True)
+def commit_email_register_stages(config: Config) -> Sequence[Stage]:
+    return [AutomatedStage(config)] if config.automated.enabled else []

@@ -1,0 +1,267 @@
+"""The automated stage end to end: real alert mails through a connector (SPEC §5)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from commit_email import hookimpl
+from commit_email.alerts import Alert, AlertMail
+from commit_email.model import OutcomeKind
+from commit_email.testing import RecordingMailer, build_message
+from tests.alert_fixtures import alert_path, sequence
+from tests.automated_fixtures import automated_connector, load_rmm_plugin
+
+CREATED, APPENDED = OutcomeKind.ALERT_TICKET_CREATED, OutcomeKind.ALERT_APPENDED
+RESOLVED, SKIPPED = OutcomeKind.ALERT_RESOLVED, OutcomeKind.ALERT_SKIPPED
+
+
+def raw(name: str) -> bytes:
+    return alert_path(name).read_bytes()
+
+
+SEQUENCES = [
+    ("nagios", "service", "CRD-ACME"),
+    ("nagios", "host", "CRD-ACME"),
+    ("icinga1", "service", "CRD-GLOBEX"),
+    ("icinga2", "service", "CRD-INITECH"),
+    ("icinga2", "host", "CRD-INITECH"),
+    ("monit", "nginx", "CRD-ACME"),
+    ("rmm-nable", "disk", "CRD-ACME"),
+    ("rmm-datto", "cpu", "CRD-ACME2"),
+]
+
+
+@pytest.mark.parametrize(("folder", "prefix", "account"), SEQUENCES)
+def test_problem_repeat_recovery_problem(folder: str, prefix: str, account: str) -> None:
+    connector = automated_connector(plugins=(load_rmm_plugin().plugin,))
+    names = sequence(folder, prefix)[:4]
+    outcomes = [connector.process(raw(n)) for n in names]
+
+    assert [o.kind for o in outcomes] == [CREATED, APPENDED, RESOLVED, CREATED]
+    assert {o.account for o in outcomes} == {account}
+    first, second = outcomes[0].ticket, outcomes[3].ticket
+    assert outcomes[1].ticket == outcomes[2].ticket == first != second
+    sink = connector.sink
+    closed = sink.get_ticket(number=first)
+    reopened = sink.get_ticket(number=second)
+    assert closed is not None
+    assert reopened is not None
+    assert closed.closed
+    assert not reopened.closed
+    assert closed.account == reopened.account == account
+    assert closed.alert_key == reopened.alert_key or folder == "rmm-nable"  # new RMM alert id
+    assert [h.kind for h in sink.history(closed.rec_id)] == ["email", "alert", "alert"]
+    assert len(sink.history(reopened.rec_id)) == 1
+
+
+def test_monit_action_done_resolves_the_reopened_ticket() -> None:
+    connector = automated_connector()
+    kinds = [connector.process(raw(n)).kind for n in sequence("monit", "nginx")]
+    assert kinds == [CREATED, APPENDED, RESOLVED, CREATED, RESOLVED]
+    assert all(t.closed for t in connector.sink.list_tickets())
+
+
+def test_ticket_description_names_the_check() -> None:
+    connector = automated_connector()
+    outcome = connector.process(raw("nagios/service-1-problem"))
+    ticket = connector.sink.get_ticket(number=outcome.ticket)
+    assert ticket is not None
+    assert ticket.description == ("acme-web01/HTTP is CRITICAL: CRITICAL - Socket timeout "
+                                  "after 10 seconds")
+    assert ticket.alert_key == "CRD-ACME|nagios/acme-web01/http"
+
+
+def test_recovery_without_open_ticket_opens_nothing() -> None:
+    connector = automated_connector()
+    outcome = connector.process(raw("nagios/service-3-recovery"))
+    assert outcome.kind is SKIPPED
+    assert "without an open ticket" in outcome.detail
+    assert connector.sink.list_tickets() == []
+
+
+def test_a_recovery_delivered_before_its_problem_keeps_the_late_problem_closed() -> None:
+    connector = automated_connector()
+    # the 10:45 recovery is fetched first, then the 10:00 problem and its 10:30 repeat
+    assert connector.process(raw("nagios/service-3-recovery")).kind is SKIPPED
+    late = connector.process(raw("nagios/service-1-problem"))
+    assert late.kind is SKIPPED
+    assert "already recovered" in late.detail
+    assert connector.process(raw("nagios/service-2-repeat")).kind is SKIPPED
+    assert connector.sink.list_tickets() == []
+    # the 11:30 problem is newer than the recovery: a real new problem
+    assert connector.process(raw("nagios/service-4-problem-again")).kind is CREATED
+
+
+def test_a_repeat_delivered_after_the_recovery_does_not_reopen() -> None:
+    connector = automated_connector()
+    names = sequence("icinga2", "service")
+    assert connector.process(raw(names[0])).kind is CREATED
+    assert connector.process(raw(names[2])).kind is RESOLVED
+    assert connector.process(raw(names[1])).kind is SKIPPED  # 07:30 repeat, recovered 07:52
+    assert len(connector.sink.list_tickets()) == 1
+
+
+def test_recovery_memory_expires() -> None:
+    connector = automated_connector(recovery_memory=0.0)
+    connector.process(raw("nagios/service-3-recovery"))
+    assert connector.process(raw("nagios/service-1-problem")).kind is CREATED
+
+
+def test_close_on_recovery_off_appends_but_keeps_the_ticket_open() -> None:
+    connector = automated_connector(close_on_recovery=False)
+    connector.process(raw("monit/nginx-1-problem"))
+    outcome = connector.process(raw("monit/nginx-3-recovery"))
+    assert outcome.kind is RESOLVED
+    ticket = connector.sink.get_ticket(number=outcome.ticket)
+    assert ticket is not None
+    assert not ticket.closed
+    assert len(connector.sink.history(ticket.rec_id)) == 2
+
+
+def test_closed_status_is_set_on_recovery() -> None:
+    connector = automated_connector(closed_status="900")
+    connector.process(raw("monit/nginx-1-problem"))
+    outcome = connector.process(raw("monit/nginx-3-recovery"))
+    ticket = connector.sink.get_ticket(number=outcome.ticket)
+    assert ticket is not None
+    assert (ticket.closed, ticket.status) == (True, "900")
+
+
+def test_acknowledgement_is_appended_to_the_open_ticket_and_skipped_without_one() -> None:
+    ack = build_message(
+        sender="nagios@mon.acme-msp.example",
+        subject="** ACKNOWLEDGEMENT Service Alert: acme-web01/HTTP is CRITICAL **",
+        body="***** Nagios *****\n\nNotification Type: ACKNOWLEDGEMENT\n\nService: HTTP\n"
+             "Host: acme-web01\nState: CRITICAL\n\nAdditional Info:\n\nworking on it\n",
+        date="Sat, 28 Nov 2026 10:10:00 +0000",
+    )
+    connector = automated_connector()
+    assert connector.process(ack).kind is SKIPPED
+    connector = automated_connector()
+    connector.process(raw("nagios/service-1-problem"))
+    assert connector.process(ack).kind is APPENDED
+
+
+def test_same_check_for_two_customers_gives_two_tickets() -> None:
+    connector = automated_connector(
+        account=[{"search_for": "account_id", "located_in": "body", "after": "Customer: "}]
+    )
+    body = ("***** Nagios *****\n\nNotification Type: PROBLEM\n\nService: Backup\nHost: nas\n"
+            "State: CRITICAL\nCustomer: {}\n\nAdditional Info:\n\nbackup failed\n")
+    subject = "** PROBLEM Service Alert: nas/Backup is CRITICAL **"
+    first = connector.process(build_message(sender="n@mon.example", subject=subject,
+                                            body=body.format("acme")))
+    second = connector.process(build_message(sender="n@mon.example", subject=subject,
+                                             body=body.format("globex")))
+    assert (first.kind, second.kind) == (CREATED, CREATED)
+    assert (first.account, second.account) == ("CRD-ACME", "CRD-GLOBEX")
+
+
+def test_skip_rule_forwards_and_opens_nothing() -> None:
+    mailer = RecordingMailer()
+    connector = automated_connector(mailer=mailer, skip=[{"subject_contains": "Self Healed"}])
+    outcome = connector.process(raw("rmm-datto/service-self-healed"))
+    assert outcome.kind is SKIPPED
+    assert "skip rule 0" in outcome.detail
+    assert connector.sink.list_tickets() == []
+    assert len(mailer.of_kind("forward")) == 1
+
+
+def test_detection_rule_without_key_opens_a_ticket_per_mail() -> None:
+    connector = automated_connector(detection=[{"senders": ["noreply@rmm-datto.example"]}])
+    outcomes = [connector.process(raw(n)) for n in sequence("rmm-datto", "cpu")[:2]]
+    assert [o.kind for o in outcomes] == [CREATED, CREATED]
+    assert outcomes[0].ticket != outcomes[1].ticket
+
+
+def test_no_account_forwards_and_default_account_catches_it() -> None:
+    mailer = RecordingMailer()
+    unknown_host = raw("nagios/service-1-problem").replace(b"acme-web01", b"zeta-web01")
+    outcome = automated_connector(mailer=mailer).process(unknown_host)
+    assert outcome.kind is OutcomeKind.FORWARDED
+    assert "no Account" in outcome.detail
+    assert len(mailer.of_kind("forward")) == 1
+    outcome = automated_connector(default_account="CRD-MSP").process(unknown_host)
+    assert (outcome.kind, outcome.account) == (CREATED, "CRD-MSP")
+
+
+def test_account_by_sender_after_the_account_rules() -> None:
+    alert = build_message(sender="it@acme.example", subject="monit alert --  Does not exist sshd",
+                          body="Does not exist Service sshd\n\n\tHost:        gw\n")
+    outcome = automated_connector(account=[]).process(alert)
+    assert (outcome.kind, outcome.account) == (CREATED, "CRD-ACME")
+    outcome = automated_connector(account=[], account_by_sender=False).process(alert)
+    assert outcome.kind is OutcomeKind.FORWARDED
+
+
+def test_parsers_can_be_switched_off_by_config() -> None:
+    connector = automated_connector(parsers=["monit"])
+    outcome = connector.process(raw("nagios/service-1-problem"))
+    assert outcome.stage != "automated"
+    assert connector.process(raw("monit/nginx-1-problem")).kind is CREATED
+
+
+def test_automated_disabled_registers_no_stage() -> None:
+    connector = automated_connector(enabled=False)
+    assert "automated" not in [s.name for s in connector.stages]
+
+
+class _BrokenParser:
+    name = "broken"
+
+    def parse(self, message: AlertMail) -> Alert | None:
+        raise RuntimeError("boom")
+
+
+class _BrokenPlugin:
+    @hookimpl
+    def commit_email_register_alert_parsers(self) -> list[_BrokenParser]:
+        return [_BrokenParser()]
+
+
+def test_a_failing_parser_is_logged_and_skipped(caplog: pytest.LogCaptureFixture) -> None:
+    connector = automated_connector(plugins=(_BrokenPlugin(),))
+    with caplog.at_level(logging.WARNING, logger="commit_email"):
+        outcome = connector.process(raw("monit/nginx-1-problem"))
+    assert outcome.kind is CREATED
+    assert "alert parser 'broken' failed" in caplog.text
+    report = connector.inspect(raw("monit/nginx-2-repeat"))
+    assert ("automated.parser_error", "broken: RuntimeError: boom") in report.notes
+
+
+def test_inspect_explains_rules_parser_fields_and_key_and_writes_nothing() -> None:
+    connector = automated_connector(skip=[{"subject_contains": "Self Healed"}])
+    report = connector.inspect(raw("rmm-datto/cpu-1-problem"))
+    notes = dict(report.notes)
+    assert report.outcome.kind is CREATED
+    assert notes["automated.detection_rule"] == 0
+    assert notes["automated.parser"] == "detection rule 0"
+    assert notes["automated.account_rule"] == "3: account_number = 'ACME-002'"
+    assert notes["automated.correlation_key"] == "CRD-ACME2|rule/cpu monitor on acme-ws17/"
+    assert connector.sink.list_tickets() == []
+
+    report = connector.inspect(raw("icinga2/service-1-problem"))
+    notes = dict(report.notes)
+    assert notes["automated.detection_rule"] == "none"
+    assert notes["automated.parser"] == "icinga"
+    assert notes["automated.alert"]["host"] == "initech-mail01"
+    assert notes["automated.alert"]["field.ipv4"] == "203.0.113.25"
+    assert notes["automated.account_rule"] == "0: account_id = 'initech'"
+
+    report = connector.inspect(raw("rmm-datto/service-self-healed"))
+    assert dict(report.notes)["automated.skip_rule"] == 0
+    assert connector.sink.list_tickets() == []
+
+
+def test_inspect_does_not_teach_the_recovery_memory() -> None:
+    connector = automated_connector()
+    connector.inspect(raw("nagios/service-3-recovery"))
+    assert connector.process(raw("nagios/service-1-problem")).kind is CREATED
+
+
+def test_customer_mail_is_not_automated() -> None:
+    connector = automated_connector()
+    outcome = connector.process(build_message(sender="it@acme.example", subject="Printer"))
+    assert outcome.kind is OutcomeKind.TICKET_CREATED

@@ -218,6 +218,15 @@ def _nagios_state(notification_type: str, severity: str) -> AlertState:
     return AlertState.OTHER
 
 
+#: Subjects are matched only this far: real ones are short, and the patterns' lazy groups
+#: would otherwise make a hostile 20 KB subject cost seconds.
+SUBJECT_LIMIT = 512
+
+
+def _subject(message: AlertMail) -> str:
+    return message.subject[:SUBJECT_LIMIT]
+
+
 def _first(fields: Mapping[str, str], *names: str) -> str:
     for name in names:
         value = fields.get(name, "").strip()
@@ -255,8 +264,8 @@ def _banner_tool(text: str) -> str:
 def _parse_nagios_layout(message: AlertMail, source: str) -> Alert | None:
     """The ``Notification Type:`` / ``Host:`` / ``State:`` layout shared by the family."""
     fields = field_lines(message.text)
-    subject = _NAGIOS_SUBJECT.search(message.subject)
-    dash = None if subject else _DASH_SUBJECT.match(message.subject)
+    subject = _NAGIOS_SUBJECT.search(_subject(message))
+    dash = None if subject else _DASH_SUBJECT.match(_subject(message))
     host = _first(fields, "host", "hostname", "nagios hostname", "host name")
     service = _first(fields, "service", "service description")
     severity = _first(fields, "state", "service state", "host state")
@@ -303,7 +312,7 @@ class NagiosParser:
         tool = _banner_tool(message.text)
         if tool == "icinga":
             return None  # Icinga 1 copied the layout; IcingaParser reports it as Icinga
-        if tool != "nagios" and not _NAGIOS_SUBJECT.search(message.subject):
+        if tool != "nagios" and not _NAGIOS_SUBJECT.search(_subject(message)):
             return None
         return _parse_nagios_layout(message, self.name)
 
@@ -325,7 +334,7 @@ _ICINGA2_HEADLINE = re.compile(r"^\s*(?P<what>.+?)\s+is\s+(?P<state>[A-Z]+)!\s*$
 
 def _parse_icinga2(message: AlertMail) -> Alert | None:
     banner = _ICINGA2_BANNER.search(message.text)
-    subject = _ICINGA2_SUBJECT.search(message.subject)
+    subject = _ICINGA2_SUBJECT.search(_subject(message))
     if banner is None and subject is None:
         return None
     fields = field_lines(message.text)
@@ -410,7 +419,7 @@ class MonitParser:
     name = "monit"
 
     def parse(self, message: AlertMail) -> Alert | None:
-        subject = _MONIT_SUBJECT.match(message.subject)
+        subject = _MONIT_SUBJECT.match(_subject(message))
         text = message.text.replace("\r\n", "\n")
         signed = _MONIT_SIGNATURE.search(text) is not None
         if subject is None and not signed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -291,3 +292,22 @@ def test_parsers_never_raise_on_arbitrary_bytes(raw: bytes) -> None:
                                  b"\n\n" + raw)
     for parser in PARSERS:
         parser.parse(message)
+
+
+@pytest.mark.parametrize(
+    ("subject", "text"),
+    [
+        ("** PROBLEM Service Alert: " + "a is B " * 3000, ""),
+        ("PROBLEM - " + "x - " * 3000, ""),
+        ("[PROBLEM] " + "a on b " * 3000, ""),
+        ("monit alert -- " + "a " * 5000, "Your faithful employee,\nMonit\n" + "a Service " * 9000),
+        ("** PROBLEM Host Alert: h is DOWN **", "***** Nagios *****\nHost:" + " x" * 50000),
+        ("", "***** Service Monitoring on x *****\n" + "a is B " * 20000),
+    ],
+)
+def test_hostile_sizes_cost_milliseconds_not_seconds(subject: str, text: str) -> None:
+    mail = _Mail(subject, text, "monit@x.example")
+    start = time.perf_counter()
+    for parser in PARSERS:
+        parser.parse(mail)
+    assert time.perf_counter() - start < 0.5

@@ -33,6 +33,7 @@ ENTRY_POINT_GROUP = "commit_email"
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "commit_email.matching",
     "commit_email.filters",
+    "commit_email.automated",
     "commit_email.ticketing",
 )
 

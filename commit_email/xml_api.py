@@ -48,6 +48,7 @@ __all__ = [
     "locate_transactions",
     "parse_transactions",
     "render_response",
+    "render_transaction",
 ]
 
 
@@ -531,6 +532,30 @@ def render_response(result: TransactionResult) -> bytes:
         parts += [("ErrorCode", str(int(code))), ("ErrorMessage", result.error_message)]
     for tag, value in parts:
         etree.SubElement(root, tag).text = _xml_safe(value)
+    document: bytes = etree.tostring(
+        root, xml_declaration=True, encoding="utf-8", pretty_print=True
+    )
+    return document
+
+
+def render_transaction(transaction: Transaction) -> bytes:
+    """A ``CommitCRMTransaction`` document for ``transaction`` (UTF-8 bytes).
+
+    For clients and tests: what a web form or script would mail to the connector.
+    """
+    root = etree.Element("CommitCRMTransaction")
+    for tag, value in (
+        ("ExternalApplicationName", transaction.external_application_name),
+        ("SendResponseToEmail", transaction.send_response_to),
+        ("Password", transaction.password),
+        ("ReturnTransactionID", transaction.return_transaction_id),
+        ("DataKind", transaction.data_kind),
+    ):
+        if value:
+            etree.SubElement(root, tag).text = _xml_safe(value)
+    record = etree.SubElement(root, "RecordData")
+    for name, value in transaction.fields.items():
+        etree.SubElement(record, name).text = _xml_safe(value)
     document: bytes = etree.tostring(
         root, xml_declaration=True, encoding="utf-8", pretty_print=True
     )

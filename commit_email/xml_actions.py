@@ -113,9 +113,10 @@ def _require(fields: Mapping[str, str], names: Sequence[str], kind: str) -> None
 
 def _split(
     fields: Mapping[str, str], attributes: Mapping[str, str], rec_id_field: str
-) -> tuple[dict[str, str], dict[str, str]]:
+) -> tuple[dict[str, Any], dict[str, str]]:
     """Model attributes (by attribute name) and the other fields (by Commit name)."""
-    known: dict[str, str] = {}
+    # Any: the values feed attrs.evolve(), whose keyword types differ per attribute.
+    known: dict[str, Any] = {}
     extra: dict[str, str] = {}
     for name, value in fields.items():
         if name == rec_id_field:

@@ -35,6 +35,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "commit_email.filters",
     "commit_email.automated",
     "commit_email.ticketing",
+    "commit_email.xml_actions",
 )
 
 

@@ -27,13 +27,13 @@ import enum
 import re
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
-from html.parser import HTMLParser
 from typing import Literal, Protocol
 
 from attrs import field, frozen
 from lxml import etree
 
 from .errors import CommitEmailError
+from .htmltext import html_to_text
 
 __all__ = [
     "ErrorCode",
@@ -44,7 +44,6 @@ __all__ = [
     "XmlPayload",
     "decode_xml_bytes",
     "find_payload",
-    "html_to_text",
     "locate_transactions",
     "parse_transactions",
     "render_response",
@@ -208,46 +207,6 @@ def locate_transactions(text: str) -> str | None:
     elif (empty := _EMPTY_ROOT.match(text, start_match.start())) is not None:
         end = empty.end()
     return text[start:end]
-
-
-_BLOCK_TAGS = frozenset({"br", "p", "div", "tr", "li", "pre", "table", "h1", "h2", "h3"})
-
-
-class _TextCollector(HTMLParser):
-    """Collects an HTML document's text with entities unescaped; scripts and styles dropped."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self._hidden = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in ("script", "style"):
-            self._hidden += 1
-        elif tag in _BLOCK_TAGS:
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("script", "style"):
-            self._hidden = max(0, self._hidden - 1)
-        elif tag in _BLOCK_TAGS:
-            self.parts.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self._hidden:
-            self.parts.append(data)
-
-
-def html_to_text(html: str) -> str:
-    """The text of an HTML body: tags stripped, entities unescaped, no-break spaces as spaces.
-
-    A transaction typed into an HTML mail arrives escaped (``&lt;DataKind&gt;``); this
-    turns it back into XML text.
-    """
-    collector = _TextCollector()
-    collector.feed(html)
-    collector.close()
-    return "".join(collector.parts).replace("\xa0", " ")
 
 
 def _is_xml_attachment(attachment: AttachmentLike) -> bool:

@@ -22,7 +22,6 @@ from commit_email.xml_api import (
     XmlApiError,
     decode_xml_bytes,
     find_payload,
-    html_to_text,
     locate_transactions,
     parse_transactions,
     render_response,
@@ -208,10 +207,6 @@ def test_an_html_body_is_stripped_and_unescaped():
     assert payload is not None
     assert payload.carrier == "html"
     assert only(payload.data).fields["FLDTKTCARDID"] == "CRD0000000000000001"
-
-
-def test_html_to_text_unescapes_entities_and_drops_tags():
-    assert html_to_text("<p>a &amp; b&nbsp;&lt;c&gt;</p><script>x()</script>") == "\na & b <c>\n"
 
 
 def test_an_xml_attachment_is_a_carrier():

@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from commit_email.pipeline import Connector
-from commit_email.store import SQLiteStore
-from commit_email.testing import build_message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from commit_email import hookimpl
 from commit_email.model import OutcomeKind
+from commit_email.pipeline import Connector
+from commit_email.store import SQLiteStore
+from commit_email.testing import build_message
 from commit_email.xml_api import ErrorCode, Transaction, XmlApiError, render_transaction
 from commit_email.xml_catalogue import DATA_KINDS
 

@@ -25,7 +25,7 @@ __all__ = ["FilterStage", "ignore_reason"]
 def ignore_reason(message: Message, config: Config) -> str | None:
     """Why this message must be ignored, or None."""
     if message.is_bounce:
-        return "bounce (delivery status notification)"
+        return "bounce or delivery report (DSN, read receipt, complaint)"
     if message.is_auto_reply:
         return f"auto-reply ({message.auto_submitted or 'out-of-office'})"
     if message.header(LOOP_HEADER) is not None:

@@ -79,6 +79,18 @@ def _codec(charset: str | None) -> str | None:
     return None
 
 
+def _mostly_utf8(data: bytes) -> str | None:
+    """UTF-8 text with a few broken bytes (a truncated header, say), or None.
+
+    Latin-1 or Windows-1252 text is almost never valid UTF-8 at all, so many valid multi-byte
+    sequences against a few invalid bytes say "damaged UTF-8", not "another charset".
+    """
+    text = data.decode("utf-8", errors="replace")
+    bad = text.count("\ufffd")
+    good = sum(1 for ch in text if ch > "\x7f" and ch != "\ufffd")
+    return text if good > 2 * bad else None
+
+
 def decode_bytes(data: bytes, charset: str | None = None) -> tuple[str, str | None]:
     """Decode body bytes; returns (text, defect or None).
 
@@ -104,6 +116,8 @@ def decode_bytes(data: bytes, charset: str | None = None) -> tuple[str, str | No
         except UnicodeDecodeError:
             if codec == "utf-8":
                 defect = defect or "invalid UTF-8"
+            elif (mostly := _mostly_utf8(data)) is not None:
+                return mostly, defect or "invalid UTF-8"
     if codec and codec not in ("ascii", "utf-8"):
         try:
             return data.decode(codec), defect
@@ -481,11 +495,9 @@ def _decode_part(part: _StdMessage, data: bytes) -> tuple[str, str | None]:
 
 def _is_bounce(std: _StdMessage, from_: Address | None, subject: str, is_report: bool) -> bool:
     if is_report:
-        report_type = str(std.get_param("report-type") or "").lower()
-        # Read receipts (disposition-notification) are reports too, and never tickets.
-        return report_type in ("delivery-status", "disposition-notification", "") or any(
-            p.get_content_type() == "message/delivery-status" for p in std.walk()
-        )
+        # Every multipart/report is machine-made: delivery status (DSN), read receipts
+        # (disposition-notification) and abuse complaints (ARF feedback-report) alike.
+        return True
     if "x-failed-recipients" in std:
         return True
     sender = from_.normalized if from_ else ""

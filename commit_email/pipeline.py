@@ -109,6 +109,10 @@ def message_digest(message: Message) -> str:
     return "r:" + h.hexdigest()
 
 
+#: Outlook saves mail as .msg, an OLE compound file; people drop those into mail folders.
+_OLE_SIGNATURE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+
+
 class _DryRun(Exception):
     """Raised inside the transaction of ``inspect`` so that every write is rolled back."""
 
@@ -369,6 +373,8 @@ class Connector:
         limit = self.config.connector.max_message_bytes
         if limit and len(raw) > limit:
             raise MessageError(f"message of {len(raw)} bytes exceeds max_message_bytes={limit}")
+        if raw.startswith(_OLE_SIGNATURE):
+            raise MessageError("an Outlook .msg file (OLE compound document), not RFC 822 mail")
         return Message.from_bytes(raw)
 
     def process(

@@ -96,6 +96,12 @@ class Pop3Config:
     ca_file: str = ""
     verify_certificate: bool = True
     auth: str = field(default="auto", metadata={"choices": ("auto", "user", "apop")})
+    #: seconds before the first reconnect after a failed poll; doubles per failure
+    reconnect_delay: float = 1.0
+    #: cap of the reconnect back-off, in seconds
+    reconnect_max_delay: float = 300.0
+    #: ``run --once`` gives up after this many failed attempts at one complete pass
+    once_attempts: int = 5
 
     @property
     def effective_port(self) -> int:

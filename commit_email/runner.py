@@ -1,0 +1,279 @@
+"""``commit-email run``: poll the POP3 mailbox and process every message exactly once.
+
+Per poll: connect, list UIDLs, and for each message
+
+1. if the processed log already has an outcome for (mailbox, UIDL), skip it: it was
+   handled by an earlier poll that did not get to delete it (crash, dropped connection,
+   ``leave_on_server``), so only the DELE is still owed;
+2. otherwise RETR it and hand it to :meth:`Connector.process`, which records the outcome
+   (with mailbox and UIDL) in the same transaction as every write it caused, or
+   quarantines the message byte-for-byte when processing fails;
+3. DELE it once the log has its outcome under this UIDL (unless ``leave_on_server``);
+
+then QUIT, which is when the server applies the deletions. A crash or dropped connection
+anywhere in between re-delivers some messages on the next poll, and step 1 (or the
+connector's Message-ID digest) turns them into no-ops: no message is lost and none is
+processed twice. Network and server errors end the poll; the next one is tried after an
+exponential, jittered and capped back-off. SIGTERM/SIGINT stop the run after the message
+in hand. See docs/explanation/delivery-guarantees.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from types import FrameType
+
+from attrs import frozen
+
+from .config import Config
+from .errors import SourceError, StoreError
+from .model import Outcome, OutcomeKind, SourceRef
+from .pipeline import Connector
+from .pop3 import Pop3Mailbox
+
+__all__ = ["PollSummary", "Runner"]
+
+log = logging.getLogger(__name__)
+
+#: which summary column each outcome counts in
+_COLUMN = {
+    OutcomeKind.TICKET_CREATED: "tickets",
+    OutcomeKind.ALERT_TICKET_CREATED: "tickets",
+    OutcomeKind.TICKET_UPDATED: "filed",
+    OutcomeKind.ALERT_APPENDED: "filed",
+    OutcomeKind.ALERT_RESOLVED: "filed",
+    OutcomeKind.XML_APPLIED: "xml",
+    OutcomeKind.XML_REJECTED: "xml",
+    OutcomeKind.FORWARDED: "forwarded",
+    OutcomeKind.ALERT_SKIPPED: "forwarded",
+    OutcomeKind.IGNORED: "ignored",
+    OutcomeKind.DUPLICATE: "duplicates",
+    OutcomeKind.QUARANTINED: "quarantined",
+}
+
+
+@frozen(kw_only=True)
+class PollSummary:
+    """What one poll did. ``known`` messages had an outcome already and were only deleted."""
+
+    fetched: int = 0
+    tickets: int = 0
+    filed: int = 0
+    forwarded: int = 0
+    ignored: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    xml: int = 0
+    errors: int = 0
+    known: int = 0
+    deleted: int = 0
+    remaining: int = 0
+    seconds: float = 0.0
+    #: set when the poll was cut short by a network, server or store error
+    failure: str = ""
+
+    @classmethod
+    def from_tally(cls, tally: Counter[str], *, seconds: float, failure: str) -> PollSummary:
+        return cls(**{k: v for k, v in tally.items()}, seconds=seconds, failure=failure)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.failure)
+
+    def line(self) -> str:
+        """The one-line summary ``run`` logs after every poll."""
+        text = (
+            f"poll: fetched={self.fetched} tickets={self.tickets} filed={self.filed} "
+            f"forwarded={self.forwarded} ignored={self.ignored} "
+            f"quarantined={self.quarantined} duplicates={self.duplicates} "
+            f"errors={self.errors} xml={self.xml} known={self.known} deleted={self.deleted} "
+            f"in {self.seconds:.1f}s"
+        )
+        if self.remaining:
+            text += f", {self.remaining} left for the next poll"
+        return f"{text}; {self.failure}" if self.failure else text
+
+
+class Runner:
+    """Polls one POP3 mailbox into one connector. Build it, then call :meth:`run`."""
+
+    def __init__(
+        self,
+        config: Config,
+        connector: Connector,
+        *,
+        mailbox_factory: Callable[[], Pop3Mailbox] | None = None,
+        sleep: Callable[[float], None] | None = None,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        progress_interval: float = 10.0,
+    ) -> None:
+        self.config = config
+        self.connector = connector
+        self._mailbox_factory = mailbox_factory or (lambda: Pop3Mailbox.from_config(config))
+        self._sleep_for = sleep or self._interruptible_sleep
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self.progress_interval = progress_interval
+        # A plain flag, not a threading.Event: the signal handler sets it, and Event.set()
+        # could deadlock if the signal lands while the main thread holds the Event's lock.
+        self._stop_requested = False
+
+    # -- control -----------------------------------------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_requested
+
+    def request_stop(self) -> None:
+        """Finish the message in hand, QUIT, and return from :meth:`run`."""
+        self._stop_requested = True
+
+    def run(self, *, once: bool = False) -> int:
+        """Poll until stopped (or one complete pass with ``once``); returns an exit status.
+
+        With ``once``, a pass cut short by a connection fault is retried (with back-off) up
+        to ``pop3.once_attempts`` times; the status is 1 when it never completed or when
+        the completed pass had errors.
+        """
+        failures = 0
+        with self._stop_on_signals():
+            while not self.stopping:
+                summary = self.poll()
+                if summary.failed:
+                    failures += 1
+                    if once and failures >= self.config.pop3.once_attempts:
+                        log.error("giving up after %d attempts: %s", failures, summary.failure)
+                        return 1
+                    delay = self.backoff(failures)
+                    log.warning("reconnecting in %.1f s (attempt %d)", delay, failures + 1)
+                    self._sleep_for(delay)
+                    continue
+                failures = 0
+                if once or self.stopping:
+                    return 1 if summary.errors else 0
+                self._sleep_for(self.config.pop3.poll_interval)
+        return 0
+
+    def backoff(self, failures: int) -> float:
+        """Seconds to wait after ``failures`` consecutive failed polls: doubling, capped,
+        with jitter so that many connectors do not hammer a recovering server in step."""
+        cfg = self.config.pop3
+        delay = min(cfg.reconnect_max_delay, cfg.reconnect_delay * 2 ** (failures - 1))
+        return delay * self._rng.uniform(0.5, 1.0)
+
+    # -- one poll ----------------------------------------------------------------------------
+
+    def poll(self) -> PollSummary:
+        """Connect, handle every message, QUIT; logs and returns the summary."""
+        tally: Counter[str] = Counter()
+        started = self._clock()
+        failure = ""
+        try:
+            with self._mailbox_factory() as box:
+                uidls = box.uidls()
+                if uidls:
+                    log.debug("%s: %d messages on the server", box.name, len(uidls))
+                last_progress = started
+                for done, uidl in enumerate(uidls):
+                    if self.stopping:
+                        tally["remaining"] = len(uidls) - done
+                        break
+                    self._handle(box, uidl, tally)
+                    last_progress = self._progress(done + 1, len(uidls), started, last_progress)
+        except (SourceError, StoreError) as exc:
+            failure = str(exc)
+            tally["errors"] += 1
+        summary = PollSummary.from_tally(
+            tally, seconds=self._clock() - started, failure=failure
+        )
+        if summary.failed:
+            log.warning("%s", summary.line())
+        else:
+            log.info("%s", summary.line())
+        return summary
+
+    def _handle(self, box: Pop3Mailbox, uidl: str, tally: Counter[str]) -> None:
+        state = self.connector.state
+        leave = self.config.pop3.leave_on_server
+        if state.processed_uidl(box.name, uidl) is not None:
+            tally["known"] += 1
+            if not leave:
+                box.delete(uidl)
+                tally["deleted"] += 1
+            return
+        raw = box.retrieve(uidl)
+        tally["fetched"] += 1
+        source = SourceRef(kind="pop3", name=box.name, uidl=uidl)
+        try:
+            outcome = self.connector.process(raw, source)
+        except StoreError:
+            raise  # the store is down: stop this poll, nothing was deleted
+        except Exception:
+            # process() quarantines bad mail itself; this is a failure of the quarantine or
+            # a bug. The message stays on the server and is tried again next poll.
+            log.exception("%s: processing failed; the message stays on the server", uidl)
+            tally["errors"] += 1
+            return
+        tally[_COLUMN[outcome.kind]] += 1
+        log.info("%s", _message_line(uidl, outcome))
+        if state.processed_uidl(box.name, uidl) is None:
+            # Never delete what the log cannot vouch for: keep it, the next poll retries.
+            log.error("%s: no outcome recorded under this UIDL; keeping the message", uidl)
+            tally["errors"] += 1
+            return
+        if not leave:
+            box.delete(uidl)
+            tally["deleted"] += 1
+
+    def _progress(self, done: int, total: int, started: float, last: float) -> float:
+        now = self._clock()
+        if now - last < self.progress_interval or done == total:
+            return last
+        rate = done / (now - started) if now > started else 0.0
+        log.info("progress: %d of %d messages (%.1f/s)", done, total, rate)
+        return now
+
+    # -- stopping ----------------------------------------------------------------------------
+
+    def _interruptible_sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stopping:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.2))
+
+    @contextlib.contextmanager
+    def _stop_on_signals(self) -> Iterator[None]:
+        """SIGTERM/SIGINT ask for a clean stop; a second SIGINT interrupts at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers can only be installed from the main thread
+            return
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            if self.stopping and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            log.warning("%s: stopping after the message in hand",
+                        signal.Signals(signum).name)
+            self.request_stop()
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def _message_line(uidl: str, outcome: Outcome) -> str:
+    ticket = f" ticket={outcome.ticket}" if outcome.ticket else ""
+    detail = f" ({outcome.detail})" if outcome.detail else ""
+    return f"{uidl} {outcome.kind.value} <{outcome.message_id or '-'}>{ticket}{detail}"

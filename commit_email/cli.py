@@ -20,6 +20,7 @@ from .config import Config, check_secrets, load_config
 from .errors import CommitEmailError, InputError
 from .model import Outcome, OutcomeKind, SourceRef
 from .pipeline import Connector
+from .runner import Runner
 from .sources import iter_messages
 from .store import SQLiteStore, open_store
 
@@ -224,6 +225,16 @@ def cmd_accounts_import(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    config = load_config(args.config)
+    # The per-poll summary and the line per message are what an operator watches, so
+    # ``run`` shows them without -v; the pipeline's own chatter stays at the chosen level.
+    runner_log = logging.getLogger("commit_email.runner")
+    if runner_log.getEffectiveLevel() > logging.INFO:
+        runner_log.setLevel(logging.INFO)
+    return Runner(config, _connector(config)).run(once=args.once)
+
+
 def cmd_check_config(args: argparse.Namespace, out: TextIO) -> int:
     config = load_config(args.config)
     checked = check_secrets(config)
@@ -286,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", required=True, metavar="FILE", help="the TOML configuration")
         p.set_defaults(func=func)
         return p
+
+    p = command("run", cmd_run, "poll the POP3 mailbox (forever, or one pass with --once)")
+    p.add_argument("--once", action="store_true", help="one complete pass, then exit")
 
     p = command("process", cmd_process, "process .eml files, Maildir folders and mbox files")
     p.add_argument("--json", action="store_true", help="one JSON object per message")

@@ -254,7 +254,7 @@ class Pop3Mailbox:
             _, uidl_lines, _ = pop.uidl()
         except poplib.error_proto as exc:
             raise _ServerSaid(
-                b"-ERR the server does not support UIDL, which commit-email needs: "
+                b"UIDL failed (commit-email cannot track messages without it): "
                 + _describe(exc).encode()
             ) from exc
         _, list_lines, _ = pop.list()

@@ -81,7 +81,7 @@ class PollSummary:
 
     @classmethod
     def from_tally(cls, tally: Counter[str], *, seconds: float, failure: str) -> PollSummary:
-        return cls(**{k: v for k, v in tally.items()}, seconds=seconds, failure=failure)
+        return cls(**tally, seconds=seconds, failure=failure)
 
     @property
     def failed(self) -> bool:
@@ -118,7 +118,7 @@ class Runner:
         self.config = config
         self.connector = connector
         self._mailbox_factory = mailbox_factory or (lambda: Pop3Mailbox.from_config(config))
-        self._sleep_for = sleep or self._interruptible_sleep
+        self._sleep_for = sleep if sleep is not None else self._interruptible_sleep
         self._rng = rng or random.Random()
         self._clock = clock
         self.progress_interval = progress_interval
@@ -166,7 +166,7 @@ class Runner:
         """Seconds to wait after ``failures`` consecutive failed polls: doubling, capped,
         with jitter so that many connectors do not hammer a recovering server in step."""
         cfg = self.config.pop3
-        delay = min(cfg.reconnect_max_delay, cfg.reconnect_delay * 2 ** (failures - 1))
+        delay = min(cfg.reconnect_max_delay, cfg.reconnect_delay * 2.0 ** (failures - 1))
         return delay * self._rng.uniform(0.5, 1.0)
 
     # -- one poll ----------------------------------------------------------------------------

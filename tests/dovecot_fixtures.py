@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -388,6 +389,12 @@ def dovecot_apop(dovecot_apop_server: DovecotServer) -> DovecotServer:
 def dovecot_tls(dovecot_tls_server: DovecotServer) -> DovecotServer:
     """A Dovecot that requires TLS: STLS on the POP3 port, POP3S on the other; fresh user."""
     return dovecot_tls_server.new_user()
+
+
+def as_served(raw: bytes) -> bytes:
+    """The form a POP3 server sends a stored file in: CRLF line ends, last line ended."""
+    served = re.sub(rb"(?<!\r)\n", b"\r\n", raw)
+    return served if served.endswith(b"\r\n") else served + b"\r\n"
 
 
 def corpus_messages() -> list[tuple[str, bytes]]:

@@ -134,7 +134,7 @@ class FaultProxy:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(0.1)  # so the accept loop notices stop() promptly
         self.port: int = self._listener.getsockname()[1]
-        self._faults: deque[tuple[bytes, Fault]] = deque()
+        self._faults: deque[list[object]] = deque()  # [verb, fault, commands to let pass]
         self._lock = threading.Lock()
         self._sessions: list[_Session] = []
         self._stopped = threading.Event()
@@ -154,10 +154,11 @@ class FaultProxy:
     ) -> None:
         self.stop()
 
-    def inject(self, fault: Fault, command: str = "RETR") -> None:
-        """Queue ``fault`` for the next client command starting with ``command``."""
+    def inject(self, fault: Fault, command: str = "RETR", *, skip: int = 0) -> None:
+        """Queue ``fault`` for a later client command starting with ``command``: the next
+        one, or the one after letting ``skip`` such commands through untouched."""
         with self._lock:
-            self._faults.append((command.upper().encode("ascii"), fault))
+            self._faults.append([command.upper().encode("ascii"), fault, skip])
 
     @property
     def pending(self) -> int:
@@ -167,11 +168,17 @@ class FaultProxy:
     def take_fault(self, line: bytes) -> Fault | None:
         verb = line.split(b" ", 1)[0].strip().upper()
         with self._lock:
-            for i, (command, fault) in enumerate(self._faults):
-                if verb == command:
-                    del self._faults[i]
-                    self.fired.append((line.decode("ascii", "replace").strip(), fault))
-                    return fault
+            for i, entry in enumerate(self._faults):
+                command, fault, skip = entry
+                if verb != command:
+                    continue
+                if isinstance(skip, int) and skip > 0:
+                    entry[2] = skip - 1
+                    return None
+                del self._faults[i]
+                assert isinstance(fault, Drop | Stall | Reply)
+                self.fired.append((line.decode("ascii", "replace").strip(), fault))
+                return fault
         return None
 
     def stop(self) -> None:

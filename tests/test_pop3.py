@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import logging
-import re
 import socket
 import ssl
 from collections.abc import Callable
@@ -16,7 +15,13 @@ from hypothesis import strategies as st
 from commit_email.config import Pop3Config
 from commit_email.errors import ConfigError, SourceError
 from commit_email.pop3 import Pop3Mailbox, read_multiline
-from tests.dovecot_fixtures import DovecotServer, TestCA, corpus_messages, make_test_ca
+from tests.dovecot_fixtures import (
+    DovecotServer,
+    TestCA,
+    as_served,
+    corpus_messages,
+    make_test_ca,
+)
 from tests.faultproxy import Drop, FaultProxy, Reply, Stall
 
 pytestmark = pytest.mark.server
@@ -31,12 +36,6 @@ def message(n: int, body: str = "Hello.\r\n") -> bytes:
         f"Date: Sat, 28 Nov 2026 10:00:00 +0000\r\n"
         f"\r\n{body}"
     ).encode()
-
-
-def as_served(raw: bytes) -> bytes:
-    """The form a POP3 server sends a stored file in: CRLF line ends, last line ended."""
-    served = re.sub(rb"(?<!\r)\n", b"\r\n", raw)
-    return served if served.endswith(b"\r\n") else served + b"\r\n"
 
 
 def fetch_all(box: Pop3Mailbox) -> list[bytes]:

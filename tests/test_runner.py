@@ -1,0 +1,307 @@
+"""The run loop against a real Dovecot: exactly-once processing, faults, back-off, stopping."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import pytest
+
+from commit_email import hookimpl
+from commit_email.message import Message
+from commit_email.model import OutcomeKind
+from commit_email.pipeline import Connector
+from commit_email.pop3 import Pop3Mailbox
+from commit_email.runner import PollSummary, Runner
+from commit_email.testing import build_message
+from tests.dovecot_fixtures import DovecotServer, as_served
+from tests.faultproxy import Drop, Fault, FaultProxy, Reply, Stall
+
+pytestmark = pytest.mark.server
+
+
+def pop3_section(
+    server: DovecotServer, port: int | None = None, **overrides: Any
+) -> dict[str, Any]:
+    return {
+        "host": server.host,
+        "port": port or server.pop3_port,
+        "security": "plain",
+        "user": server.user,
+        "password": server.password,
+        "timeout": 2.0,
+        "reconnect_delay": 0.01,
+        **overrides,
+    }
+
+
+def customer_mail(n: int, **kw: Any) -> bytes:
+    """A mail from a known Account's domain (acme.example): it opens a ticket."""
+    kw.setdefault("subject", f"Printer {n} is out of toner")
+    return build_message(sender=f"user{n}@acme.example", message_id=f"m{n}@acme.example", **kw)
+
+
+def stranger_mail(n: int) -> bytes:
+    """A mail nobody's Account matches: it is forwarded."""
+    return build_message(sender=f"x{n}@unknown.example", message_id=f"s{n}@unknown.example",
+                         subject=f"Hello {n}")
+
+
+class Sleeps(list[float]):
+    """Records the runner's back-off waits instead of sleeping."""
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+def make_runner(
+    connector_factory: Callable[..., Connector],
+    server: DovecotServer,
+    *,
+    port: int | None = None,
+    plugins: tuple[object, ...] = (),
+    connector: dict[str, Any] | None = None,
+    **pop3: Any,
+) -> tuple[Runner, Connector, Sleeps]:
+    conn = connector_factory(pop3=pop3_section(server, port, **pop3), plugins=plugins,
+                             connector=connector or {})
+    sleeps = Sleeps()
+    return Runner(conn.config, conn, sleep=sleeps, rng=random.Random(4)), conn, sleeps
+
+
+def outcomes_by_message_id(connector: Connector) -> Counter[str]:
+    return Counter(r.message_id for r in connector.state.iter_processed())
+
+
+# -- the happy path ----------------------------------------------------------------------
+
+
+def test_once_processes_every_message_and_empties_the_mailbox(
+    connector_factory: Callable[..., Connector], dovecot: DovecotServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    dovecot.deliver_many([customer_mail(1), customer_mail(2), stranger_mail(3)])
+    runner, connector, _ = make_runner(connector_factory, dovecot)
+    with caplog.at_level(logging.INFO, logger="commit_email.runner"):
+        assert runner.run(once=True) == 0
+    assert len(connector.sink.list_tickets()) == 2
+    assert outcomes_by_message_id(connector) == {
+        "m1@acme.example": 1, "m2@acme.example": 1, "s3@unknown.example": 1
+    }
+    assert dovecot.message_files() == []
+    assert "poll: fetched=3 tickets=2 filed=0 forwarded=1 ignored=0 quarantined=0 " \
+        "duplicates=0 errors=0" in caplog.text
+    assert "ticket_created <m1@acme.example>" in caplog.text  # one line per message
+    assert "forwarded <s3@unknown.example>" in caplog.text
+
+
+def test_uidls_are_recorded_with_the_outcome(
+    connector_factory: Callable[..., Connector], dovecot: DovecotServer
+) -> None:
+    dovecot.deliver(customer_mail(1))
+    runner, connector, _ = make_runner(connector_factory, dovecot, leave_on_server=True)
+    with Pop3Mailbox(connector.config.pop3) as box:
+        (uidl,) = box.uidls()
+    runner.run(once=True)
+    record = connector.state.processed_uidl(connector.config.pop3.mailbox, uidl)
+    assert record is not None
+    assert record.outcome.kind is OutcomeKind.TICKET_CREATED
+
+
+def test_leave_on_server_never_processes_a_uidl_twice(
+    connector_factory: Callable[..., Connector], dovecot: DovecotServer
+) -> None:
+    dovecot.deliver_many([customer_mail(1), customer_mail(2)])
+    runner, connector, _ = make_runner(connector_factory, dovecot, leave_on_server=True)
+    first = runner.poll()
+    second = runner.poll()
+    assert (first.fetched, first.tickets, first.deleted) == (2, 2, 0)
+    assert (second.fetched, second.known, second.deleted) == (0, 2, 0)
+    assert len(dovecot.message_files()) == 2
+    assert len(connector.sink.list_tickets()) == 2
+    # Switching leave_on_server off later deletes them without processing them again.
+    config = connector.config
+    later = Runner(attrs.evolve(config, pop3=attrs.evolve(config.pop3, leave_on_server=False)),
+                   connector)
+    assert later.poll().deleted == 2
+    assert dovecot.message_files() == []
+    assert len(connector.sink.list_tickets()) == 2
+
+
+def test_a_redelivered_copy_is_a_duplicate_and_is_deleted(
+    connector_factory: Callable[..., Connector], dovecot: DovecotServer
+) -> None:
+    dovecot.deliver_many([customer_mail(1), customer_mail(1)])  # same mail, two UIDLs
+    runner, connector, _ = make_runner(connector_factory, dovecot)
+    summary = runner.poll()
+    assert (summary.tickets, summary.duplicates, summary.deleted) == (1, 1, 2)
+    assert len(connector.sink.list_tickets()) == 1
+    assert dovecot.message_files() == []
+
+
+# -- bad messages ------------------------------------------------------------------------
+
+
+class Exploding:
+    name = "exploding"
+    order = 5
+
+    def handle(self, message: Message, ctx: object) -> None:
+        if "EXPLODE" in message.subject:
+            raise RuntimeError("stage blew up")
+        if "SLOW" in message.subject:
+            time.sleep(5)
+
+
+class ExplodingPlugin:
+    @hookimpl
+    def commit_email_register_stages(self) -> list[object]:
+        return [Exploding()]
+
+
+def test_a_failing_message_is_quarantined_byte_exact_and_the_run_goes_on(
+    connector_factory: Callable[..., Connector], dovecot: DovecotServer
+) -> None:
+    bad = customer_mail(2, subject="EXPLODE please")
+    dovecot.deliver_many([customer_mail(1), bad, customer_mail(3)])
+    runner, connector, _ = make_runner(connector_factory, dovecot, plugins=(ExplodingPlugin(),))
+    summary = runner.poll()
+    assert (summary.tickets, summary.quarantined, summary.deleted) == (2, 1, 3)
+    (entry,) = connector.quarantine.entries()
+    assert "stage blew up" in entry.reason
+    _, raw = connector.quarantine.get(entry.id)
+    assert raw == as_served(bad)
+    assert entry.source.uidl  # it remembers where it came from
+    assert dovecot.message_files() == []
+
+
+def test_a_message_over_the_time_limit_is_quarantined(
+    connector_factory: Callable[..., Connector], dovecot: DovecotServer
+) -> None:
+    dovecot.deliver_many([customer_mail(1, subject="SLOW one"), customer_mail(2)])
+    runner, connector, _ = make_runner(
+        connector_factory, dovecot, plugins=(ExplodingPlugin(),),
+        connector={"message_time_limit": 0.3},
+    )
+    started = time.monotonic()
+    summary = runner.poll()
+    assert time.monotonic() - started < 4  # the 5 s stage was cut off
+    assert (summary.quarantined, summary.tickets, summary.deleted) == (1, 1, 2)
+    (entry,) = connector.quarantine.entries()
+    assert "longer than 0.3 s" in entry.reason
+
+
+# -- faults --------------------------------------------------------------------------------
+
+FAULTS: dict[str, tuple[Fault, str, int]] = {
+    "drop mid-RETR": (Drop(after_bytes=700), "RETR", 3),
+    "stall mid-RETR": (Stall(seconds=3, after_bytes=300), "RETR", 5),
+    "-ERR to RETR": (Reply(line=b"-ERR [SYS/TEMP] disk error"), "RETR", 2),
+    "-ERR to DELE": (Reply(line=b"-ERR cannot delete"), "DELE", 4),
+    "drop at QUIT": (Drop(), "QUIT", 0),
+    "-ERR to QUIT": (Reply(line=b"-ERR some deleted messages not removed"), "QUIT", 0),
+    "drop at login": (Drop(), "PASS", 0),
+    "-ERR to UIDL": (Reply(line=b"-ERR [SYS/TEMP] try again"), "UIDL", 0),
+}
+
+
+@pytest.mark.parametrize("name", list(FAULTS))
+def test_the_runner_recovers_from_faults_without_loss_or_duplicates(
+    name: str, connector_factory: Callable[..., Connector], dovecot: DovecotServer
+) -> None:
+    fault, command, skip = FAULTS[name]
+    sent = [customer_mail(n, body="line of text\n" * 200) for n in range(8)]
+    sent += [stranger_mail(n) for n in range(8, 12)]
+    dovecot.deliver_many(sent)
+    with FaultProxy(dovecot.host, dovecot.pop3_port) as proxy:
+        proxy.inject(fault, command, skip=skip)
+        proxy.inject(fault, command, skip=skip)  # and again, counting on from the first
+        runner, connector, sleeps = make_runner(
+            connector_factory, dovecot, port=proxy.port, timeout=0.5
+        )
+        assert runner.run(once=True) == 0
+        assert proxy.pending == 0, "both faults must have fired"
+    assert len(sleeps) >= 1  # it backed off before reconnecting
+    counts = outcomes_by_message_id(connector)
+    assert set(counts.values()) == {1}
+    assert len(counts) == len(sent)
+    assert len(connector.sink.list_tickets()) == 8
+    assert dovecot.message_files() == []
+
+
+def test_once_gives_up_after_the_configured_attempts(
+    connector_factory: Callable[..., Connector], dovecot: DovecotServer
+) -> None:
+    with FaultProxy(dovecot.host, dovecot.pop3_port) as proxy:
+        for _ in range(3):
+            proxy.inject(Reply(line=b"-ERR [SYS/TEMP] down for maintenance"), "USER")
+        runner, _, sleeps = make_runner(
+            connector_factory, dovecot, port=proxy.port, once_attempts=3,
+            reconnect_delay=1.0, reconnect_max_delay=1.5,
+        )
+        assert runner.run(once=True) == 1
+    assert len(sleeps) == 2  # no wait after the last attempt
+    assert 0.5 <= sleeps[0] <= 1.0 and 0.75 <= sleeps[1] <= 1.5
+
+
+def test_backoff_doubles_with_jitter_and_is_capped(
+    connector_factory: Callable[..., Connector], dovecot: DovecotServer
+) -> None:
+    runner, _, _ = make_runner(
+        connector_factory, dovecot, reconnect_delay=2.0, reconnect_max_delay=60.0
+    )
+    delays = [runner.backoff(n) for n in range(1, 10)]
+    ceilings = [2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0, 60.0]
+    assert all(c / 2 <= d <= c for d, c in zip(delays, ceilings, strict=True))
+    assert len(set(delays)) == len(delays)  # jittered, not in lockstep
+
+
+# -- stopping and progress ------------------------------------------------------------------
+
+
+class StopAfter:
+    """Asks the runner to stop once ``n`` messages were processed (like a SIGTERM would)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.runner: Runner | None = None
+        self.seen = 0
+
+    @hookimpl
+    def commit_email_message_processed(self) -> None:
+        self.seen += 1
+        if self.seen == self.n and self.runner is not None:
+            self.runner.request_stop()
+
+
+def test_a_stop_request_finishes_the_message_in_hand(
+    connector_factory: Callable[..., Connector], dovecot: DovecotServer
+) -> None:
+    dovecot.deliver_many([customer_mail(n) for n in range(6)])
+    stopper = StopAfter(2)
+    runner, connector, _ = make_runner(connector_factory, dovecot, plugins=(stopper,))
+    stopper.runner = runner
+    assert runner.run() == 0  # not --once: only the stop request ends it
+    assert len(connector.sink.list_tickets()) == 2
+    assert len(dovecot.message_files()) == 4  # the second one was deleted too
+
+
+def test_progress_is_logged_on_long_polls(
+    connector_factory: Callable[..., Connector], dovecot: DovecotServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    dovecot.deliver_many([stranger_mail(n) for n in range(5)])
+    conn = connector_factory(pop3=pop3_section(dovecot))
+    runner = Runner(conn.config, conn, progress_interval=0.0)
+    with caplog.at_level(logging.INFO, logger="commit_email.runner"):
+        summary = runner.poll()
+    assert summary == PollSummary(
+        fetched=5, forwarded=5, deleted=5, seconds=summary.seconds
+    )
+    assert "progress: 1 of 5 messages" in caplog.text
+    assert "progress: 4 of 5 messages" in caplog.text

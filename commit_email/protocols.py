@@ -68,7 +68,9 @@ class TicketSink(Protocol):
     """Where tickets, their history and documents, and other Commit records are written."""
 
     def transaction(self) -> AbstractContextManager[None]:
-        """A unit of work: everything inside commits together or not at all. Re-entrant."""
+        """A unit of work: everything inside commits together or not at all. Re-entrant: a
+        nested call is a savepoint, and an exception inside it undoes that block only (the XML
+        API relies on this to make each transaction of a mail all-or-nothing)."""
         ...
 
     def create_ticket(self, draft: TicketDraft) -> Ticket:

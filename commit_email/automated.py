@@ -1,4 +1,4 @@
-"""Automated emails & MSP integration (SPEC §5): Commit's three rule lists.
+"""Automated emails & MSP integration (SPEC §5): Commit's rule lists and alert correlation.
 
 :class:`AutomatedRules` compiles the ``[automated]`` detection, skip and account rules
 once, when the connector is built, and answers per message — which detection rule matched,
@@ -10,6 +10,9 @@ Cost per message does not grow with the number of rules the way a loop over them
 looked up in dicts, every ``subject_contains``/``body_contains`` literal of every rule is
 found in one regex pass over the text (a trie of the literals), and only the rules whose
 first condition matched are then checked in full, in order. Regexes are compiled once.
+
+:class:`AutomatedStage` (pipeline order 100) puts rules, parsers and correlation together;
+this module is itself the built-in plugin that registers it and the built-in parsers.
 """
 
 from __future__ import annotations
@@ -498,6 +501,8 @@ class AutomatedStage:
             alert = self._rules.rule_alert(detection, message)
             parser = f"detection rule {detection}" if alert is not None else ""
         if detection is None and alert is None:
+            ctx.note("automated", "not automated: no detection rule matched and no parser "
+                     "recognised it")
             return None
         ctx.note("automated.detection_rule", detection if detection is not None else "none")
         if parser:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +19,7 @@ from tests.automated_fixtures import automated_connector, load_rmm_plugin
 
 CREATED, APPENDED = OutcomeKind.ALERT_TICKET_CREATED, OutcomeKind.ALERT_APPENDED
 RESOLVED, SKIPPED = OutcomeKind.ALERT_RESOLVED, OutcomeKind.ALERT_SKIPPED
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def raw(name: str) -> bytes:
@@ -265,3 +270,23 @@ def test_customer_mail_is_not_automated() -> None:
     connector = automated_connector()
     outcome = connector.process(build_message(sender="it@acme.example", subject="Printer"))
     assert outcome.kind is OutcomeKind.TICKET_CREATED
+
+
+def test_inspect_says_when_a_mail_is_not_automated() -> None:
+    report = automated_connector().inspect(build_message(sender="it@acme.example",
+                                                         subject="Printer"))
+    assert dict(report.notes)["automated"].startswith("not automated")
+
+
+def test_check_config_names_the_bad_rule(tmp_path: Path) -> None:
+    config = tmp_path / "commit-email.toml"
+    config.write_text('[[automated.detection]]\nsenders = ["a@rmm.example"]\n\n'
+                      '[[automated.detection]]\nsubject_regex = "Alert: ("\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "commit_email", "check-config", "--config", str(config)],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=60, check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1
+    assert "automated.detection[1].subject_regex" in done.stderr

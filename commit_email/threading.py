@@ -1,0 +1,163 @@
+"""Threading (SPEC §4): a reply that belongs to a ticket is filed under it.
+
+A message belongs to a ticket when
+
+- its Subject carries the ticket token (``[threading] subject_format``, default
+  ``[Ticket#{number}]``), found tolerantly: reply/forward prefixes in any language and
+  case, changed case and extra spaces inside the token do not matter; or
+- its ``In-Reply-To`` / ``References`` name a Message-ID the connector generated
+  (an auto-response, a forward), which the store maps to the ticket.
+
+A customer's reply is filed with the quoted earlier text stripped (the raw message
+keeps everything) and forwarded to the internal address so a human sees it; an
+active employee's mail (a technician who BCCs the connector) is filed only. A token
+for a ticket that does not exist is not ours: the message goes on to email-to-ticket.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+
+from attrs import frozen
+
+from .config import Config, ThreadingConfig, compile_regex
+from .errors import AmbiguousMatch
+from .hookspecs import hookimpl
+from .htmltext import html_to_text
+from .message import Message
+from .model import Match, Outcome, OutcomeKind, Ticket
+from .pipeline import THREADING_ORDER, Context, Stage
+from .quoting import QuoteRule, StrippedText, cut_html_quote, rules_from_config, strip_quotes
+
+__all__ = ["ThreadingStage", "TicketToken", "reply_text"]
+
+#: What a ticket number may look like inside a token: Commit numbers are digits, but
+#: integrators' sinks may add letters or dashes ("HD-1042").
+_NUMBER = r"([A-Za-z0-9][A-Za-z0-9._-]*?)"
+
+
+def _tolerant_literal(text: str) -> str:
+    """A regex for literal format text that ignores case (flag) and spacing."""
+    pieces = re.findall(r"\w+|[^\w\s]", text)
+    return r"\s*".join(re.escape(p) for p in pieces)
+
+
+def token_regex(subject_format: str) -> str:
+    """The tolerant regex for ``subject_format``: ``[Ticket#{number}]`` also finds
+    ``[ ticket # 1042 ]`` and ``[TICKET#1042]``."""
+    prefix, _, suffix = subject_format.partition("{number}")
+    head = _tolerant_literal(prefix)
+    tail = _tolerant_literal(suffix)
+    # Without a closing delimiter the lazy number must run to the end of the word.
+    end = r"\s*" + tail if tail else r"(?![\w.-])"
+    return (head + r"\s*" if head else r"(?<![\w.-])") + _NUMBER + end
+
+
+@frozen(kw_only=True)
+class TicketToken:
+    """Formats and finds the ticket token in subjects."""
+
+    subject_format: str
+    pattern: re.Pattern[str]
+
+    @classmethod
+    def from_config(cls, config: ThreadingConfig) -> TicketToken:
+        regex = config.subject_regex or token_regex(config.subject_format)
+        return cls(
+            subject_format=config.subject_format,
+            pattern=compile_regex(regex, "threading.subject_regex"),
+        )
+
+    def format(self, number: str) -> str:
+        return self.subject_format.replace("{number}", number)
+
+    def numbers(self, subject: str) -> Iterator[str]:
+        """Every ticket number in ``subject``, in order (a forward may carry two)."""
+        for match in self.pattern.finditer(subject):
+            yield match.group(1)
+
+
+def reply_text(message: Message, rules: Sequence[QuoteRule]) -> StrippedText:
+    """The new part of a reply. Text rules first; an HTML-only reply whose quote has no
+    attribution line in its text is cut at the client's quote container instead."""
+    result = strip_quotes(message.text, rules)
+    if result.stripped or not message.html:
+        return result
+    head = cut_html_quote(message.html)
+    if head is None:
+        return result
+    text = html_to_text(head).strip()
+    if not text:
+        return result
+    again = strip_quotes(text, rules)
+    rule = again.rule or "HTML quote container"
+    return StrippedText(text=again.text, rule=rule, removed=len(message.text) - len(again.text))
+
+
+class ThreadingStage:
+    """Order 300: files replies under their ticket (``ticket_updated``)."""
+
+    name = "threading"
+    order = THREADING_ORDER
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.token = TicketToken.from_config(config.threading)
+        self.rules = rules_from_config(config.threading)
+
+    def find_ticket(self, message: Message, ctx: Context) -> tuple[Ticket, str] | None:
+        """The ticket this message belongs to and how it was found, or None."""
+        for number in self.token.numbers(message.subject):
+            ticket = ctx.sink.get_ticket(number=number)
+            if ticket is not None:
+                return ticket, f"subject token {self.token.format(number)}"
+            ctx.note("threading", f"token for unknown ticket {number!r} ignored")
+        for message_id in (*message.in_reply_to, *reversed(message.references)):
+            rec_id = ctx.state.ticket_for_sent_message_id(message_id)
+            if rec_id:
+                ticket = ctx.sink.get_ticket(rec_id=rec_id)
+                if ticket is not None:
+                    return ticket, f"reply to our message {message_id}"
+        return None
+
+    def handle(self, message: Message, ctx: Context) -> Outcome | None:
+        found = self.find_ticket(message, ctx)
+        if found is None:
+            return None
+        ticket, how = found
+        ctx.note("threading", f"ticket {ticket.number} by {how}")
+        stripped = reply_text(message, self.rules)
+        if stripped.stripped:
+            ctx.note("quote", f"stripped {stripped.removed} characters ({stripped.rule})")
+        ctx.file_message(ticket, message, text=stripped.text)
+        employee = _active_employee(message, ctx)
+        if employee is not None:
+            return Outcome(
+                kind=OutcomeKind.TICKET_UPDATED,
+                detail=f"employee {employee.account.file_as or message.sender} filed ({how})",
+                ticket=ticket.number, account=ticket.account, stage=self.name,
+            )
+        detail = f"customer reply filed ({how})"
+        if not self.config.threading.forward_customer_replies:
+            return Outcome(kind=OutcomeKind.TICKET_UPDATED, detail=detail, ticket=ticket.number,
+                           account=ticket.account, stage=self.name)
+        return ctx.forward(
+            message, f"reply to ticket {ticket.number}", kind=OutcomeKind.TICKET_UPDATED,
+            ticket=ticket.number, account=ticket.account, stage=self.name,
+        )
+
+
+def _active_employee(message: Message, ctx: Context) -> Match | None:
+    try:
+        match = ctx.match_sender(message)
+    except AmbiguousMatch:
+        return None  # an ambiguous domain is a customer's, never an employee's
+    if match is not None and match.is_employee and match.account.active:
+        return match
+    return None
+
+
+@hookimpl(trylast=True)
+def commit_email_register_stages(config: Config) -> Sequence[Stage]:
+    return [ThreadingStage(config)] if config.threading.enabled else []

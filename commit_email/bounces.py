@@ -23,7 +23,7 @@ from .message import Message
 from .model import Outcome, OutcomeKind, Ticket
 from .pipeline import FILTER_ORDER, Context, Stage
 
-__all__ = ["BounceStage", "delivery_summary", "embedded_message_ids"]
+__all__ = ["BounceStage", "delivery_summary", "embedded_message_ids", "looks_like_bounce"]
 
 _MSGID_LINE = re.compile(rb"^[ \t>]*Message-ID:[ \t]*<([^<>\s]+)>", re.IGNORECASE | re.MULTILINE)
 _MSGID = re.compile(r"<([^<>\s]+)>")
@@ -94,6 +94,31 @@ def delivery_summary(message: Message) -> str:
     return "\n".join(lines)
 
 
+_DAEMON_LOCAL_PART = re.compile(r"^(?:mailer-daemon|mail-daemon|postmaster)$", re.IGNORECASE)
+_BOUNCE_WORDS = re.compile(
+    r"undeliver|returned mail|returned to sender|delivery (?:status|failure|failed|has failed"
+    r"|notification|problem)|failure notice|non-?delivery|could not be delivered|mail system "
+    r"error|unzustellbar|nicht zugestellt|non remis|no entregado",
+    re.IGNORECASE,
+)
+
+
+def looks_like_bounce(message: Message) -> bool:
+    """The core's verdict, plus the non-standard bounces it misses: a mail daemon (or an
+    empty envelope sender) whose subject says so or that carries the returned message."""
+    if message.is_bounce or is_report(message):
+        return True
+    local = message.sender.partition("@")[0]
+    if not (_DAEMON_LOCAL_PART.match(local) or message.return_path == ""):
+        return False
+    if _BOUNCE_WORDS.search(message.subject):
+        return True
+    return any(
+        part.get_content_type() in ("message/rfc822", "text/rfc822-headers")
+        for part in email.message_from_bytes(message.raw).walk()
+    )
+
+
 def _report_kind(message: Message) -> str:
     if is_report(message):
         std = email.message_from_bytes(message.raw)
@@ -117,7 +142,7 @@ class BounceStage:
         return None
 
     def handle(self, message: Message, ctx: Context) -> Outcome | None:
-        if not (message.is_bounce or is_report(message)):
+        if not looks_like_bounce(message):
             if message.message_id and ctx.state.is_own_message_id(message.message_id):
                 reason = f"our own message {message.message_id} came back"
                 ctx.note("ignored", reason)

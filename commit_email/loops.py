@@ -74,9 +74,13 @@ def _header_reasons(message: Message) -> Iterator[str]:
         yield f"sent by a commit-email connector ({LOOP_HEADER})"
 
 
+_PLAIN_ADDRESS = re.compile(r"^(?:\*|[\w.+'-]+)@[\w.-]+$")
+
+
 def _sender_matcher(entry: str, index: int) -> tuple[str, re.Pattern[str] | None]:
-    """One ``ignore_senders`` entry: ``*@domain``, a full address, or a regex."""
-    if entry.startswith("*@") or "@" in entry:
+    """One ``ignore_senders`` entry: ``*@domain``, a full address, or else a regex
+    (searched in the lower-case address, so ``^alert-.*@rmm\\.example$`` works)."""
+    if _PLAIN_ADDRESS.match(entry):
         return entry.lower(), None
     return entry, compile_regex(entry, f"loop_protection.ignore_senders[{index}]")
 

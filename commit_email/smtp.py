@@ -1,8 +1,8 @@
 """SMTP out: the :class:`~commit_email.protocols.Mailer` that talks to a real server.
 
 ``SmtpMailer.send`` hands ``mail.raw`` over byte for byte (no header rewriting, so a
-forward carries exactly what the customer sent) with the envelope
-``mail.sender`` -> ``mail.recipients``.
+forward carries exactly what the customer sent; only a bare LF line end, which SMTP
+forbids, becomes CRLF) with the envelope ``mail.sender`` -> ``mail.recipients``.
 
 Failures are sorted into two kinds, because the outbox retries on the next run
 and a retry must be able to succeed:
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import smtplib
 import ssl
 import time
@@ -32,7 +33,7 @@ from .config import SmtpConfig
 from .errors import ConfigError, MailerError
 from .model import OutgoingMail
 
-__all__ = ["SmtpMailer", "SmtpPermanentError", "SmtpTransientError"]
+__all__ = ["SmtpMailer", "SmtpPermanentError", "SmtpTransientError", "classify", "wire_bytes"]
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,16 @@ def classify(exc: BaseException) -> SmtpTransientError:
     raise TypeError(f"not an SMTP failure: {exc!r}")  # pragma: no cover
 
 
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+
+
+def wire_bytes(raw: bytes) -> bytes:
+    """``raw`` as it may go over SMTP: bare LFs become CRLF (RFC 5321 forbids them, and
+    servers that defend against SMTP smuggling reject them); anything else is untouched.
+    smtplib does the dot-stuffing itself."""
+    return _BARE_LF.sub(b"\r\n", raw) if b"\n" in raw else raw
+
+
 class SmtpMailer:
     """Sends mail through the server in ``config``; one connection per mail.
 
@@ -139,7 +150,7 @@ class SmtpMailer:
 
     def _deliver(self, mail: OutgoingMail) -> None:
         with self._connect() as smtp:
-            refused = smtp.sendmail(mail.sender, list(mail.recipients), mail.raw)
+            refused = smtp.sendmail(mail.sender, list(mail.recipients), wire_bytes(mail.raw))
         if refused:
             # Some recipients got it: raising would make the outbox send it to them again.
             log.warning("%s %s not accepted for %s", mail.kind, mail.message_id,

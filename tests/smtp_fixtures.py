@@ -78,6 +78,7 @@ class _Handler:
     def __init__(self) -> None:
         self.messages: list[CapturedMail] = []
         self.scripted: dict[str, list[str]] = {"RCPT": [], "DATA": []}
+        self.refused: dict[str, str] = {}
         self.lock = threading.Lock()
         self.arrived = threading.Condition(self.lock)
 
@@ -90,6 +91,10 @@ class _Handler:
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
     ) -> str:
         reply = self._scripted("RCPT")
+        if reply:
+            return reply
+        with self.lock:
+            reply = self.refused.get(address.lower())
         if reply:
             return reply
         envelope.rcpt_tos.append(address)
@@ -178,6 +183,11 @@ class SmtpTestServer:
         """Answer the next ``command`` ("RCPT" or "DATA") with these replies, in order."""
         with self._handler.lock:
             self._handler.scripted[command.upper()].extend(replies)
+
+    def refuse(self, address: str, reply: str = "550 5.1.1 no such user") -> None:
+        """Answer every RCPT TO ``address`` with ``reply`` (a mailbox that does not exist)."""
+        with self._handler.lock:
+            self._handler.refused[address.lower()] = reply
 
     def config(self, **overrides: Any) -> SmtpConfig:
         """An SmtpConfig pointing at this server (with the test CA when it speaks TLS)."""

@@ -221,3 +221,11 @@ def test_errors_are_mailer_errors_and_oserrors() -> None:
 def test_a_mailer_needs_a_host() -> None:
     with pytest.raises(MailerError, match=r"smtp\.host"):
         SmtpMailer(SmtpConfig())
+
+
+def test_bare_lf_line_ends_go_out_as_crlf(smtp_server: SmtpTestServer) -> None:
+    lf_only = RAW.replace(b"\r\n", b"\n")
+
+    SmtpMailer(smtp_server.config()).send(mail(raw=lf_only))
+
+    assert smtp_server.messages[0].data == RAW

@@ -50,12 +50,14 @@ from .outgoing import build_forward, make_message_id
 from .plugins import PluginHost
 from .protocols import AccountDirectory, ConnectorState, Mailer, TicketSink
 from .quarantine import Quarantine
+from .smtp import SmtpMailer
 from .store import open_store
 
 __all__ = [
     "AUTOMATED_ORDER",
     "EMAIL_TO_TICKET_ORDER",
     "FILTER_ORDER",
+    "PERMANENT_FAILURE",
     "THREADING_ORDER",
     "XML_ORDER",
     "Connector",
@@ -72,6 +74,10 @@ AUTOMATED_ORDER = 100
 XML_ORDER = 200
 THREADING_ORDER = 300
 EMAIL_TO_TICKET_ORDER = 400
+
+
+#: ``last_error`` prefix of an outbox mail the server refused for good; it is not sent again.
+PERMANENT_FAILURE = "permanent: "
 
 
 class Stage(Protocol):
@@ -347,6 +353,8 @@ class Connector:
             store = open_store(config.store.url, base_dir=config.base_dir)
         if host is None:
             host = PluginHost(plugins, autoload=autoload)
+        if mailer is None and config.smtp_configured:
+            mailer = SmtpMailer(config.smtp)
         return cls(config, directory=store, sink=store, state=store, mailer=mailer, host=host)
 
     # Processing ------------------------------------------------------------------------
@@ -469,19 +477,30 @@ class Connector:
             log.exception("a commit_email_message_processed hook failed")
 
     def flush_outbox(self) -> int:
-        """Send queued mail; returns how many were sent. Failures stay queued."""
+        """Send queued mail, oldest first; returns how many were sent.
+
+        A transient failure (server down, ``4xx``) stops the flush: the mail stays queued and
+        the next run retries it first. A permanent one (``5xx``, a mailer error with
+        ``permanent = True``) is recorded with ``permanent:`` before the error, is not sent
+        again, and does not hold back the mail queued behind it.
+        """
         if self.mailer is None:
             return 0
         sent = 0
         for entry in self.state.pending_mail():
-            if not entry.mail.recipients:
+            if not entry.mail.recipients or entry.last_error.startswith(PERMANENT_FAILURE):
                 continue
             try:
                 self.mailer.send(entry.mail)
             except MailerError as exc:
+                permanent = bool(getattr(exc, "permanent", False))
                 log.warning("sending %s mail %s failed: %s", entry.mail.kind, entry.id, exc)
                 with self.state.transaction():
-                    self.state.mark_mail_failed(entry.id, str(exc))
+                    self.state.mark_mail_failed(
+                        entry.id, (PERMANENT_FAILURE if permanent else "") + str(exc)
+                    )
+                if permanent:
+                    continue
                 break  # the server is likely down; the next run retries in order
             with self.state.transaction():
                 self.state.mark_mail_sent(entry.id)

@@ -36,6 +36,9 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "commit_email.automated",
     "commit_email.ticketing",
     "commit_email.xml_actions",
+    "commit_email.bounces",
+    "commit_email.threading",
+    "commit_email.autoresponse",
 )
 
 

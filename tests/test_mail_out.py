@@ -256,7 +256,9 @@ def test_header_stripping_auto_responder_is_stopped_by_the_rate_limit(
     assert any("rate limit: 3 auto-responses" in str(v) for _, v in notes)
 
 
-def test_rate_limit_persists_across_a_restart(smtp_server: SmtpTestServer, tmp_path: object) -> None:
+def test_rate_limit_persists_across_a_restart(
+    smtp_server: SmtpTestServer, tmp_path: object
+) -> None:
     path = f"{tmp_path}/state.db"
     for i in range(3):
         with SQLiteStore(path) as store:

@@ -73,7 +73,9 @@ def test_hosts_do_not_share_plugins() -> None:
 
 def test_built_in_stages_are_ordered_by_precedence() -> None:
     stages = make_host().stages(make_config())
-    assert [s.name for s in stages] == ["filter", "automated", "email_to_ticket"]
+    assert [s.name for s in stages] == [
+        "bounces", "filter", "automated", "threading", "email_to_ticket"
+    ]
     assert [s.order for s in stages] == sorted(s.order for s in stages)
 
 

@@ -84,11 +84,18 @@ def _print_unsent(connector: Connector, out: TextIO) -> None:
     if pending is None:
         return
     waiting = pending()
-    if waiting and connector.mailer is None:
-        kinds = Counter(entry.mail.kind for entry in waiting)
-        what = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+    if not waiting:
+        return
+    kinds = Counter(entry.mail.kind for entry in waiting)
+    what = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+    if connector.mailer is None:
         print(f"\n{len(waiting)} mails queued in the outbox ({what}); "
               "configure [smtp] to send them.", file=out)
+        return
+    # Sending failed: say so, with the server's last answer, instead of only logging it.
+    last = waiting[0].last_error or "not sent yet"
+    print(f"\n{len(waiting)} mails still in the outbox ({what}), retried on the next run; "
+          f"last error: {last}", file=out)
 
 
 def _print_tickets(sink: Any, out: TextIO, only: set[str] | None = None) -> None:

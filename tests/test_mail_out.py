@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
+import subprocess
+import sys
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 
@@ -309,3 +313,38 @@ def test_a_permanently_refused_mail_does_not_block_the_others(
     ]
     [refused] = store.pending_mail()
     assert "550" in refused.last_error
+
+
+# The command line -------------------------------------------------------------------------
+
+def test_process_command_sends_the_auto_response_through_smtp(
+    smtp_server: SmtpTestServer, tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    config = tmp_path / "commit-email.toml"
+    config.write_text(
+        '[connector]\npublic_address = "support@acme.example"\n'
+        'internal_address = "helpdesk@acme.example"\nstate_dir = "state"\n'
+        '[store]\nurl = "sqlite:///commit.db"\n'
+        f'[smtp]\nhost = "{smtp_server.host}"\nport = {smtp_server.port}\n'
+        'security = "plain"\n'
+    )
+    (tmp_path / "accounts.csv").write_text(
+        "rec_id,file_as,email1,email2,account_number,account_id,field1,field2,field3,field4,"
+        "kind,parent,active\n,Customer Ltd,jane@customer.example,,,,,,,,account,,true\n"
+    )
+    (tmp_path / "mail.eml").write_bytes(build_message(sender="jane@customer.example",
+                                                      subject="Scanner broken"))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "commit_email", *args], cwd=tmp_path,
+                              env=cli_env, capture_output=True, text=True, timeout=60,
+                              check=False)
+
+    assert cli("accounts", "--config", str(config), "import", "accounts.csv").returncode == 0
+    result = cli("process", "--config", str(config), "--json", "mail.eml")
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[0])["outcome"] == "ticket_created"
+    [got] = smtp_server.messages
+    assert got.rcpt_tos == ("jane@customer.example",)
+    assert parsed(got)["Subject"] == "[Ticket#1] Scanner broken"

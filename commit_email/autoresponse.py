@@ -55,8 +55,9 @@ PLACEHOLDERS = frozenset(
     {"number", "token", "description", "account", "contact", "name", "subject", "address"}
 )
 
-#: Matches that come from a rule or a default, not from the sender's own address: an alert
-#: from a monitoring tool, whose sender must never be answered.
+#: Only tickets email-to-ticket opens for a customer's mail are answered: an alert ticket's
+#: sender is a monitoring tool, and matches by rule or default are not the sender's own.
+EMAIL_TO_TICKET = "email_to_ticket"
 _NOT_A_CUSTOMER = frozenset({"rule", "default", "employee"})
 
 
@@ -147,8 +148,10 @@ class AutoResponder:
             return "auto_response is off"
         if not self.config.smtp_configured:
             return "SMTP is not configured"
-        if ticket.alert_key or match is None or match.how in _NOT_A_CUSTOMER:
-            return "the ticket is an alert, not a customer request"
+        if ctx.stage != EMAIL_TO_TICKET or ticket.alert_key or match is None or (
+            match.how in _NOT_A_CUSTOMER
+        ):
+            return f"the ticket was opened by {ctx.stage or 'a plugin'}, not for a customer's mail"
         return self.guard.no_response_reason(message, ctx.state, ctx.now)
 
     def respond(self, message: Message, ticket: Ticket, match: Match | None,

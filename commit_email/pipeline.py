@@ -169,6 +169,9 @@ class Context:
         self.now: datetime = connector.clock()
         self.notes: list[tuple[str, Any]] = []
         self.queued: list[OutgoingMail] = []
+        #: The name of the stage handling the message now (hooks it fires can tell who opened
+        #: a ticket: the auto-responder answers email-to-ticket, never an alert).
+        self.stage = ""
 
     def note(self, key: str, value: Any) -> None:
         """Record an explanation (``inspect`` shows them in order)."""
@@ -369,6 +372,7 @@ class Connector:
 
     def _route(self, message: Message, ctx: Context) -> Outcome:
         for stage in self.stages:
+            ctx.stage = stage.name
             outcome = stage.handle(message, ctx)
             if outcome is not None:
                 if not outcome.stage:

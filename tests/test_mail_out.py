@@ -133,6 +133,19 @@ def test_auto_generated_mail_opens_a_ticket_but_gets_no_response(
     ).notes[-1][1]
 
 
+def test_alert_tickets_never_get_an_auto_response(smtp_server: SmtpTestServer) -> None:
+    # The monitoring tool's address is a customer Account, so the alert ticket is opened for
+    # the sender's own address: only knowing who opened the ticket stops the answer.
+    rmm = Account(rec_id="CRD-RMM", file_as="Customer Ltd", email1="alerts@rmm.example")
+    c = connector_for(smtp_server, accounts=(rmm,),
+                      automated={"detection": [{"senders": ["alerts@rmm.example"]}]})
+
+    outcome = c.process(build_message(sender="alerts@rmm.example", subject="Disk C: 95% full"))
+
+    assert outcome.kind is OutcomeKind.ALERT_TICKET_CREATED
+    assert smtp_server.messages == []
+
+
 def test_forward_carries_the_original_bytes(smtp_server: SmtpTestServer) -> None:
     c = connector_for(smtp_server)
     original = build_message(sender="stranger@elsewhere.example", subject="Grüße & a question",

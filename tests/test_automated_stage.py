@@ -12,8 +12,8 @@ import pytest
 
 from commit_email import hookimpl
 from commit_email.alerts import Alert, AlertMail
-from commit_email.model import OutcomeKind
-from commit_email.testing import RecordingMailer, build_message
+from commit_email.model import Account, AccountKind, OutcomeKind
+from commit_email.testing import RecordingMailer, build_message, make_config, make_connector
 from tests.alert_fixtures import alert_path, sequence
 from tests.automated_fixtures import automated_connector, load_rmm_plugin
 
@@ -290,3 +290,79 @@ def test_check_config_names_the_bad_rule(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1
     assert "automated.detection[1].subject_regex" in done.stderr
+
+
+_FIELDS = {"file_as": "Acme Corp", "account_number": "ACME-001", "account_id": "acme",
+           "field1": "F1-ACME", "field2": "F2-ACME", "field3": "F3-ACME", "field4": "F4-ACME",
+           "rec_id": "CRD-ACME"}
+
+
+@pytest.mark.parametrize("search_for", sorted(_FIELDS))
+def test_every_search_for_field_finds_the_account(search_for: str) -> None:
+    acme = Account(rec_id="CRD-ACME", file_as="Acme Corp", account_number="ACME-001",
+                   account_id="acme", field1="F1-ACME", field2="F2-ACME", field3="F3-ACME",
+                   field4="F4-ACME")
+    config = make_config(automated={
+        "detection": [{"senders": ["alerts@rmm.example"]}],
+        "account": [{"search_for": search_for, "located_in": "body", "after": "Customer:"}],
+    })
+    connector = make_connector(config, accounts=[acme])
+    mail = build_message(sender="alerts@rmm.example", subject="Backup failed",
+                         body=f"Job: nightly\nCustomer: {_FIELDS[search_for].lower()}\n")
+    outcome = connector.process(mail)
+    assert (outcome.kind, outcome.account) == (CREATED, "CRD-ACME")
+
+
+def test_account_rules_skip_ambiguous_inactive_and_employee_cards() -> None:
+    cards = [
+        Account(rec_id="CRD-A", file_as="A", field1="shared"),
+        Account(rec_id="CRD-B", file_as="B", field1="shared"),
+        Account(rec_id="CRD-OLD", file_as="Old", field2="gone", active=False),
+        Account(rec_id="EMP-1", file_as="Tech", field3="tech", kind=AccountKind.EMPLOYEE),
+        Account(rec_id="CRD-C", file_as="C", account_id="c-id"),
+        Account(rec_id="CON-C", file_as="Carla at C", field4="carla",
+                kind=AccountKind.CONTACT, parent="CRD-C"),
+    ]
+    config = make_config(automated={
+        "detection": [{"senders": ["alerts@rmm.example"]}],
+        "account_by_sender": False,
+        "account": [
+            {"search_for": "field1", "located_in": "body", "after": "f1:"},
+            {"search_for": "field2", "located_in": "body", "after": "f2:"},
+            {"search_for": "field3", "located_in": "body", "after": "f3:"},
+            {"search_for": "field4", "located_in": "body", "after": "f4:"},
+        ],
+    })
+    connector = make_connector(config, accounts=cards)
+    mail = build_message(sender="alerts@rmm.example", subject="Disk",
+                         body="f1: shared\nf2: gone\nf3: tech\nf4: carla\n")
+    report = connector.inspect(mail)
+    notes = [(k, v) for k, v in report.notes if k.startswith("automated.account")]
+    assert [k for k, _ in notes] == ["automated.account_rule_miss"] * 3 + [
+        "automated.account_rule", "automated.account"]
+    assert report.outcome.account == "CRD-C"  # the contact's Account
+    ticket = connector.process(mail)
+    stored = connector.sink.get_ticket(number=ticket.ticket)
+    assert stored is not None
+    assert stored.contact == "CON-C"
+
+
+@pytest.mark.parametrize(
+    ("rule", "subject", "body", "skipped"),
+    [
+        ({"subject_contains": "maintenance"}, "Alert: MAINTENANCE window", "", True),
+        ({"subject_regex": r"^\[info\]"}, "[INFO] Alert: patch report", "", True),
+        ({"body_contains": "test notification"}, "Alert: x", "This is a Test Notification", True),
+        ({"body_regex": r"^severity:\s*low$"}, "Alert: x", "Severity: LOW", True),
+        ({"subject_contains": "maintenance", "body_contains": "planned"}, "Alert: maintenance",
+         "sudden outage", False),
+        ({"subject_contains": "maintenance"}, "Alert: disk full", "maintenance", False),
+    ],
+)
+def test_skip_rule_kinds(rule: dict[str, str], subject: str, body: str, skipped: bool) -> None:
+    connector = automated_connector(detection=[{"senders": ["alerts@rmm.example"]}],
+                                    skip=[rule], default_account="CRD-MSP")
+    outcome = connector.process(build_message(sender="alerts@rmm.example", subject=subject,
+                                              body=body))
+    assert (outcome.kind is SKIPPED) is skipped
+    assert (outcome.kind is CREATED) is not skipped

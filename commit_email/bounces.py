@@ -1,10 +1,12 @@
-"""Bounces and other reports about mail we sent (runs just before the core filter).
+"""Bounces, reports and auto-replies (runs just before the core filter).
 
 A delivery status notification (DSN, RFC 3464) whose embedded original is a mail the
 connector sent — an auto-response to a customer, a forward — is filed under that
 mail's ticket as a note: the help desk learns that the customer's address bounces.
 Every other report (DSNs about mail we do not know, ARF spam complaints, read
-receipts) and our own mail coming back is ``ignored``. Nothing here opens a ticket or
+receipts), the auto-replies the core's flag misses (``Auto-Submitted: auto-replied
+(vacation)``, Outlook's "Automatische Antwort:" and its other languages) and our own
+mail coming back are ``ignored``. Nothing here opens a ticket or
 sends mail; what this stage passes on, the core filter (order 10) still checks.
 """
 
@@ -18,7 +20,7 @@ from email.message import Message as StdMessage
 
 from .config import Config
 from .hookspecs import hookimpl
-from .loops import is_report
+from .loops import auto_reply_reason, is_report
 from .message import Message
 from .model import Outcome, OutcomeKind, Ticket
 from .pipeline import FILTER_ORDER, Context, Stage
@@ -143,11 +145,15 @@ class BounceStage:
 
     def handle(self, message: Message, ctx: Context) -> Outcome | None:
         if not looks_like_bounce(message):
-            if message.message_id and ctx.state.is_own_message_id(message.message_id):
+            reason = auto_reply_reason(message)
+            if reason is None and message.message_id and ctx.state.is_own_message_id(
+                message.message_id
+            ):
                 reason = f"our own message {message.message_id} came back"
-                ctx.note("ignored", reason)
-                return Outcome(kind=OutcomeKind.IGNORED, detail=reason, stage=self.name)
-            return None
+            if reason is None:
+                return None
+            ctx.note("ignored", reason)
+            return Outcome(kind=OutcomeKind.IGNORED, detail=reason, stage=self.name)
         kind = _report_kind(message)
         found = self.our_ticket(message, ctx)
         if found is None:

@@ -31,7 +31,14 @@ from .message import Message
 from .outgoing import LOOP_HEADER
 from .protocols import ConnectorState
 
-__all__ = ["LOOP_HEADER", "LoopGuard", "is_report", "robot_sender_reason"]
+__all__ = [
+    "LOOP_HEADER",
+    "LoopGuard",
+    "auto_reply_reason",
+    "auto_submitted_keyword",
+    "is_report",
+    "robot_sender_reason",
+]
 
 _ROBOT_LOCAL_PART = re.compile(
     r"^(?:mailer-daemon|mail-daemon|postmaster|no-?reply|do-?not-?reply|donotreply"
@@ -55,9 +62,39 @@ def robot_sender_reason(address: str) -> str | None:
     return None
 
 
+_OOF_SUBJECT = re.compile(
+    r"^\s*(?:automatic reply|auto(?:matic)?[- ]?(?:reply|response)|automatische antwort"
+    r"|abwesenheitsnotiz|r[ée]ponse automatique|respuesta autom[áa]tica|automatisch antwoord"
+    r"|automatiskt svar|automatisk svar|autosvar|risposta automatica|resposta autom[áa]tica"
+    r"|out of (?:the )?office|fuera de la oficina|absence)\s*:",
+    re.IGNORECASE,
+)
+_KEYWORD = re.compile(r"[a-z][a-z-]*")
+
+
+def auto_submitted_keyword(message: Message) -> str | None:
+    """``Auto-Submitted``'s keyword without parameters or comments (RFC 3834 allows both:
+    ``auto-replied (vacation)``, ``auto-generated; owner-email=...``)."""
+    value = (message.header("Auto-Submitted") or "").strip().lower()
+    match = _KEYWORD.match(value)
+    return match.group(0) if match else None
+
+
+def auto_reply_reason(message: Message) -> str | None:
+    """Out-of-office and other auto-replies the core filter's flag misses: a commented
+    ``Auto-Submitted: auto-replied (vacation)``, or the subject prefix Outlook and
+    Exchange put on out-of-office replies in the user's language."""
+    if auto_submitted_keyword(message) == "auto-replied":
+        return "auto-reply (Auto-Submitted: auto-replied)"
+    if _OOF_SUBJECT.match(message.subject):
+        return f"out-of-office reply ({message.subject.split(':')[0].strip()})"
+    return None
+
+
 def _header_reasons(message: Message) -> Iterator[str]:
-    if message.auto_submitted and message.auto_submitted != "no":
-        yield f"Auto-Submitted: {message.auto_submitted}"
+    keyword = auto_submitted_keyword(message)
+    if keyword and keyword != "no":
+        yield f"Auto-Submitted: {keyword}"
     precedence = (message.header("Precedence") or "").strip().lower()
     if precedence in _BULK_PRECEDENCE:
         yield f"Precedence: {precedence}"
@@ -110,7 +147,7 @@ class LoopGuard:
         The core filter's reasons, plus reports of every kind (ARF spam complaints are
         ``multipart/report`` without a delivery status) and our own mail coming back.
         """
-        reason = core_ignore_reason(message, self.config)
+        reason = core_ignore_reason(message, self.config) or auto_reply_reason(message)
         if reason is not None:
             return reason
         if is_report(message):

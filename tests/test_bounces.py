@@ -138,6 +138,35 @@ def test_embedded_ids_and_summary_of_a_dsn() -> None:
     )
 
 
+# Auto-replies -----------------------------------------------------------------------------
+
+AUTOREPLIES = Path(__file__).parent / "data" / "autoreplies"
+
+#: file -> outcome; a mailing list may open a ticket (SPEC §3 only forbids answering it).
+AUTOREPLY_OUTCOMES = {
+    "exchange-oof.eml": OutcomeKind.IGNORED,  # "Automatische Antwort:", auto-generated
+    "freshdesk-ack.eml": OutcomeKind.IGNORED,  # another help desk's acknowledgement
+    "gmail-vacation.eml": OutcomeKind.IGNORED,
+    "outlook-com-oof-no-auto-submitted.eml": OutcomeKind.IGNORED,
+    "postfix-vacation.eml": OutcomeKind.IGNORED,  # Auto-Submitted: auto-replied (vacation)
+    "mailing-list.eml": OutcomeKind.TICKET_CREATED,
+}
+
+
+def test_auto_replies_from_known_senders_open_nothing_and_get_no_answer() -> None:
+    raws = {p.name: p.read_bytes() for p in sorted(AUTOREPLIES.glob("*.eml"))}
+    assert set(raws) == set(AUTOREPLY_OUTCOMES)
+    accounts = tuple(Account(rec_id=f"CRD-{i}", email1=Message.from_bytes(raw).sender)
+                     for i, raw in enumerate(raws.values()))
+    mailer = RecordingMailer()
+    c = connector(mailer, accounts=accounts)
+
+    outcomes = {name: c.process(raw).kind for name, raw in raws.items()}
+
+    assert outcomes == AUTOREPLY_OUTCOMES
+    assert mailer.sent == []
+
+
 # The shared corpus ------------------------------------------------------------------------
 
 #: Every delivery report, read receipt and spam complaint in the shared corpus.

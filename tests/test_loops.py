@@ -44,6 +44,9 @@ def test_an_ordinary_customer_mail_may_be_answered() -> None:
     ("headers", "expected"),
     [
         ({"Auto-Submitted": "auto-generated"}, "Auto-Submitted: auto-generated"),
+        ({"Auto-Submitted": "Auto-Generated (cron)"}, "Auto-Submitted: auto-generated"),
+        ({"Auto-Submitted": "auto-replied (vacation)"}, "auto-reply"),
+        ({"Auto-Submitted": "auto-notified; owner-email=x@y.example"}, "auto-notified"),
         ({"Auto-Submitted": "auto-replied"}, "auto-reply"),
         ({"Precedence": "bulk"}, "Precedence: bulk"),
         ({"Precedence": "junk"}, "Precedence: junk"),

@@ -167,9 +167,11 @@ class TicketAction:
             ctx.sink.update_ticket(rec_id, {**known, **extra})
             return rec_id
         _require(fields, ["FLDTKTCARDID", "FLDTKTPROBLEM"], "TICKET")
+        # The source key makes a retried mail find its ticket instead of opening another one.
+        source_key = f"{ctx.digest}#xml{transaction.position}" if transaction.position else ""
         draft = attrs.evolve(
             TicketDraft(account=known.pop("account"), description=known.pop("description"),
-                        extra=extra),
+                        extra=extra, source_key=source_key),
             **known,
         )
         return ctx.sink.create_ticket(draft).rec_id

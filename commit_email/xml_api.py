@@ -29,6 +29,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Literal, Protocol
 
+import attrs
 from attrs import field, frozen
 from lxml import etree
 
@@ -111,6 +112,8 @@ class Transaction:
     """One well-formed transaction, as the sender wrote it (field names upper-cased).
 
     ``password`` is kept out of ``repr`` and ``str``; compare it, never print it.
+    ``position`` is its 1-based place in the mail (0 when not parsed from one); handlers use
+    it to make what they create idempotent per mail and transaction.
     """
 
     external_application_name: str = ""
@@ -119,6 +122,7 @@ class Transaction:
     return_transaction_id: str = ""
     data_kind: str = ""
     fields: Mapping[str, str] = field(factory=dict, converter=_frozen_fields)
+    position: int = field(default=0, eq=False)
 
 
 @frozen(kw_only=True)
@@ -215,6 +219,16 @@ def _is_xml_attachment(attachment: AttachmentLike) -> bool:
     return filename.endswith(".xml") or content_type in ("text/xml", "application/xml")
 
 
+def _holds_root(data: bytes) -> bool:
+    if _ROOT_START_BYTES.search(data):
+        return True
+    # UTF-16 (with its BOM) is the one common XML encoding that is not ASCII-compatible.
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        head = data[:8192].decode("utf-16", "ignore")
+        return _ROOT_START.search(head) is not None
+    return False
+
+
 def find_payload(
     *, text: str | None, html: str | None, attachments: Iterable[AttachmentLike] = ()
 ) -> XmlPayload | None:
@@ -232,7 +246,7 @@ def find_payload(
         if found is not None:
             return XmlPayload(carrier="html", data=found)
     for attachment in attachments:
-        if _is_xml_attachment(attachment) and _ROOT_START_BYTES.search(attachment.data):
+        if _is_xml_attachment(attachment) and _holds_root(attachment.data):
             return XmlPayload(
                 carrier="attachment", data=attachment.data, filename=attachment.filename or ""
             )
@@ -386,7 +400,14 @@ def _read_transaction(element: etree._Element) -> Transaction | InvalidTransacti
             raise XmlApiError(ErrorCode.MISSING_REQUIRED, "the transaction has no <DataKind>")
         if record is None:
             raise XmlApiError(ErrorCode.MISSING_REQUIRED, "the transaction has no <RecordData>")
-        return Transaction(fields=_read_fields(record), **envelope)
+        return Transaction(
+            external_application_name=envelope.get("external_application_name", ""),
+            send_response_to=envelope.get("send_response_to", ""),
+            password=envelope.get("password", ""),
+            return_transaction_id=envelope.get("return_transaction_id", ""),
+            data_kind=envelope["data_kind"],
+            fields=_read_fields(record),
+        )
     except XmlApiError as exc:
         envelope.pop("password", None)
         return InvalidTransaction(code=exc.code, message=exc.message, **envelope)
@@ -463,7 +484,10 @@ def parse_transactions(
     transactions = _read_roots(wrapper)
     if not transactions:
         raise XmlApiError(ErrorCode.MALFORMED_XML, "the XML holds no transaction")
-    return tuple(transactions)
+    return tuple(
+        attrs.evolve(t, position=n) if isinstance(t, Transaction) else t
+        for n, t in enumerate(transactions, 1)
+    )
 
 
 # -- responses --------------------------------------------------------------------------------

@@ -456,3 +456,16 @@ def test_the_lxml_parser_alone_expands_no_entity_even_without_the_doctype_check(
         text = str(exc)
     assert time.perf_counter() - started < 1.0
     assert "lollollol" not in text
+
+
+def test_a_utf16_attachment_is_detected_and_decoded():
+    data = ENVELOPE.replace('encoding="utf-8"', 'encoding="utf-16"').encode("utf-16")
+    payload = find_payload(text=None, html=None,
+                           attachments=[Part(filename="t.xml", content_type="text/xml", data=data)])
+    assert payload is not None
+    assert only(payload.data).return_transaction_id == "form-4711"
+
+
+def test_transactions_know_their_position_in_the_mail():
+    transactions = parse(ENVELOPE + ENVELOPE.replace("4711", "4712"))
+    assert [t.position for t in transactions if isinstance(t, Transaction)] == [1, 2]

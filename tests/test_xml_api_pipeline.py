@@ -468,3 +468,14 @@ def test_generated_envelopes_never_crash_the_pipeline(xml_connector, batch):
     # A fresh Message-ID each time: Hypothesis replays examples, which would be duplicates.
     outcome = xml_connector.process(mail(*batch, message_id=f"{uuid.uuid4()}@gen.example"))
     assert outcome.kind in (OutcomeKind.XML_APPLIED, OutcomeKind.XML_REJECTED), outcome.detail
+
+
+def test_a_ticket_opened_by_xml_is_keyed_to_its_mail_and_position(xml_connector, store):
+    # Two identical transactions in one mail are two tickets; each has its own source key,
+    # so a separate-database sink can find it again after a crash instead of opening another.
+    same = xml("TICKET", {"FLDTKTCARDID": ACME, "FLDTKTPROBLEM": "twice"})
+    assert xml_connector.process(mail(same, same)).kind is OutcomeKind.XML_APPLIED
+    keys = [row[0] for row in store._db.execute("SELECT source_key FROM tickets ORDER BY rowid")]
+    assert len(keys) == 2
+    assert keys[0].endswith("#xml1")
+    assert keys[1].endswith("#xml2")

@@ -41,12 +41,19 @@ __all__ = [
 ]
 
 _ROBOT_LOCAL_PART = re.compile(
-    r"^(?:mailer-daemon|mail-daemon|postmaster|no-?reply|do-?not-?reply|donotreply"
-    r"|bounces?|auto-?reply|autoresponder|listserv|majordomo)(?:[-+.].*)?$",
+    r"^(?:(?:mailer-daemon|mail-daemon|postmaster|no-?reply|do-?not-?reply|donotreply"
+    r"|bounces?|auto-?reply|autoresponder|listserv|majordomo)(?:[-+.].*)?"
+    # mailing-list machinery: owner-list@, list-request@, list-owner@, list-bounces@
+    r"|owner-.+|.+-(?:request|owner|bounces))$",
     re.IGNORECASE,
 )
 _BULK_PRECEDENCE = frozenset({"bulk", "junk", "list", "auto_reply"})
-_LIST_HEADERS = ("List-Id", "List-Unsubscribe", "List-Post")
+#: RFC 2369/2919 list headers, and what list servers from before them (Mailman 2.0,
+#: ezmlm, old LISTSERV) put on their mail instead.
+_LIST_HEADERS = (
+    "List-Id", "List-Unsubscribe", "List-Post", "List-Help", "List-Subscribe",
+    "Mailing-List", "X-Mailing-List", "X-Mailman-Version", "X-List",
+)
 
 
 def is_report(message: Message) -> bool:
@@ -201,7 +208,10 @@ class LoopGuard:
         address = self.responder_address(message)
         if not address or "@" not in address:
             return "no address to answer"
-        for candidate in dict.fromkeys((address, message.sender)):
+        sender_header = message.header("Sender") or ""
+        _, _, list_sender = sender_header.rpartition("<")
+        list_sender = list_sender.strip(" >").lower()
+        for candidate in dict.fromkeys((address, message.sender, list_sender)):
             if not candidate:
                 continue
             if candidate in self.own_addresses:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from commit_email.config import Config
 from commit_email.errors import ConfigError
@@ -75,7 +77,8 @@ def test_auto_submitted_no_is_a_person() -> None:
     "sender",
     ["MAILER-DAEMON@mx.customer.example", "postmaster@customer.example",
      "noreply@saas.example", "no-reply@saas.example", "do-not-reply@shop.example",
-     "donotreply@bank.example", "bounces+1234@mailer.example"],
+     "donotreply@bank.example", "bounces+1234@mailer.example", "ppp-request@lists.example",
+     "owner-ppp@lists.example", "ppp-bounces@lists.example"],
 )
 def test_robot_senders_are_not_answered(sender: str) -> None:
     got = reason(msg(sender=sender))
@@ -86,6 +89,21 @@ def test_robot_senders_are_not_answered(sender: str) -> None:
 def test_robot_name_is_judged_on_the_local_part_only() -> None:
     assert robot_sender_reason("jane.noreply-fan@customer.example") is None
     assert robot_sender_reason("reply@customer.example") is None
+    assert robot_sender_reason("it-admin@customer.example") is None
+
+
+def test_old_mailman_digest_without_list_id_is_not_answered() -> None:
+    got = reason(msg(sender="jane@customer.example",
+                     headers={"Sender": "ppp-owner@lists.example",
+                              "X-Mailman-Version": "2.0.4"}))
+
+    assert got is not None and "X-Mailman-Version" in got
+
+
+def test_a_list_sender_header_alone_is_enough() -> None:
+    got = reason(msg(headers={"Sender": "Lists <ppp-bounces@lists.example>"}))
+
+    assert got is not None and "ppp-bounces@lists.example" in got
 
 
 def test_return_path_is_checked_too() -> None:
@@ -184,3 +202,32 @@ def test_responder_address_prefers_the_envelope_sender() -> None:
         msg(headers={"Return-Path": "<Jane.Bounce@customer.example>"})
     ) == "jane.bounce@customer.example"
     assert guard.responder_address(msg()) == "jane@customer.example"
+
+
+# Properties -------------------------------------------------------------------------------
+
+_header_names = st.sampled_from([
+    "Auto-Submitted", "Precedence", "X-Auto-Response-Suppress", "List-Id", "X-Loop",
+    "Return-Path", "Sender", "Subject", "From", "Content-Type", "Message-ID", "In-Reply-To",
+])
+_header_values = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=0x2FF),
+                         max_size=40)
+
+
+@given(st.lists(st.tuples(_header_names, _header_values), max_size=8),
+       st.binary(max_size=200))
+def test_the_guard_never_raises_on_arbitrary_headers(
+    headers: list[tuple[str, str]], body: bytes
+) -> None:
+    raw = b"".join(f"{k}: {v}\r\n".encode("utf-8", "surrogateescape") for k, v in headers)
+    message = Message.from_bytes(raw + b"\r\n" + body)
+
+    got = reason(message)
+
+    assert got is None or isinstance(got, str)
+
+
+@given(st.sampled_from(["auto-generated", "auto-replied", "auto-notified", "x-anything"]),
+       st.sampled_from(["", " (comment)", "; owner-email=a@b.example"]))
+def test_any_auto_submitted_keyword_but_no_blocks_the_answer(keyword: str, rest: str) -> None:
+    assert reason(msg(headers={"Auto-Submitted": keyword + rest})) is not None

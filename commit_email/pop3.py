@@ -29,7 +29,7 @@ from .errors import ConfigError, SourceError
 if TYPE_CHECKING:
     from .config import Config, Pop3Config
 
-__all__ = ["Pop3Mailbox", "read_multiline"]
+__all__ = ["LoginError", "Pop3Mailbox", "read_multiline"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,15 @@ _MAX_STATUS = 4096
 #: a server offers APOP by putting a <timestamp> in its greeting (RFC 1939 §7); poplib's
 #: own pattern is the same, but typeshed declares it str while poplib matches bytes
 _APOP_TIMESTAMP = re.compile(rb"\+OK.*(<[^>]+>)")
+
+
+class LoginError(SourceError):
+    """The server refused the login. ``permanent`` unless it said the failure is temporary
+    (RFC 3206 ``[SYS/TEMP]``, ``[IN-USE]``): a wrong password will not fix itself."""
+
+    def __init__(self, message: str, *, permanent: bool) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 class _ServerSaid(poplib.error_proto):
@@ -112,7 +121,16 @@ class Pop3Mailbox:
             self._pop = self._open(context)
         try:
             with self._errors("log in"):
-                self._authenticate(self._pop)
+                try:
+                    self._authenticate(self._pop)
+                except poplib.error_proto as exc:
+                    if not isinstance(exc.args[0], bytes):
+                        raise  # not a reply: a broken connection, handled as such
+                    text = _describe(exc)
+                    raise LoginError(
+                        f"POP3 {self.name}: log in: {text}",
+                        permanent="[SYS/TEMP]" not in text and "[IN-USE]" not in text,
+                    ) from exc
             with self._errors("list messages"):
                 self._load_listing(self._pop)
         except BaseException:

@@ -36,7 +36,7 @@ from .config import Config
 from .errors import SourceError, StoreError
 from .model import Outcome, OutcomeKind, SourceRef
 from .pipeline import Connector
-from .pop3 import Pop3Mailbox
+from .pop3 import LoginError, Pop3Mailbox
 
 __all__ = ["PollSummary", "Runner"]
 
@@ -125,6 +125,7 @@ class Runner:
         # A plain flag, not a threading.Event: the signal handler sets it, and Event.set()
         # could deadlock if the signal lands while the main thread holds the Event's lock.
         self._stop_requested = False
+        self.last_error: Exception | None = None
 
     # -- control -----------------------------------------------------------------------------
 
@@ -141,13 +142,18 @@ class Runner:
 
         With ``once``, a pass cut short by a connection fault is retried (with back-off) up
         to ``pop3.once_attempts`` times; the status is 1 when it never completed or when
-        the completed pass had errors.
+        the completed pass had errors. A refused login ends ``once`` at once (raising the
+        :class:`LoginError`); the endless mode keeps retrying it with back-off, since a
+        password can be fixed on the server while the connector waits.
         """
         failures = 0
         with self._stop_on_signals():
             while not self.stopping:
                 summary = self.poll()
                 if summary.failed:
+                    error = self.last_error
+                    if once and isinstance(error, LoginError) and error.permanent:
+                        raise error  # a wrong password: say so now, not after the back-off
                     failures += 1
                     if once and failures >= self.config.pop3.once_attempts:
                         log.error("giving up after %d attempts: %s", failures, summary.failure)
@@ -189,6 +195,7 @@ class Runner:
                     self._handle(box, uidl, tally)
                     last_progress = self._progress(done + 1, len(uidls), started, last_progress)
         except (SourceError, StoreError) as exc:
+            self.last_error = exc
             failure = str(exc)
             tally["errors"] += 1
         summary = PollSummary.from_tally(

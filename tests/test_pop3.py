@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from commit_email.config import Pop3Config
 from commit_email.errors import ConfigError, SourceError
-from commit_email.pop3 import Pop3Mailbox, read_multiline
+from commit_email.pop3 import LoginError, Pop3Mailbox, read_multiline
 from tests.dovecot_fixtures import (
     DovecotServer,
     TestCA,
@@ -130,9 +130,10 @@ def test_unknown_uidl_is_a_source_error(dovecot: DovecotServer) -> None:
 
 def test_wrong_password_is_a_source_error(dovecot_factory: Callable[..., DovecotServer]) -> None:
     box = Pop3Mailbox(dovecot_factory().pop3_config(password="wrong"))
-    with pytest.raises(SourceError, match="log in") as info:
+    with pytest.raises(LoginError, match="log in") as info:
         box.connect()
     assert "Authentication failed" in str(info.value)
+    assert info.value.permanent
     with pytest.raises(SourceError, match="not connected"):
         box.uidls()
 

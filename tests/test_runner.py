@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import random
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -305,3 +308,29 @@ def test_progress_is_logged_on_long_polls(
     )
     assert "progress: 1 of 5 messages" in caplog.text
     assert "progress: 4 of 5 messages" in caplog.text
+
+
+# -- the command line --------------------------------------------------------------------
+
+
+def test_run_once_with_a_wrong_password_fails_at_once_with_one_line(
+    tmp_path: Path, dovecot_factory: Callable[..., DovecotServer], cli_env: dict[str, str]
+) -> None:
+    server = dovecot_factory()
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[connector]\nstate_dir = "{tmp_path}/state"\n'
+        f'[store]\nurl = "sqlite:///{tmp_path}/db.sqlite"\n'
+        f'[pop3]\nhost = "{server.host}"\nport = {server.pop3_port}\nsecurity = "plain"\n'
+        f'user = "{server.user}"\npassword = "wrong"\n'
+    )
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "commit_email", "run", "--config", str(config), "--once"],
+        env=cli_env, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert time.monotonic() - started < 20  # no back-off rounds for a wrong password
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("commit-email: error: POP3 ")
+    assert "Authentication failed" in result.stderr
+    assert "Traceback" not in result.stderr

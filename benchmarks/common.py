@@ -150,8 +150,14 @@ class Comparison:
         out: dict[str, object] = {
             k: (v.rounded() if isinstance(v, Stats) else v) for k, v in asdict(self).items()
         }
-        for key in ("subject_rate", "floor_rate", "ratio", "subject_cpu_rate", "floor_cpu_rate",
-                    "cpu_ratio"):
+        for key in (
+            "subject_rate",
+            "floor_rate",
+            "ratio",
+            "subject_cpu_rate",
+            "floor_cpu_rate",
+            "cpu_ratio",
+        ):
             out[key] = getattr(self, key).rounded(3 if "ratio" in key else 1)
         out["machine"] = machine()
         return out
@@ -201,7 +207,10 @@ def interleaved(
                 s_wall.append(w)
                 s_cpu.append(c)
     return Comparison(
-        name=name, messages=messages, bytes=nbytes, reps=reps,
+        name=name,
+        messages=messages,
+        bytes=nbytes,
+        reps=reps,
         subject_rate=Stats.of([messages / t for t in s_wall]),
         floor_rate=Stats.of([messages / t for t in f_wall]),
         ratio=Stats.of([f / s for s, f in zip(s_wall, f_wall, strict=True)]),
@@ -211,8 +220,9 @@ def interleaved(
     )
 
 
-def print_report(result: Comparison | dict[str, object], human: str | None = None,
-                 json_out: Path | None = None) -> None:
+def print_report(
+    result: Comparison | dict[str, object], human: str | None = None, json_out: Path | None = None
+) -> None:
     """The JSON object on stdout, then the human line (also on stdout: one pipe, one record)."""
     data = result.to_json() if isinstance(result, Comparison) else result
     text = json.dumps(data, indent=2, sort_keys=False)
@@ -278,12 +288,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     wall = Stats.of([count / w for w, _ in samples])
     cpu = Stats.of([count / c for _, c in samples])
     data = {
-        "name": "floor", "messages": count, "bytes": nbytes, "reps": reps,
-        "floor_rate": wall.rounded(1), "floor_cpu_rate": cpu.rounded(1),
-        "seconds": Stats.of([w for w, _ in samples]).rounded(3), "machine": machine(),
+        "name": "floor",
+        "messages": count,
+        "bytes": nbytes,
+        "reps": reps,
+        "floor_rate": wall.rounded(1),
+        "floor_cpu_rate": cpu.rounded(1),
+        "seconds": Stats.of([w for w, _ in samples]).rounded(3),
+        "machine": machine(),
     }
-    print_report(data, f"floor {wall.median:.0f} msg/s (min {wall.min:.0f}, max {wall.max:.0f}, "
-                       f"{reps} reps; {count} messages, {nbytes / count / 1024:.1f} KB average)")
+    print_report(
+        data,
+        f"floor {wall.median:.0f} msg/s (min {wall.min:.0f}, max {wall.max:.0f}, "
+        f"{reps} reps; {count} messages, {nbytes / count / 1024:.1f} KB average)",
+    )
     return 0
 
 

@@ -54,20 +54,31 @@ XML_PASSWORD = "bench-secret"
 #: The connector's own address in the generated mail (To: of customer mail).
 SUPPORT = "support@msp.example"
 ACCOUNT_COLUMNS = (
-    "rec_id", "file_as", "email1", "email2", "account_number", "account_id",
-    "field1", "field2", "field3", "field4", "kind", "parent", "active",
+    "rec_id",
+    "file_as",
+    "email1",
+    "email2",
+    "account_number",
+    "account_id",
+    "field1",
+    "field2",
+    "field3",
+    "field4",
+    "kind",
+    "parent",
+    "active",
 )
 EPOCH = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
-FIRST = (
+FIRST = (  # noqa: SIM905  (a word list reads better as prose)
     "Anna Ben Carla David Emma Felix Greta Hugo Ida Jonas Klara Lukas Mia Noah Olga Paul "
     "Rosa Sven Tina Uwe Vera Walter Yara Zoe Marie Pierre Sophie Louis Jan Eva"
 ).split()
-LAST = (
+LAST = (  # noqa: SIM905  (a word list reads better as prose)
     "Miller Schmidt Dubois Rossi Novak Jensen Kowalski Fischer Weber Wagner Becker Hoffmann "
     "Schulz Koch Richter Klein Wolf Neumann Schwarz Zimmermann Braun Hartmann Lange Krause"
 ).split()
-WORDS = (
+WORDS = (  # noqa: SIM905  (a word list reads better as prose)
     "printer server backup mailbox outlook vpn firewall license password reset account "
     "invoice network switch laptop monitor update windows office share drive folder access "
     "error message since yesterday morning please could you check again urgent users cannot "
@@ -80,16 +91,28 @@ SERVICES = ("HTTP", "PING", "SSH", "Disk /", "Load", "Swap", "SMTP", "MySQL", "B
 
 # (charset, sample text, Content-Transfer-Encoding) for the legacy-charset share.
 LEGACY = (
-    ("iso-8859-1", "Bonjour, l'imprimante du bureau ne répond plus depuis la mise à jour. "
-     "Grüße aus München, Françoise", "quoted-printable"),
-    ("windows-1252", "Hi \u2013 the \u201cshared drive\u201d is gone again \u2026 "
-     "it costs us \u20ac every hour.", "quoted-printable"),
+    (
+        "iso-8859-1",
+        "Bonjour, l'imprimante du bureau ne répond plus depuis la mise à jour. "
+        "Grüße aus München, Françoise",
+        "quoted-printable",
+    ),
+    (
+        "windows-1252",
+        "Hi \u2013 the \u201cshared drive\u201d is gone again \u2026 "
+        "it costs us \u20ac every hour.",
+        "quoted-printable",
+    ),
     ("iso-2022-jp", "お世話になっております。プリンターが動きません。至急ご確認ください。", "7bit"),
-    ("koi8-r", "Здравствуйте! Не работает почта на сервере, пользователи не могут войти.",
-     "base64"),
+    (
+        "koi8-r",
+        "Здравствуйте! Не работает почта на сервере, пользователи не могут войти.",
+        "base64",
+    ),
 )
 
 
+PLAIN_HEAD = "Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 7bit\n\n"
 _CTE = {cs: cte for cs, _, cte in LEGACY}
 
 # ---------------------------------------------------------------------------- accounts
@@ -115,26 +138,40 @@ def accounts(
     rows: list[dict[str, str]] = []
     for i in range(n):
         dom = _domain(i)
-        rows.append(_row(
-            rec_id=_rec_id("CRD", i), file_as=f"Customer {i:06d} Ltd", email1=f"info@{dom}",
-            email2=dom if rng.random() < 0.33 else f"office@{dom}",
-            account_number=f"ACC-{i:06d}", account_id=str(10000 + i),
-            field1=f"Site {i % 97}", field2=rng.choice(("Gold", "Silver", "Bronze")),
-            kind="account",
-        ))
+        rows.append(
+            _row(
+                rec_id=_rec_id("CRD", i),
+                file_as=f"Customer {i:06d} Ltd",
+                email1=f"info@{dom}",
+                email2=dom if rng.random() < 0.33 else f"office@{dom}",
+                account_number=f"ACC-{i:06d}",
+                account_id=str(10000 + i),
+                field1=f"Site {i % 97}",
+                field2=rng.choice(("Gold", "Silver", "Bronze")),
+                kind="account",
+            )
+        )
     for j in range(contacts):
         parent = j % n if j < n else rng.randrange(n)
         first, last = FIRST[j % len(FIRST)], LAST[(j // len(FIRST)) % len(LAST)]
-        rows.append(_row(
-            rec_id=_rec_id("CNT", j), file_as=f"{first} {last}",
-            email1=f"{first.lower()}.{last.lower()}{j}@{_domain(parent)}",
-            kind="contact", parent=_rec_id("CRD", parent),
-        ))
+        rows.append(
+            _row(
+                rec_id=_rec_id("CNT", j),
+                file_as=f"{first} {last}",
+                email1=f"{first.lower()}.{last.lower()}{j}@{_domain(parent)}",
+                kind="contact",
+                parent=_rec_id("CRD", parent),
+            )
+        )
     for k in range(employees):
-        rows.append(_row(
-            rec_id=_rec_id("EMP", k), file_as=f"Tech {k}", email1=f"tech{k}@msp.example",
-            kind="employee",
-        ))
+        rows.append(
+            _row(
+                rec_id=_rec_id("EMP", k),
+                file_as=f"Tech {k}",
+                email1=f"tech{k}@msp.example",
+                kind="employee",
+            )
+        )
     return rows
 
 
@@ -201,7 +238,8 @@ class _Writer:
         name, addr = sender
         lines = [
             f"Return-Path: <{addr}>",
-            f"Received: from mx{self.seq % 7}.relay.example (mx.relay.example [192.0.2.{self.seq % 250}])"
+            f"Received: from mx{self.seq % 7}.relay.example"
+            f" (mx.relay.example [192.0.2.{self.seq % 250}])"
             f"\n\tby mail.msp.example with ESMTPS id {self.seq:08X}; {format_datetime(when)}",
             f"From: {_addr_header(name, addr)}",
             f"To: Support <{SUPPORT}>",
@@ -220,14 +258,14 @@ class _Writer:
 
     def text_part(self, text: str, charset: str = "utf-8") -> str:
         if charset == "utf-8" and text.isascii():
-            return f"Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 7bit\n\n{text}\n"
+            return f"{PLAIN_HEAD}{text}\n"
         return _encoded_part("text/plain", text, charset, _CTE.get(charset, "quoted-printable"))
 
     def html_of(self, text: str) -> str:
         paras = "".join(f"<p>{p.replace(chr(10), ' ')}</p>\n" for p in text.split("\n\n"))
         return (
-            "<html><head><meta charset=\"utf-8\"><style>p{font-family:Calibri,sans-serif}</style>"
-            f"</head><body>\n<div class=\"WordSection1\">\n{paras}</div></body></html>"
+            '<html><head><meta charset="utf-8"><style>p{font-family:Calibri,sans-serif}</style>'
+            f'</head><body>\n<div class="WordSection1">\n{paras}</div></body></html>'
         )
 
     def attachment(self) -> str:
@@ -247,12 +285,14 @@ class _Writer:
             ).encode()
         body = base64.encodebytes(data).decode("ascii")
         return (
-            f"Content-Type: {ctype}; name=\"{name}\"\n"
-            f"Content-Disposition: attachment; filename=\"{name}\"\n"
+            f'Content-Type: {ctype}; name="{name}"\n'
+            f'Content-Disposition: attachment; filename="{name}"\n'
             f"Content-Transfer-Encoding: base64\n\n{body}"
         )
 
-    def customer_body(self, text: str, *, html: bool, attach: bool, charset: str) -> tuple[str, str]:
+    def customer_body(
+        self, text: str, *, html: bool, attach: bool, charset: str
+    ) -> tuple[str, str]:
         """(Content-Type header block, body) for a customer mail."""
         if not html and not attach:
             part = self.text_part(text, charset)
@@ -263,7 +303,7 @@ class _Writer:
             b = self.boundary()
             html_part = _encoded_part("text/html", self.html_of(text), charset, "quoted-printable")
             inner = (
-                f"Content-Type: multipart/alternative; boundary=\"{b}\"\n\n"
+                f'Content-Type: multipart/alternative; boundary="{b}"\n\n'
                 f"--{b}\n{inner}\n--{b}\n{html_part}\n--{b}--\n"
             )
         if not attach:
@@ -271,10 +311,12 @@ class _Writer:
             return head + "\n", "This is a multi-part message in MIME format.\n\n" + body
         b = self.boundary()
         parts = [inner] + [self.attachment() for _ in range(1 if self.rng.random() < 0.8 else 2)]
-        body = "This is a multi-part message in MIME format.\n\n" + "".join(
-            f"--{b}\n{p}\n" for p in parts
-        ) + f"--{b}--\n"
-        return f"Content-Type: multipart/mixed; boundary=\"{b}\"\n", body
+        body = (
+            "This is a multi-part message in MIME format.\n\n"
+            + "".join(f"--{b}\n{p}\n" for p in parts)
+            + f"--{b}--\n"
+        )
+        return f'Content-Type: multipart/mixed; boundary="{b}"\n', body
 
     # -- message kinds
 
@@ -298,8 +340,11 @@ class _Writer:
             subject_text = f"{prefix}[Ticket#{number}] {subject_text}"
             quoted = "\n".join("> " + line for line in self.paragraphs(1200).splitlines())
             text = f"{text}\n\nOn Mon, 2 Mar 2026 at 09:00, Support <{SUPPORT}> wrote:\n{quoted}"
-        subject = _encode_header(subject_text, charset) if charset != "utf-8" or not subject_text.isascii() \
+        subject = (
+            _encode_header(subject_text, charset)
+            if charset != "utf-8" or not subject_text.isascii()
             else subject_text
+        )
         html = rng.random() < 0.45
         attach = rng.random() < 0.135
         ctype, body = self.customer_body(text, html=html, attach=attach, charset=charset)
@@ -331,9 +376,13 @@ class _Writer:
             f"Date/Time: Mon Mar 2 08:{self.seq % 60:02d}:00 UTC 2026\n\n"
             f"Additional Info:\n\n{service} {state} - {self.words(12)}\n"
         )
-        return self.headers(("Nagios", f"nagios@{_domain(acct)}"), subject,
-                            ["Auto-Submitted: auto-generated"]) \
-            + "Content-Type: text/plain; charset=us-ascii\nContent-Transfer-Encoding: 7bit\n\n" + body
+        return (
+            self.headers(
+                ("Nagios", f"nagios@{_domain(acct)}"), subject, ["Auto-Submitted: auto-generated"]
+            )
+            + "Content-Type: text/plain; charset=us-ascii\nContent-Transfer-Encoding: 7bit\n\n"
+            + body
+        )
 
     def _icinga2(self, acct: int, host: str, problem: bool) -> str:
         service = self.rng.choice(SERVICES)
@@ -347,22 +396,30 @@ class _Writer:
             f"Service: {service}\nHost:    {host}\nIPv4:\t 10.{acct % 250}.1.{self.seq % 250}\n"
             f"Notification Type: {ntype}\n"
         )
-        return self.headers(("Icinga 2", f"icinga@{_domain(acct)}"), subject,
-                            ["Auto-Submitted: auto-generated"]) \
-            + "Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 7bit\n\n" + body
+        return (
+            self.headers(
+                ("Icinga 2", f"icinga@{_domain(acct)}"), subject, ["Auto-Submitted: auto-generated"]
+            )
+            + "Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 7bit\n\n"
+            + body
+        )
 
     def _monit(self, acct: int, host: str, problem: bool) -> str:
         event = "Does not exist" if problem else "Exists"
         service = self.rng.choice(("nginx", "postfix", "sshd", "mysqld"))
         subject = f"monit alert --  {event} {service}"
         body = (
-            f"{event} Service {service} \n\n\tDate:        Mon, 02 Mar 2026 08:{self.seq % 60:02d}:00\n"
+            f"{event} Service {service} \n\n"
+            f"\tDate:        Mon, 02 Mar 2026 08:{self.seq % 60:02d}:00\n"
             f"\tAction:      {'restart' if problem else 'alert'}\n\tHost:        {host}\n"
             f"\tDescription: process is {'not ' if problem else ''}running\n\n"
             "Your faithful employee,\nMonit\n"
         )
-        return self.headers(("Monit", f"monit@{_domain(acct)}"), subject) \
-            + "Content-Type: text/plain; charset=us-ascii\nContent-Transfer-Encoding: 7bit\n\n" + body
+        return (
+            self.headers(("Monit", f"monit@{_domain(acct)}"), subject)
+            + "Content-Type: text/plain; charset=us-ascii\nContent-Transfer-Encoding: 7bit\n\n"
+            + body
+        )
 
     def xml(self) -> str:
         rng = self.rng
@@ -379,15 +436,24 @@ class _Writer:
             f"    <FLDTKTPROBLEM>{problem}</FLDTKTPROBLEM>\n"
             "  </RecordData>\n</CommitCRMTransaction>\n"
         )
-        return self.headers(("Web form", f"forms@{_domain(acct)}"), f"Web form request {self.seq + 1}") \
-            + "Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 7bit\n\n" + xml
+        return (
+            self.headers(("Web form", f"forms@{_domain(acct)}"), f"Web form request {self.seq + 1}")
+            + "Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 7bit\n\n"
+            + xml
+        )
 
     def auto_reply(self) -> str:
         sender = self.person()
         text = f"I am out of the office until Monday. {self.words(20)}.\n"
-        return self.headers(sender, "Automatic reply: " + self.words(4),
-                            ["Auto-Submitted: auto-replied", "X-Auto-Response-Suppress: All"]) \
-            + "Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 7bit\n\n" + text
+        return (
+            self.headers(
+                sender,
+                "Automatic reply: " + self.words(4),
+                ["Auto-Submitted: auto-replied", "X-Auto-Response-Suppress: All"],
+            )
+            + "Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 7bit\n\n"
+            + text
+        )
 
     def bounce(self) -> str:
         b = self.boundary()
@@ -396,13 +462,21 @@ class _Writer:
             f"--{b}\nContent-Type: text/plain; charset=us-ascii\n\n"
             "This is the mail system at host mail.msp.example.\n\n"
             "I'm sorry to have to inform you that your message could not be delivered.\n\n"
-            f"--{b}\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mail.msp.example\n\n"
-            f"Final-Recipient: rfc822; lost{self.seq}@nowhere.example\nAction: failed\nStatus: 5.1.1\n\n"
+            f"--{b}\nContent-Type: message/delivery-status\n\n"
+            "Reporting-MTA: dns; mail.msp.example\n\n"
+            f"Final-Recipient: rfc822; lost{self.seq}@nowhere.example\n"
+            "Action: failed\nStatus: 5.1.1\n\n"
             f"--{b}\nContent-Type: message/rfc822\n\n{orig}\n--{b}--\n"
         )
-        return self.headers(("Mail Delivery System", "MAILER-DAEMON@mail.msp.example"),
-                            "Undelivered Mail Returned to Sender", ["Auto-Submitted: auto-replied"]) \
-            + f"Content-Type: multipart/report; report-type=delivery-status; boundary=\"{b}\"\n\n" + body
+        return (
+            self.headers(
+                ("Mail Delivery System", "MAILER-DAEMON@mail.msp.example"),
+                "Undelivered Mail Returned to Sender",
+                ["Auto-Submitted: auto-replied"],
+            )
+            + f'Content-Type: multipart/report; report-type=delivery-status; boundary="{b}"\n\n'
+            + body
+        )
 
     def next(self) -> bytes:
         roll = self.rng.random()
@@ -429,7 +503,7 @@ def _to_wire(text: str) -> bytes:
 
 def _addr_header(name: str, addr: str) -> str:
     if name.isascii():
-        return f"\"{name}\" <{addr}>" if any(c in name for c in ",.;:") else f"{name} <{addr}>"
+        return f'"{name}" <{addr}>' if any(c in name for c in ",.;:") else f"{name} <{addr}>"
     return f"{_encode_header(name, 'utf-8')} <{addr}>"
 
 
@@ -444,8 +518,7 @@ def _encoded_part(ctype: str, text: str, charset: str, cte: str) -> str:
     elif cte == "base64":
         body = base64.encodebytes(data).decode("ascii")
     else:
-        body = quopri.encodestring(data.replace(b"\n", b"\r\n")).decode("ascii").replace("\r\n", "\n")
-        body = body.replace("=0D\n", "\n")
+        body = quopri.encodestring(data).decode("ascii")
     return f"Content-Type: {ctype}; charset={charset}\nContent-Transfer-Encoding: {cte}\n\n{body}\n"
 
 
@@ -460,7 +533,9 @@ def generate(count: int, seed: int = SEED, *, n_accounts: int = 5000) -> list[by
     return list(iter_messages(count, seed, n_accounts=n_accounts))
 
 
-def write_corpus(out_dir: Path, count: int, seed: int = SEED, *, n_accounts: int = 5000) -> list[Path]:
+def write_corpus(
+    out_dir: Path, count: int, seed: int = SEED, *, n_accounts: int = 5000
+) -> list[Path]:
     """Write ``out_dir/messages/NNNNNN.eml`` and ``out_dir/accounts.csv``; return the mail paths."""
     msg_dir = out_dir / "messages"
     msg_dir.mkdir(parents=True, exist_ok=True)
@@ -482,8 +557,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     paths = write_corpus(args.out, args.count, args.seed, n_accounts=args.accounts)
     total = sum(p.stat().st_size for p in paths)
-    print(f"{len(paths)} messages, {total / 1e6:.1f} MB, {total / max(1, len(paths)) / 1024:.1f} KB "
-          f"average -> {args.out}/messages; {args.out}/accounts.csv")
+    print(
+        f"{len(paths)} messages, {total / 1e6:.1f} MB, {total / max(1, len(paths)) / 1024:.1f} KB "
+        f"average -> {args.out}/messages; {args.out}/accounts.csv"
+    )
     return 0
 
 

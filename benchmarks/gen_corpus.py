@@ -42,6 +42,7 @@ __all__ = [
     "SEED",
     "XML_PASSWORD",
     "accounts",
+    "big_message",
     "generate",
     "iter_messages",
     "write_accounts_csv",
@@ -527,6 +528,41 @@ def iter_messages(count: int, seed: int = SEED, *, n_accounts: int = 5000) -> It
     writer = _Writer(seed, n_accounts)
     for _ in range(count):
         yield writer.next()
+
+
+def big_message(size: int = 25_000_000, seed: int = SEED, *, n_accounts: int = 5000) -> bytes:
+    """One customer mail of about ``size`` bytes on the wire, almost all of it base64
+    attachments (a scanned contract, a log bundle): the memory benchmark's 25 MB case."""
+    rng = random.Random(seed ^ 0xB16)
+    b = f"=_big_{rng.getrandbits(48):012x}"
+    j = rng.randrange(n_accounts)
+    first, last = FIRST[j % len(FIRST)], LAST[(j // len(FIRST)) % len(LAST)]
+    addr = f"{first.lower()}.{last.lower()}{j}@{_domain(j)}"
+    head = (
+        f"From: {first} {last} <{addr}>\nTo: Support <{SUPPORT}>\n"
+        "Subject: Scanned contract and server logs\n"
+        f"Date: {format_datetime(EPOCH)}\nMessage-ID: <big.{rng.getrandbits(40):x}@{_domain(j)}>\n"
+        f'MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="{b}"\n\n'
+        f"--{b}\n{PLAIN_HEAD}Please find the documents attached.\n\n"
+    )
+    parts = [head]
+    # three attachments; base64 grows by 4/3 and each 76-character line gets a CRLF
+    raw_per_part = (size - len(head) - 1000) * 3 * 76 // (4 * 78) // 3
+    for k, (name, ctype) in enumerate(
+        (
+            ("contract.pdf", "application/pdf"),
+            ("scan.tiff", "image/tiff"),
+            ("logs.zip", "application/zip"),
+        )
+    ):
+        data = rng.randbytes(raw_per_part - 1024 * k)
+        parts.append(
+            f'--{b}\nContent-Type: {ctype}; name="{name}"\n'
+            f'Content-Disposition: attachment; filename="{name}"\n'
+            f"Content-Transfer-Encoding: base64\n\n{base64.encodebytes(data).decode('ascii')}\n"
+        )
+    parts.append(f"--{b}--\n")
+    return _to_wire("".join(parts))
 
 
 def generate(count: int, seed: int = SEED, *, n_accounts: int = 5000) -> list[bytes]:

@@ -42,6 +42,8 @@ import gen_corpus  # noqa: E402  (after the path set-up above)
 
 __all__ = [
     "Comparison",
+    "Installation",
+    "cli",
     "Stats",
     "corpus",
     "floor_files",
@@ -269,6 +271,104 @@ def rss_bytes() -> int:
 def peak_rss_bytes() -> int:
     """Peak resident set size of this process so far (VmHWM)."""
     return _status_field("VmHWM")
+
+
+# ---------------------------------------------------------------------------- commit-email set-up
+
+CONFIG_TEMPLATE = """\
+[connector]
+public_address = "support@msp.example"
+internal_address = "helpdesk@msp.example"
+state_dir = "{state}"
+
+[store]
+url = "sqlite:///{db}"
+
+[xml_api]
+enabled = true
+password = "{xml_password}"
+"""
+
+
+def write_config(root: Path, db: Path) -> Path:
+    """A configuration like a new user's (defaults everywhere), with the XML API switched on
+    so that the corpus's transactions take their real route. No [smtp]: mail stays queued in
+    the store's outbox, which is the durable work; sending is SMTP's cost, not ours."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "commit-email.toml"
+    path.write_text(CONFIG_TEMPLATE.format(
+        state=root / "state", db=db, xml_password=gen_corpus.XML_PASSWORD
+    ))
+    return path
+
+
+def cli(*argv: str) -> str:
+    """Run the ``commit-email`` command in this process; return what it printed.
+
+    In-process on purpose: the benchmark measures the CLI's library path, not interpreter
+    start-up. A non-zero exit is a failed benchmark, never a number."""
+    import io
+
+    from commit_email.cli import main
+
+    out = io.StringIO()
+    status = main(list(argv), out=out)
+    if status != 0:
+        raise SystemExit(f"commit-email {' '.join(argv)} exited {status}:\n{out.getvalue()}")
+    return out.getvalue()
+
+
+@dataclass
+class Installation:
+    """A configured commit-email with the accounts imported, and a pristine copy of its store
+    so each repetition starts from the same fresh database.
+
+    Every :meth:`reset` makes a new directory (config, store, state) instead of overwriting
+    the last one: a connection of the previous run that the garbage collector has not closed
+    yet must never see its database replaced underneath it."""
+
+    root: Path
+    template: Path
+    config: Path
+    db: Path
+    runs: int = 0
+
+    @classmethod
+    def create(cls, root: Path, accounts_csv: Path) -> Installation:
+        db = root / "setup" / "commit.db"
+        config = write_config(root / "setup", db)
+        cli("accounts", "--config", str(config), "import", str(accounts_csv))
+        template = root / "template.db"
+        _copy_db(db, template)
+        return cls(root=root, template=template, config=config, db=db)
+
+    def reset(self) -> None:
+        """A fresh store (accounts only) and an empty state dir: untimed, before each run."""
+        import shutil
+
+        if self.runs:
+            shutil.rmtree(self.root / f"run-{self.runs}", ignore_errors=True)
+        self.runs += 1
+        run = self.root / f"run-{self.runs}"
+        run.mkdir()
+        self.db = run / "commit.db"
+        _copy_db(self.template, self.db)
+        self.config = write_config(run, self.db)
+
+
+def _copy_db(src: Path, dst: Path) -> None:
+    import shutil
+    import sqlite3
+
+    gc.collect()  # close connections of earlier runs that only the collector can reach
+    if src.suffix == ".db" and src.exists() and dst != src:
+        with sqlite3.connect(src) as db:  # fold the WAL into the main file before copying
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        db.close()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in ("-wal", "-shm"):
+        Path(str(dst) + suffix).unlink(missing_ok=True)
+    shutil.copyfile(src, dst)
 
 
 # ---------------------------------------------------------------------------- CLI: floor only

@@ -21,9 +21,12 @@ import email
 import email.message
 import email.policy
 import gc
+import io
 import json
 import os
 import platform
+import shutil
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -40,11 +43,13 @@ if str(ROOT) not in sys.path:  # benchmarks run as scripts from anywhere; import
 
 import gen_corpus  # noqa: E402  (after the path set-up above)
 
+from commit_email.cli import main as commit_email_main  # noqa: E402
+
 __all__ = [
     "Comparison",
     "Installation",
-    "cli",
     "Stats",
+    "cli",
     "corpus",
     "floor_files",
     "floor_one",
@@ -307,12 +312,8 @@ def cli(*argv: str) -> str:
 
     In-process on purpose: the benchmark measures the CLI's library path, not interpreter
     start-up. A non-zero exit is a failed benchmark, never a number."""
-    import io
-
-    from commit_email.cli import main
-
     out = io.StringIO()
-    status = main(list(argv), out=out)
+    status = commit_email_main(list(argv), out=out)
     if status != 0:
         raise SystemExit(f"commit-email {' '.join(argv)} exited {status}:\n{out.getvalue()}")
     return out.getvalue()
@@ -344,8 +345,6 @@ class Installation:
 
     def reset(self) -> None:
         """A fresh store (accounts only) and an empty state dir: untimed, before each run."""
-        import shutil
-
         if self.runs:
             shutil.rmtree(self.root / f"run-{self.runs}", ignore_errors=True)
         self.runs += 1
@@ -357,9 +356,6 @@ class Installation:
 
 
 def _copy_db(src: Path, dst: Path) -> None:
-    import shutil
-    import sqlite3
-
     gc.collect()  # close connections of earlier runs that only the collector can reach
     if src.suffix == ".db" and src.exists() and dst != src:
         with sqlite3.connect(src) as db:  # fold the WAL into the main file before copying

@@ -71,15 +71,15 @@ ACCOUNT_COLUMNS = (
 )
 EPOCH = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
-FIRST = (  # noqa: SIM905  (a word list reads better as prose)
+FIRST = (
     "Anna Ben Carla David Emma Felix Greta Hugo Ida Jonas Klara Lukas Mia Noah Olga Paul "
     "Rosa Sven Tina Uwe Vera Walter Yara Zoe Marie Pierre Sophie Louis Jan Eva"
 ).split()
-LAST = (  # noqa: SIM905  (a word list reads better as prose)
+LAST = (
     "Miller Schmidt Dubois Rossi Novak Jensen Kowalski Fischer Weber Wagner Becker Hoffmann "
     "Schulz Koch Richter Klein Wolf Neumann Schwarz Zimmermann Braun Hartmann Lange Krause"
 ).split()
-WORDS = (  # noqa: SIM905  (a word list reads better as prose)
+WORDS = (
     "printer server backup mailbox outlook vpn firewall license password reset account "
     "invoice network switch laptop monitor update windows office share drive folder access "
     "error message since yesterday morning please could you check again urgent users cannot "

@@ -378,8 +378,12 @@ class SQLiteStore:
     def create_ticket(self, draft: TicketDraft) -> Ticket:
         with self.transaction():
             if draft.source_key:
+                # "!= ''" repeats the partial index's condition: without it SQLite cannot
+                # use the index for a bound parameter and scans every ticket (the index
+                # conditions below are there for the same reason).
                 row = self._execute(
-                    self._SELECT_TICKET + " WHERE source_key = ?", (draft.source_key,)
+                    self._SELECT_TICKET + " WHERE source_key = ? AND source_key != ''",
+                    (draft.source_key,),
                 ).fetchone()
                 if row is not None:
                     return self._ticket(row)
@@ -448,9 +452,11 @@ class SQLiteStore:
         return ticket
 
     def find_open_alert_ticket(self, alert_key: str) -> Ticket | None:
+        indexed = " AND alert_key != ''" if alert_key else ""
         row = self._execute(
             self._SELECT_TICKET
-            + " WHERE alert_key = ? AND closed = 0 ORDER BY created DESC, rowid DESC LIMIT 1",
+            + f" WHERE alert_key = ?{indexed} AND closed = 0"
+            " ORDER BY created DESC, rowid DESC LIMIT 1",
             (alert_key,),
         ).fetchone()
         return self._ticket(row) if row else None
@@ -554,8 +560,9 @@ class SQLiteStore:
         return self._processed(row) if row else None
 
     def processed_uidl(self, mailbox: str, uidl: str) -> ProcessedEntry | None:
+        indexed = " AND uidl != ''" if uidl else ""
         row = self._execute(
-            self._SELECT_PROCESSED + " WHERE source_name = ? AND uidl = ? LIMIT 1",
+            self._SELECT_PROCESSED + f" WHERE source_name = ? AND uidl = ?{indexed} LIMIT 1",
             (mailbox, uidl),
         ).fetchone()
         return self._processed(row) if row else None

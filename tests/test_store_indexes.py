@@ -1,0 +1,60 @@
+"""Per-message store work must not grow with the size of the store: every look-up the
+pipeline makes for a message is an index search, never a scan of tickets or the processed
+log (a scan makes a backlog of N messages cost N² - the issue-7 profile found three)."""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any
+
+from commit_email.accounts import read_accounts_csv
+from commit_email.model import SourceRef
+from commit_email.store import SQLiteStore
+from commit_email.testing import make_connector
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import gen_corpus
+
+
+class RecordingConnection:
+    """The store's connection, remembering each SQL text as written (with its ``?``s: the
+    plan for a bound parameter is what matters; a literal lets SQLite prove more)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.statements: set[str] = set()
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        self.statements.add(sql)
+        return self.db.execute(sql, params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.db, name)
+
+
+def _plan(db: sqlite3.Connection, sql: str) -> list[str]:
+    rows = db.execute("EXPLAIN QUERY PLAN " + sql, ("x",) * sql.count("?")).fetchall()
+    return [row[3] for row in rows]
+
+
+def test_every_select_of_a_message_uses_an_index(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "commit.db")
+    csv = gen_corpus.write_accounts_csv(tmp_path / "accounts.csv", gen_corpus.accounts(200))
+    connector = make_connector(accounts=read_accounts_csv(csv), store=store)
+    recorder = RecordingConnection(store._db)
+    store._db = recorder  # type: ignore[assignment]
+    for i, raw in enumerate(gen_corpus.generate(150, n_accounts=200)):
+        connector.process(raw, SourceRef(kind="pop3", name="support@pop:110", uidl=f"u{i}"))
+        connector.process(raw, SourceRef(kind="pop3", name="support@pop:110", uidl=f"v{i}"))
+    selects = [s for s in recorder.statements
+               if s.lstrip().upper().startswith("SELECT") and "count(*)" not in s]
+    assert any("FROM tickets WHERE source_key" in s for s in selects)
+    assert any("FROM processed WHERE source_name" in s for s in selects)
+    scans = {}
+    for sql in selects:
+        plan = _plan(recorder.db, sql)
+        if any(step.startswith("SCAN") for step in plan):
+            scans[sql] = plan
+    assert not scans, scans

@@ -11,6 +11,10 @@ import sys
 import tomllib
 from pathlib import Path
 
+import attrs
+
+from commit_email.config import AccountRule, AutomatedConfig, DetectionRule, SkipRule
+
 ROOT = Path(__file__).resolve().parents[1]
 HOWTO = ROOT / "docs" / "howto"
 
@@ -88,3 +92,15 @@ def test_write_an_alert_parser(tmp_path: Path) -> None:
     module, _, attr = target.partition(":")
     assert (tmp_path / f"{module}.py").exists()
     assert f"\n{attr} = " in (tmp_path / f"{module}.py").read_text()
+
+
+def test_every_automated_config_key_is_documented() -> None:
+    reference = (ROOT / "docs" / "reference" / "automated.md").read_text(encoding="utf-8")
+    sections = reference.split("\n## ")
+    for cls, title in [(AutomatedConfig, "`[automated]` keys"),
+                       (DetectionRule, "`[[automated.detection]]`"),
+                       (SkipRule, "`[[automated.skip]]`"),
+                       (AccountRule, "`[[automated.account]]`")]:
+        section = next(s for s in sections if s.startswith(title))
+        for f in attrs.fields(cls):
+            assert f"| `{f.name}` |" in section, f"{cls.__name__}.{f.name} is not documented"

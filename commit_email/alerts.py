@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import enum
 import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
@@ -184,7 +185,11 @@ def _timestamp(value: str, fallback: datetime | None) -> datetime | None:
     """A tool's date string as an aware datetime; naive ones take the mail's zone, else UTC."""
     if value:
         try:
-            parsed = dateparser.parse(value, fuzzy=True)
+            with warnings.catch_warnings():
+                # "CET", "EDT"…: dateutil warns and returns a naive time, which is handled
+                # below with the mail's own zone
+                warnings.simplefilter("ignore", dateparser.UnknownTimezoneWarning)
+                parsed = dateparser.parse(value, fuzzy=True)
         except (ValueError, OverflowError, TypeError):
             parsed = None  # dateutil raises all three on odd input
         if parsed is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from datetime import UTC, datetime
 
 import pytest
@@ -311,3 +312,15 @@ def test_hostile_sizes_cost_milliseconds_not_seconds(subject: str, text: str) ->
     for parser in PARSERS:
         parser.parse(mail)
     assert time.perf_counter() - start < 0.5
+
+
+def test_unknown_zone_names_take_the_mail_zone_without_warnings() -> None:
+    raw = (b"From: nagios@mon.example\nDate: Sat, 28 Nov 2026 10:00:05 +0100\n"
+           b"Subject: ** PROBLEM Host Alert: fw is DOWN **\n\n***** Nagios *****\n\n"
+           b"Notification Type: PROBLEM\nHost: fw\nState: DOWN\n\n"
+           b"Date/Time: Sat Nov 28 10:00:00 CET 2026\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        alert = NagiosParser().parse(Message.from_bytes(raw))
+    assert alert is not None
+    assert alert.timestamp == datetime(2026, 11, 28, 9, 0, tzinfo=UTC)

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from commit_email import hookimpl
 from commit_email.alerts import Alert, AlertMail
@@ -366,3 +368,36 @@ def test_skip_rule_kinds(rule: dict[str, str], subject: str, body: str, skipped:
                                               body=body))
     assert (outcome.kind is SKIPPED) is skipped
     assert (outcome.kind is CREATED) is not skipped
+
+
+_alert_lines = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(["***** Nagios *****", "***** Icinga *****", "Notification Type: PROBLEM",
+                     "Notification Type: RECOVERY", "Host: acme-web01", "Service: HTTP",
+                     "State: CRITICAL", "Date/Time: Sat Nov 28 10:00:00 CET 2026",
+                     "Date/Time: 31/31/31 99:99", "When: yesterday", "Client: ACME-001)",
+                     "[Site: ACME-002]", "Your faithful employee,", "Monit",
+                     "Does not exist Service nginx", "Host:        web02.acme.example"]),
+)
+_alert_subjects = st.one_of(
+    st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), max_size=60),
+    st.sampled_from(["** PROBLEM Service Alert: acme-web01/HTTP is CRITICAL **",
+                     "** RECOVERY Host Alert: acme-fw01 is UP **",
+                     "[PROBLEM] smtp on initech-mail01 is CRITICAL!",
+                     "monit alert --  Exists nginx",
+                     "Alert raised: CPU Monitor on ACME-WS17 [Site: ACME-002]",
+                     "Alert resolved: CPU Monitor on ACME-WS17 [Site: ACME-002]"]),
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mails=st.lists(st.tuples(_alert_subjects, st.lists(_alert_lines, max_size=8)),
+                      min_size=1, max_size=4))
+def test_alert_like_mail_never_quarantines(mails: list[tuple[str, list[str]]]) -> None:
+    connector = automated_connector(default_account="CRD-MSP",
+                                    skip=[{"subject_regex": r"self\s+healed"}])
+    for subject, lines in mails:
+        raw = build_message(sender="nagios@mon.acme-msp.example", subject=subject,
+                            body="\n".join(lines) or "-")
+        outcome = connector.process(raw)
+        assert outcome.kind is not OutcomeKind.QUARANTINED, outcome.detail

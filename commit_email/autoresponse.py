@@ -174,7 +174,8 @@ class AutoResponder:
         ctx.state.record_sent_message_id(message_id, ticket.rec_id)
         self.guard.record_response(to, ctx.state, ctx.now)
         ctx.send(mail)
-        ctx.note("auto_response", f"sent to {to} as <{message_id}>")
+        verb = "would go" if ctx.dry_run else "queued"  # inspect sends nothing
+        ctx.note("auto_response", f"{verb} to {to} as <{message_id}>")
         return mail
 
 

@@ -211,3 +211,15 @@ def test_inspect_explains_the_route_and_writes_nothing() -> None:
     assert f"ticket {number} by subject token" in notes["threading"]
     assert "On … wrote:" in notes["quote"]
     assert len(c.sink.history(ticket.rec_id)) == before
+
+
+def test_inspect_says_an_auto_response_would_go_and_queues_nothing() -> None:
+    mailer = RecordingMailer()
+    c = connector(mailer)
+
+    result = c.inspect(build_message(sender="jane@customer.example", subject="New issue"))
+
+    assert result.outcome.kind is OutcomeKind.TICKET_CREATED
+    assert dict(result.notes)["auto_response"].startswith("would go to jane@customer.example")
+    assert c.state.pending_mail() == []
+    assert mailer.sent == []

@@ -1,6 +1,6 @@
 """Messages per second of ``run --once`` from Dovecot, against a bare poplib loop.
 
-    python benchmarks/pop3_bench.py [--count N] [--seed S] [--smoke] [--json-only]
+    python benchmarks/pop3_bench.py [--count N] [--rounds R] [--seed S] [--smoke] [--json-only]
 
 In one run, on one private Dovecot (started here, as the tests do), the same N messages
 are put into three mailboxes and measured three ways:
@@ -13,6 +13,8 @@ are put into three mailboxes and measured three ways:
 - ``process_files``: ``Connector.process`` on the same messages read from local files (what
   ``commit-email process`` does), on another fresh store: the pipeline without POP3.
 
+Each round uses fresh mailboxes and stores; the order of the three rotates per round and
+the medians are reported (the machine is shared, load comes and goes).
 The corpus is ``benchmarks/gen_corpus.py``'s when that module exists, else simple customer
 mail made here. Prints one JSON object, then one line for humans (``--json-only`` drops
 it). ``--smoke`` uses a few messages, for CI: it checks the benchmark runs, not the speed.
@@ -29,11 +31,13 @@ import platform
 import poplib
 import random
 import shutil
+import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from email.message import EmailMessage
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,8 +137,9 @@ def bench_poplib(server: DovecotServer, count: int) -> float:
     return time.perf_counter() - started
 
 
-def bench_run_once(server: DovecotServer, work: Path, accounts: Sequence[Account]) -> float:
-    config = config_for(server, work, "run")
+def bench_run_once(server: DovecotServer, work: Path, accounts: Sequence[Account],
+                   name: str) -> float:
+    config = config_for(server, work, name)
     connector = connector_for(config, accounts)
     runner = Runner(config, connector)
     started = time.perf_counter()
@@ -146,8 +151,8 @@ def bench_run_once(server: DovecotServer, work: Path, accounts: Sequence[Account
 
 
 def bench_process(files: Sequence[Path], server: DovecotServer, work: Path,
-                  accounts: Sequence[Account]) -> float:
-    connector = connector_for(config_for(server, work, "process"), accounts)
+                  accounts: Sequence[Account], name: str) -> float:
+    connector = connector_for(config_for(server, work, name), accounts)
     started = time.perf_counter()
     for path in files:
         connector.process(path.read_bytes(), SourceRef(kind="file", name=str(path)))
@@ -158,10 +163,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=SEED)
-    parser.add_argument("--smoke", action="store_true", help="30 messages, for CI")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="repetitions (order rotated); medians are reported")
+    parser.add_argument("--smoke", action="store_true", help="30 messages, 1 round, for CI")
     parser.add_argument("--json-only", action="store_true")
     args = parser.parse_args(argv)
     count = 30 if args.smoke else args.count
+    rounds = 1 if args.smoke else max(1, args.rounds)
     if dovecot_binary() is None:
         print("pop3_bench: dovecot is not installed (apt-get install dovecot-pop3d)",
               file=sys.stderr)
@@ -178,24 +186,37 @@ def main(argv: Sequence[str] | None = None) -> int:
             path.write_bytes(raw)
             files.append(path)
         warm_up(server, work, accounts, messages[:20])
-        bare_box, run_box = server.new_user(), server.new_user()
-        bare_box.deliver_many(messages)
-        run_box.deliver_many(messages)
-        t_poplib = bench_poplib(bare_box, count)
-        t_run = bench_run_once(run_box, work, accounts)
-        t_process = bench_process(files, server, work, accounts)
+        times: dict[str, list[float]] = {"poplib": [], "run_once": [], "process_files": []}
+        for r in range(rounds):
+            bare_box, run_box = server.new_user(), server.new_user()
+            bare_box.deliver_many(messages)
+            run_box.deliver_many(messages)
+            steps = [
+                ("poplib", partial(bench_poplib, bare_box, count)),
+                ("run_once", partial(bench_run_once, run_box, work, accounts, f"run{r}")),
+                ("process_files",
+                 partial(bench_process, files, server, work, accounts, f"process{r}")),
+            ]
+            # Rotate the order per round: on a shared machine, load comes and goes, and no
+            # measurement should always get the same slot.
+            for name, step in steps[r % 3:] + steps[: r % 3]:
+                times[name].append(step())
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
     total = sum(len(m) for m in messages)
+    t_poplib, t_run, t_process = (statistics.median(times[k])
+                                  for k in ("poplib", "run_once", "process_files"))
     result = {
         "benchmark": "pop3",
         "messages": count,
         "bytes": total,
         "corpus": corpus_name,
         "seed": args.seed,
-        "seconds": {"poplib": round(t_poplib, 3), "run_once": round(t_run, 3),
-                    "process_files": round(t_process, 3)},
+        "rounds": rounds,
+        "seconds_per_round": {k: [round(t, 3) for t in v] for k, v in times.items()},
+        "median_seconds": {"poplib": round(t_poplib, 3), "run_once": round(t_run, 3),
+                           "process_files": round(t_process, 3)},
         "messages_per_s": {"poplib": round(count / t_poplib, 1),
                            "run_once": round(count / t_run, 1),
                            "process_files": round(count / t_process, 1)},

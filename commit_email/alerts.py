@@ -29,7 +29,7 @@ import enum
 import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
 from attrs import field, frozen
@@ -181,6 +181,11 @@ def field_lines(text: str) -> dict[str, str]:
     return found
 
 
+#: Tools mail at the moment of the event, so their own time and the Date header agree to
+#: within minutes; a bigger gap means the tool's date string was not understood.
+_PLAUSIBLE_SKEW = timedelta(days=1)
+
+
 def _timestamp(value: str, fallback: datetime | None) -> datetime | None:
     """A tool's date string as an aware datetime; naive ones take the mail's zone, else UTC."""
     if value:
@@ -197,10 +202,14 @@ def _timestamp(value: str, fallback: datetime | None) -> datetime | None:
                 tz = fallback.tzinfo if fallback is not None and fallback.tzinfo else UTC
                 parsed = parsed.replace(tzinfo=tz)
             try:
-                return parsed.astimezone(UTC)
+                parsed = parsed.astimezone(UTC)
             except (ValueError, OverflowError):
                 return fallback  # year 1 or 9999 does not survive the conversion
+            if fallback is not None and abs(parsed - fallback) > _PLAUSIBLE_SKEW:
+                return fallback  # a fuzzy misreading ("When: yesterday"), not the event time
+            return parsed
     return fallback
+
 
 
 _PROBLEM_WORDS = frozenset({"CRITICAL", "WARNING", "UNKNOWN", "DOWN", "UNREACHABLE"})

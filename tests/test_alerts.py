@@ -324,3 +324,13 @@ def test_unknown_zone_names_take_the_mail_zone_without_warnings() -> None:
         alert = NagiosParser().parse(Message.from_bytes(raw))
     assert alert is not None
     assert alert.timestamp == datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+
+
+def test_a_tool_date_far_from_the_mail_date_is_not_trusted() -> None:
+    raw = (b"From: icinga@mon.example\nDate: Sat, 28 Nov 2026 10:00:05 +0000\n"
+           b"Subject: [PROBLEM] Load on web7 is WARNING!\n\n"
+           b"***** Service Monitoring on mon *****\n\nLoad on web7 is WARNING!\n\n"
+           b"Info:    load 9\n\nWhen:    3 March 1999\nService: load\nHost:    web7\n")
+    alert = IcingaParser().parse(Message.from_bytes(raw))
+    assert alert is not None
+    assert alert.timestamp == datetime(2026, 11, 28, 10, 0, 5, tzinfo=UTC)

@@ -492,6 +492,10 @@ class AutomatedStage:
                 continue
             if isinstance(alert, Alert):
                 return alert, name
+            if alert is not None:
+                log.warning("alert parser %r returned %s, not an Alert: ignored", name,
+                            type(alert).__name__)
+                ctx.note("automated.parser_error", f"{name}: returned {type(alert).__name__}")
         return None, ""
 
     def handle(self, message: Message, ctx: Context) -> Outcome | None:

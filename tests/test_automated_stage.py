@@ -228,6 +228,26 @@ class _BrokenPlugin:
         return [_BrokenParser()]
 
 
+class _SloppyParser:
+    name = "sloppy"
+
+    def parse(self, message: AlertMail) -> object:
+        return {"host": "x"}
+
+
+class _SloppyPlugin:
+    @hookimpl
+    def commit_email_register_alert_parsers(self) -> list[_SloppyParser]:
+        return [_SloppyParser()]
+
+
+def test_a_parser_returning_something_else_is_ignored_with_a_note() -> None:
+    connector = automated_connector(plugins=(_SloppyPlugin(),))
+    report = connector.inspect(raw("monit/nginx-1-problem"))
+    assert ("automated.parser_error", "sloppy: returned dict") in report.notes
+    assert dict(report.notes)["automated.parser"] == "monit"
+
+
 def test_a_failing_parser_is_logged_and_skipped(caplog: pytest.LogCaptureFixture) -> None:
     connector = automated_connector(plugins=(_BrokenPlugin(),))
     with caplog.at_level(logging.WARNING, logger="commit_email"):

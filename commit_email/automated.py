@@ -49,6 +49,9 @@ from .model import AccountKind, Match, Outcome, OutcomeKind, Ticket
 from .pipeline import AUTOMATED_ORDER, Context, Stage, describe
 
 __all__ = [
+    "NOTICE_ENTRY",
+    "PROBLEM_ENTRY",
+    "RECOVERY_ENTRY",
     "AccountValue",
     "AutomatedRules",
     "AutomatedStage",
@@ -400,7 +403,8 @@ class RecoveryMemory:
     processing time; a problem for the same key whose event time is not later than that
     recovery is stale and opens nothing (``alert_skipped``). The memory lives as long as the
     connector (one ``run`` or ``process``); it is bounded so a flood of keys cannot grow it
-    without limit.
+    without limit. (The converse — a late recovery must not close a newer problem's ticket —
+    needs no memory: the ticket's history has the problems' times.)
     """
 
     def __init__(self, memory: float, *, max_keys: int = 10_000) -> None:
@@ -428,9 +432,28 @@ class RecoveryMemory:
         return recovered_at if recovered_at >= event_time else None
 
 
-def _event_time(alert: Alert, message: Message, now: datetime) -> datetime:
-    when = alert.timestamp or message.date or now
+#: History entry kinds of an alert ticket: the problems (and repeats) filed under it, its
+#: recoveries, and other notices (acknowledgements, downtimes). The opening mail is filed
+#: by ``open_ticket`` as an ordinary "email" entry.
+PROBLEM_ENTRY = "alert"
+RECOVERY_ENTRY = "alert-recovery"
+NOTICE_ENTRY = "alert-notice"
+
+
+def _aware(when: datetime) -> datetime:
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def _event_time(alert: Alert, message: Message, now: datetime) -> datetime:
+    return _aware(alert.timestamp or message.date or now)
+
+
+def _latest_problem(ticket: Ticket, ctx: Context) -> datetime | None:
+    """When the newest problem mail filed under an alert ticket was sent (history times are
+    the mails' Date headers): the opening entry and every later problem entry."""
+    history = ctx.sink.history(ticket.rec_id)
+    problems = [*history[:1], *(h for h in history[1:] if h.kind == PROBLEM_ENTRY)]
+    return max((_aware(h.created) for h in problems), default=None)
 
 
 def _alert_note(alert: Alert) -> dict[str, str]:
@@ -582,27 +605,11 @@ class AutomatedStage:
         ctx.note("automated.correlation_key", key)
         open_ticket = ctx.sink.find_open_alert_ticket(key)
         ctx.note("automated.open_ticket", open_ticket.number if open_ticket else "none")
-        when = _event_time(alert, message, ctx.now)
         if alert.state is AlertState.RECOVERY:
-            if not ctx.dry_run:
-                self._recoveries.remember(key, when, ctx.now)
-            if open_ticket is None:
-                return self._outcome(OutcomeKind.ALERT_SKIPPED,
-                                     f"recovery of {alert.title} without an open ticket",
-                                     None, match)
-            ctx.file_message(open_ticket, message, kind="alert")
-            if not self._config.close_on_recovery:
-                return self._outcome(OutcomeKind.ALERT_RESOLVED,
-                                     f"recovery appended (close_on_recovery off): {alert.title}",
-                                     open_ticket, match)
-            changes: dict[str, object] = {"closed": True}
-            if self._config.closed_status:
-                changes["status"] = self._config.closed_status
-            ctx.sink.update_ticket(open_ticket.rec_id, changes)
-            return self._outcome(OutcomeKind.ALERT_RESOLVED,
-                                 f"recovered and closed: {alert.title}", open_ticket, match)
+            return self._recovery(message, alert, key, match, ctx, open_ticket=open_ticket)
         if open_ticket is not None:
-            ctx.file_message(open_ticket, message, kind="alert")
+            kind = PROBLEM_ENTRY if alert.state is AlertState.PROBLEM else NOTICE_ENTRY
+            ctx.file_message(open_ticket, message, kind=kind)
             return self._outcome(OutcomeKind.ALERT_APPENDED,
                                  f"{alert.state.value} appended: {alert.title}", open_ticket,
                                  match)
@@ -610,6 +617,7 @@ class AutomatedStage:
             return self._outcome(OutcomeKind.ALERT_SKIPPED,
                                  f"{alert.fields.get('notification_type') or alert.state.value}"
                                  f" notice without an open ticket: {alert.title}", None, match)
+        when = _event_time(alert, message, ctx.now)
         recovered = self._recoveries.recovered_since(key, when, ctx.now)
         if recovered is not None:
             ctx.note("automated.stale_problem", f"recovered at {recovered.isoformat()}")
@@ -620,6 +628,33 @@ class AutomatedStage:
                                  alert_key=key)
         return self._outcome(OutcomeKind.ALERT_TICKET_CREATED, f"new alert: {alert.title}",
                              ticket, match)
+
+    def _recovery(self, message: Message, alert: Alert, key: str, match: Match, ctx: Context, *,
+                  open_ticket: Ticket | None) -> Outcome:
+        if not ctx.dry_run:
+            self._recoveries.remember(key, _event_time(alert, message, ctx.now), ctx.now)
+        if open_ticket is None:
+            return self._outcome(OutcomeKind.ALERT_SKIPPED,
+                                 f"recovery of {alert.title} without an open ticket", None, match)
+        ctx.file_message(open_ticket, message, kind=RECOVERY_ENTRY)
+        latest = _latest_problem(open_ticket, ctx)
+        sent = _aware(message.date or ctx.now)
+        if latest is not None and sent < latest:
+            # a late all-clear for an earlier episode: the problem filed after it goes on
+            ctx.note("automated.stale_recovery", f"older than the problem of {latest.isoformat()}")
+            return self._outcome(OutcomeKind.ALERT_APPENDED,
+                                 f"recovery older than the latest problem, ticket kept open: "
+                                 f"{alert.title}", open_ticket, match)
+        if not self._config.close_on_recovery:
+            return self._outcome(OutcomeKind.ALERT_RESOLVED,
+                                 f"recovery appended (close_on_recovery off): {alert.title}",
+                                 open_ticket, match)
+        changes: dict[str, object] = {"closed": True}
+        if self._config.closed_status:
+            changes["status"] = self._config.closed_status
+        ctx.sink.update_ticket(open_ticket.rec_id, changes)
+        return self._outcome(OutcomeKind.ALERT_RESOLVED, f"recovered and closed: {alert.title}",
+                             open_ticket, match)
 
     def _outcome(self, kind: OutcomeKind, detail: str, ticket: Ticket | None,
                  match: Match) -> Outcome:

@@ -59,7 +59,7 @@ def test_problem_repeat_recovery_problem(folder: str, prefix: str, account: str)
     assert not reopened.closed
     assert closed.account == reopened.account == account
     assert closed.alert_key == reopened.alert_key or folder == "rmm-nable"  # new RMM alert id
-    assert [h.kind for h in sink.history(closed.rec_id)] == ["email", "alert", "alert"]
+    assert [h.kind for h in sink.history(closed.rec_id)] == ["email", "alert", "alert-recovery"]
     assert len(sink.history(reopened.rec_id)) == 1
 
 
@@ -421,3 +421,18 @@ def test_alert_like_mail_never_quarantines(mails: list[tuple[str, list[str]]]) -
                             body="\n".join(lines) or "-")
         outcome = connector.process(raw)
         assert outcome.kind is not OutcomeKind.QUARANTINED, outcome.detail
+
+
+def test_a_late_recovery_does_not_close_a_newer_problem() -> None:
+    connector = automated_connector()
+    names = sequence("nagios", "service")
+    first = connector.process(raw(names[0]))  # 10:00 problem
+    assert connector.process(raw(names[3])).kind is APPENDED  # 11:30 problem, still open
+    late = connector.process(raw(names[2]))  # the 10:45 all-clear of the first episode
+    assert late.kind is APPENDED
+    assert "kept open" in late.detail
+    ticket = connector.sink.get_ticket(number=first.ticket)
+    assert ticket is not None
+    assert not ticket.closed
+    assert [h.kind for h in connector.sink.history(ticket.rec_id)] == [
+        "email", "alert", "alert-recovery"]

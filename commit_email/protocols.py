@@ -131,22 +131,31 @@ class TicketSink(Protocol):
 
 
 class ProcessedRecord(Protocol):
-    """One line of the processed log."""
+    """One line of the processed log (read-only, so frozen records satisfy it)."""
 
-    digest: str
-    source: str
-    message_id: str
-    outcome: Outcome
-    created: datetime
+    @property
+    def digest(self) -> str: ...
+    @property
+    def source(self) -> SourceRef: ...
+    @property
+    def message_id(self) -> str: ...
+    @property
+    def outcome(self) -> Outcome: ...
+    @property
+    def created(self) -> datetime: ...
 
 
 class QueuedMail(Protocol):
-    """A mail waiting in the outbox."""
+    """A mail waiting in the outbox (read-only, so frozen records satisfy it)."""
 
-    id: int
-    mail: OutgoingMail
-    attempts: int
-    last_error: str
+    @property
+    def id(self) -> int: ...
+    @property
+    def mail(self) -> OutgoingMail: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def last_error(self) -> str: ...
 
 
 @runtime_checkable

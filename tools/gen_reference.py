@@ -57,12 +57,11 @@ def _inline(text: str) -> str:
 def _param_lines(lines: list[str]) -> Iterator[str]:
     """``:param x: text`` (with indented continuation lines) as a Markdown list."""
     current = ""
-    for line in lines + [""]:
+    for line in [*lines, ""]:
         field = re.match(r":(param (\w+)|return|raises? (\w+)):\s*(.*)", line)
-        if field or not line.startswith(" "):
-            if current:
-                yield current
-                current = ""
+        if (field or not line.startswith(" ")) and current:
+            yield current
+            current = ""
         if field:
             if field.group(2):
                 current = f"- `{field.group(2)}`: {field.group(4)}"
@@ -585,10 +584,7 @@ def testing_page() -> str:
     out.append(docstring_markdown(pytest_plugin))
     out.append("\n| fixture | what it gives |\n|---|---|\n")
     for name in pytest_plugin.__all__:
-        fixture = getattr(pytest_plugin, name)
-        func = getattr(fixture, "__wrapped__", None) or getattr(fixture, "_get_wrapped_function",
-                                                                  lambda: fixture)()
-        doc = (inspect.getdoc(func) or "").replace("\n", " ")
+        doc = (inspect.getdoc(getattr(pytest_plugin, name)) or "").replace("\n", " ")
         if not doc:
             raise MissingDocs(f"fixture {name} has no docstring")
         out.append(f"| `{name}` | {_inline(doc)} |\n")

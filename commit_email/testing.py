@@ -155,9 +155,13 @@ class RecordingMailer:
         return [m for m in self.sent if m.kind == kind]
 
 
-def make_host(*plugins: object, builtins: bool = True) -> PluginHost:
-    """A plugin host with entry-point autoloading off and ``plugins`` registered."""
-    return PluginHost(plugins, autoload=False, builtins=builtins)
+def make_host(*plugins: object, builtins: bool = True, autoload: bool = False) -> PluginHost:
+    """A plugin host with ``plugins`` registered and entry-point autoloading off.
+
+    ``autoload=True`` also loads the installed plugins, as a real connector does: a plugin
+    distribution's own test uses it to prove that its entry point is found.
+    """
+    return PluginHost(plugins, autoload=autoload, builtins=builtins)
 
 
 def make_config(state_dir: str | Path | None = None, **sections: Mapping[str, Any]) -> Config:

@@ -22,6 +22,7 @@ from commit_email.testing import build_message
 
 ROOT = Path(__file__).resolve().parents[1]
 TYPING = ROOT / "tests" / "typing"
+EXAMPLE_PLUGIN = ROOT / "examples" / "plugin-example" / "src"
 sys.path.insert(0, str(TYPING))
 
 import integrator_sql  # noqa: E402
@@ -32,16 +33,17 @@ ACME = Account(rec_id="CRDACME", file_as="Acme Corp", email1="acme.example",
                account_number="ACME-001")
 
 
-def test_the_examples_pass_mypy_strict(tmp_path: Path) -> None:
+def test_the_examples_and_the_example_plugin_pass_mypy_strict() -> None:
     files = sorted(str(p) for p in TYPING.glob("*.py"))
+    plugin = sorted(str(p) for p in EXAMPLE_PLUGIN.glob("commit_email_acme_rmm/*.py"))
     done = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--config-file",
-         str(ROOT / "pyproject.toml"), *files],
-        cwd=ROOT, env={"MYPYPATH": str(TYPING), "PATH": "/usr/bin:/bin"},
+         str(ROOT / "pyproject.toml"), *files, *plugin],
+        cwd=ROOT, env={"MYPYPATH": f"{TYPING}:{EXAMPLE_PLUGIN}", "PATH": "/usr/bin:/bin"},
         capture_output=True, text=True, timeout=300, check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert f"no issues found in {len(files)} source files" in done.stdout
+    assert f"no issues found in {len(files) + len(plugin)} source files" in done.stdout
 
 
 @pytest.fixture

@@ -34,9 +34,12 @@ if [ -z "${COMMIT_EMAIL_CORPUS:-}" ] && [ -d "$ROOT/../shared/corpus" ]; then
 fi
 
 echo "== ruff"
-"$VENV/bin/ruff" check commit_email tests
+"$VENV/bin/ruff" check commit_email tests tools
 echo "== mypy (strict)"
 "$VENV/bin/mypy"
+echo "== docs (generated reference current, mkdocs --strict: warnings are errors)"
+"$PY" tools/gen_reference.py --check
+"$PY" -m mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
 
 echo "== pytest"
 set +e

@@ -1,16 +1,18 @@
 """The example plugin distribution, installed for real next to commit-email in a fresh venv.
 
 Both distributions are built and pip-installed (``--no-deps --no-build-isolation --no-index``:
-offline, with hatchling and the runtime dependencies seen through
-``--system-site-packages``), and the example's own test suite runs there from outside
-the source tree, so ``commit_email`` and ``commit_email_acme_rmm`` are the installed copies
-and the plugin is found through its ``commit_email`` entry point, as a user's would be.
+offline; the runtime dependencies, pytest and hatchling come from the environment running
+this test, which a ``.pth`` file puts after the venv's own site-packages), and the example's
+own test suite runs there from outside the source tree, so ``commit_email`` and
+``commit_email_acme_rmm`` are the installed copies and the plugin is found through its
+``commit_email`` entry point, as a user's would be.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import site
 import subprocess
 import sys
 from pathlib import Path
@@ -47,8 +49,13 @@ def clean_env() -> dict[str, str]:
 def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("example-venv")
     venv = root / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip",
-                    str(venv)], check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
+                   timeout=120)
+    # The test runner's environment (a CI virtualenv or the system's) provides pluggy, lxml,
+    # attrs, pytest and hatchling; the venv's own site-packages still comes first.
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    own = venv / "lib" / version / "site-packages"
+    (own / "_test_runner_env.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     python = venv / "bin" / "python"
     done = subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet",

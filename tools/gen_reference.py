@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import ast
+import enum
+import importlib
 import inspect
 import os
 import re
@@ -101,13 +103,30 @@ def docstring_markdown(obj: object) -> str:
     return "\n".join(_param_lines(out)).strip() + "\n"
 
 
+class _Shown(str):
+    """Text that ``inspect`` prints as-is (string annotations, enum defaults)."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def _shown_param(p: inspect.Parameter) -> inspect.Parameter:
+    changes: dict[str, Any] = {}
+    if isinstance(p.annotation, str):
+        changes["annotation"] = _Shown(p.annotation)
+    if isinstance(p.default, enum.Enum):
+        changes["default"] = _Shown(f"{type(p.default).__name__}.{p.default.name}")
+    return p.replace(**changes)
+
+
 def _signature(name: str, func: Callable[..., Any], *, drop_self: bool = False) -> str:
     sig = inspect.signature(func)
-    params = list(sig.parameters.values())
-    if drop_self and params and params[0].name == "self":
+    params = [_shown_param(p) for p in sig.parameters.values()]
+    if drop_self and params and params[0].name in ("self", "cls"):
         params = params[1:]
-    text = str(sig.replace(parameters=params)).replace("'", "")
-    return f"{name}{text}"
+    ret = sig.return_annotation
+    ret = _Shown(ret) if isinstance(ret, str) else ret
+    return f"{name}{sig.replace(parameters=params, return_annotation=ret)}"
 
 
 # -- hooks.md ---------------------------------------------------------------------------------
@@ -163,9 +182,10 @@ def hooks_page() -> str:
 # -- config.md --------------------------------------------------------------------------------
 
 
-def _field_comments() -> dict[tuple[str, str], str]:
-    """``#:`` comment lines above a field, or a trailing ``# ...`` comment, per (class, field)."""
-    source = inspect.getsource(config_module)
+def _field_comments(module: Any = config_module) -> dict[tuple[str, str], str]:
+    """``#:`` comment lines above a field, or a trailing ``# ...`` comment, per (class, field)
+    (the trailing one under ``"#" + field``)."""
+    source = inspect.getsource(module)
     lines = source.splitlines()
     comments: dict[tuple[str, str], str] = {}
     for node in ast.walk(ast.parse(source)):
@@ -591,7 +611,119 @@ def testing_page() -> str:
     return "".join(out)
 
 
+#: The types a plugin or an integrator meets, by module.
+API_TYPES = {
+    "commit_email.message": ("Message", "Address", "Attachment"),
+    "commit_email.model": ("Account", "AccountKind", "Match", "Ticket", "TicketDraft",
+                           "HistoryEntry", "Document", "Outcome", "OutgoingMail", "SourceRef"),
+    "commit_email.pipeline": ("Context", "Stage", "Connector"),
+    "commit_email.alerts": ("Alert", "AlertState"),
+    "commit_email.xml_api": ("Transaction", "XmlApiError", "ErrorCode"),
+}
+
+
+#: Field meanings for classes whose source has no ``#:`` comments (a comment there wins).
+FIELD_DESCRIPTIONS = {
+    "Message.raw": "the message exactly as received",
+    "Message.message_id": "without angle brackets; `\"\"` when missing",
+    "Message.from_": "the From mailbox, or None",
+    "Message.return_path": "None when absent, `\"\"` for `<>` (a bounce)",
+    "Message.date": "timezone-aware, or None when missing or unreadable",
+    "Message.text": "the plain body; derived from the HTML part when there is no plain one",
+    "Message.html": "the HTML body, or None",
+    "Message.in_reply_to": "Message-IDs without brackets",
+    "Message.references": "Message-IDs without brackets",
+    "Message.auto_submitted": "the `Auto-Submitted` value, lower-cased, or None",
+    "Message.is_bounce": "a delivery status notification (`multipart/report`, mailer-daemon)",
+    "Message.is_auto_reply": "an out-of-office or other auto-reply",
+    "Message.headers": "every header as (name, decoded value), in order",
+    "Message.defects": "what could not be decoded cleanly",
+    "Account.kind": "`account`, `contact` (a secondary contact) or `employee`",
+    "Account.parent": "a contact's Account rec_id",
+    "Account.extra": "other FLDCRD* fields by their Commit name",
+    "Match.how": "`email`, `contact`, `domain`, `employee`, `plugin`, `rule` or `default`",
+    "Ticket.number": "FLDTKTTICKETNO, a string",
+    "Ticket.account": "the Account's rec_id",
+    "Ticket.alert_key": "the alert correlation key, for alert tickets",
+    "TicketDraft.source_key": "the message digest; `create_ticket` is idempotent on it",
+    "Outcome.ticket": "the ticket number",
+    "Outcome.account": "the Account's rec_id",
+    "Outcome.stage": "the stage that decided",
+}
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _default_text(f: attrs.Attribute[Any]) -> str:
+    """A field's default; a named factory (``utcnow``) is shown, not called."""
+    factory = getattr(f.default, "factory", None)
+    name = getattr(factory, "__name__", "<lambda>")
+    if factory is not None and name != "<lambda>":
+        return f"{name}()"
+    return repr(_default(f))
+
+
+def _fields_table(cls: type, comments: Mapping[tuple[str, str], str]) -> str:
+    rows = []
+    for f in attrs.fields(cls):
+        shown = "required" if f.default is attrs.NOTHING else f"`{_cell(_default_text(f))}`"
+        text = (comments.get((cls.__name__, f.name))
+                or FIELD_DESCRIPTIONS.get(f"{cls.__name__}.{f.name}")
+                or comments.get((cls.__name__, "#" + f.name)) or "")
+        rows.append((f"`{f.name}`", f"`{_cell(str(f.type))}`", shown, _cell(_inline(text))))
+    described = any(row[3] for row in rows)
+    head = "| field | type | default |" + (" meaning |" if described else "")
+    lines = [head, "|---" * (4 if described else 3) + "|"]
+    lines += ["| " + " | ".join(row if described else row[:3]) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _member_line(name: str, member: Any) -> str:
+    doc = inspect.getdoc(member) or ""
+    summary = _inline(doc.split("\n\n")[0].replace("\n", " "))
+    if isinstance(member, property):
+        return f"\n- `{name}` (property)" + (f": {summary}" if summary else "")
+    func = member.__func__ if isinstance(member, classmethod | staticmethod) else member
+    sig = _signature(name, func, drop_self=True)
+    return f"\n- `{sig}`" + (f": {summary}" if summary else "")
+
+
+def _type_section(name: str, obj: Any, comments: Mapping[tuple[str, str], str]) -> str:
+    own_doc = vars(obj).get("__doc__") or ""
+    if isinstance(obj, type) and issubclass(obj, enum.Enum):
+        members = ", ".join(f"`{m.name}` (`{m.value!r}`)" for m in obj)
+        doc = docstring_markdown(obj) if own_doc else ""
+        return f"\n### `{name}`\n\n{doc}\nMembers: {members}.\n"
+    out = [f"\n### `{name}`\n\n", docstring_markdown(obj) if own_doc else ""]
+    if attrs.has(obj):
+        out.append("\n" + _fields_table(obj, comments))
+    fields = {f.name for f in attrs.fields(obj)} if attrs.has(obj) else set()
+    for member_name, member in vars(obj).items():
+        if member_name.startswith("_") or member_name in fields:
+            continue
+        if isinstance(member, property | classmethod | staticmethod) or inspect.isfunction(member):
+            out.append(_member_line(member_name, member))
+    return "".join(out) + "\n"
+
+
+def api_page() -> str:
+    out = [HEADER.format(source="the modules below"), "# Python API: the types you meet\n\n",
+           "What a plugin receives and returns, and what an integrator passes around. "
+           "Everything is importable from the module named in each heading; the common "
+           "names are also re-exported from `commit_email`.\n"]
+    for module_name, names in API_TYPES.items():
+        module = importlib.import_module(module_name)
+        comments = _field_comments(module)
+        out.append(f"\n## `{module_name}`\n\n{docstring_markdown(module)}")
+        for name in names:
+            out.append(_type_section(name, getattr(module, name), comments))
+    return "".join(out)
+
+
 PAGES: Mapping[str, Callable[[], str]] = {
+    "api.md": api_page,
     "hooks.md": hooks_page,
     "config.md": config_page,
     "cli.md": cli_page,

@@ -546,7 +546,8 @@ class AutomatedStage:
             return ctx.forward(message, "automated mail: no Account found by rules, sender or "
                                "default_account", stage=self.name)
         if alert is None:
-            ticket = ctx.open_ticket(message, match, description=_description(None, message))
+            ticket = ctx.open_ticket(message, match, description=_description(None, message),
+                                     **self._config.ticket_defaults)
             return self._outcome(OutcomeKind.ALERT_TICKET_CREATED, "detected by rule "
                                  f"{detection}; no correlation key", ticket, match)
         return self._correlate(message, alert, match, ctx)
@@ -625,7 +626,7 @@ class AutomatedStage:
                                  f"problem from {when.isoformat()} already recovered at "
                                  f"{recovered.isoformat()}: {alert.title}", None, match)
         ticket = ctx.open_ticket(message, match, description=_description(alert, message),
-                                 alert_key=key)
+                                 alert_key=key, **self._config.ticket_defaults)
         return self._outcome(OutcomeKind.ALERT_TICKET_CREATED, f"new alert: {alert.title}",
                              ticket, match)
 

@@ -242,6 +242,10 @@ class AutomatedConfig:
     closed_status: str = ""
     #: seconds a recovery is remembered, so that a problem older than it opens nothing
     recovery_memory: float = 86_400.0
+    #: alert tickets' status/priority/kind/source/manager, over [email_to_ticket]'s defaults
+    ticket_defaults: Mapping[str, str] = field(
+        factory=dict, metadata={"keys": ("status", "priority", "kind", "source", "manager")}
+    )
     detection: tuple[DetectionRule, ...] = field(default=(), metadata={"rules": DetectionRule})
     skip: tuple[SkipRule, ...] = field(default=(), metadata={"rules": SkipRule})
     account: tuple[AccountRule, ...] = field(default=(), metadata={"rules": AccountRule})

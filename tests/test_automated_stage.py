@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from commit_email import hookimpl
 from commit_email.alerts import Alert, AlertMail
+from commit_email.errors import ConfigError
 from commit_email.model import Account, AccountKind, OutcomeKind
 from commit_email.testing import RecordingMailer, build_message, make_config, make_connector
 from tests.alert_fixtures import alert_path, sequence
@@ -436,3 +437,17 @@ def test_a_late_recovery_does_not_close_a_newer_problem() -> None:
     assert not ticket.closed
     assert [h.kind for h in connector.sink.history(ticket.rec_id)] == [
         "email", "alert", "alert-recovery"]
+
+
+def test_alert_tickets_take_their_own_defaults() -> None:
+    connector = automated_connector(ticket_defaults={"priority": "1", "source": "Monitoring"})
+    outcome = connector.process(raw("monit/nginx-1-problem"))
+    ticket = connector.sink.get_ticket(number=outcome.ticket)
+    assert ticket is not None
+    assert (ticket.priority, ticket.source, ticket.kind) == ("1", "Monitoring", "General")
+
+
+def test_unknown_ticket_default_is_a_config_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        make_config(automated={"ticket_defaults": {"colour": "red"}})
+    assert info.value.key == "automated.ticket_defaults"

@@ -30,6 +30,9 @@ from commit_email.xml_api import (
 from commit_email.xml_api import _hardened_parser as hardened_parser
 
 LIMITS = {"max_bytes": 5_242_880, "max_depth": 32}
+# Refusals take well under a millisecond; an expansion that got through would take minutes
+# and gigabytes. The bound is loose so a loaded shared CI machine cannot make it flaky.
+BLOWUP_BOUND = 5.0
 
 ENVELOPE = """<?xml version="1.0" encoding="utf-8"?>
 <CommitCRMTransaction>
@@ -277,13 +280,13 @@ def quadratic_blowup() -> str:
 def test_billion_laughs_is_refused_quickly():
     started = time.perf_counter()
     assert refused(BILLION_LAUGHS).code is ErrorCode.DOCTYPE_FORBIDDEN
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < BLOWUP_BOUND
 
 
 def test_quadratic_blowup_is_refused_quickly():
     started = time.perf_counter()
     assert refused(quadratic_blowup()).code is ErrorCode.DOCTYPE_FORBIDDEN
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < BLOWUP_BOUND
 
 
 def test_an_external_entity_never_reads_the_local_file(tmp_path: Path):
@@ -374,7 +377,7 @@ def test_a_50_mb_transaction_is_refused_before_parsing():
     started = time.perf_counter()
     assert refused(huge).code is ErrorCode.TOO_LARGE
     assert refused(huge.encode()).code is ErrorCode.TOO_LARGE
-    assert time.perf_counter() - started < 2.0
+    assert time.perf_counter() - started < BLOWUP_BOUND
 
 
 def test_invalid_utf8_bytes_are_a_clean_error():
@@ -454,7 +457,7 @@ def test_the_lxml_parser_alone_expands_no_entity_even_without_the_doctype_check(
         text = "".join(parser.close().itertext())
     except etree.XMLSyntaxError as exc:  # libxml2 >= 2.12 also refuses the amplification
         text = str(exc)
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < BLOWUP_BOUND
     assert "lollollol" not in text
 
 

@@ -47,6 +47,8 @@ def _header_line(name: str, value: str) -> bytes:
     """One folded header line, CRLF-terminated; a line break inside a value is a space."""
     if "\r" in value or "\n" in value:
         value = " ".join(value.split())
+    if value.isascii() and len(name) + len(value) <= 76 and "=?" not in value:
+        return f"{name}: {value}\r\n".encode("ascii")  # nothing to encode or fold
     return _FOLDING.fold_binary(name, value)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from commit_email.accounts import read_accounts_csv
-from commit_email.model import SourceRef
+from commit_email.model import Account, SourceRef
 from commit_email.store import SQLiteStore
 from commit_email.testing import make_connector
 
@@ -58,3 +58,21 @@ def test_every_select_of_a_message_uses_an_index(tmp_path: Path) -> None:
         if any(step.startswith("SCAN") for step in plan):
             scans[sql] = plan
     assert not scans, scans
+
+
+def test_reimporting_accounts_replaces_cards_and_their_email_keys(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "commit.db")
+    first = [Account(rec_id="CRD1", file_as="Acme", email1="old@acme.example"),
+             Account(rec_id="", file_as="No id yet", email1="new@globex.example")]
+    assert store.import_accounts(first) == 2
+    again = [Account(rec_id="CRD1", file_as="Acme", email1="first@acme.example"),
+             Account(rec_id="CRD1", file_as="Acme Ltd", email1="help@acme.example",
+                     email2="acme.example")]
+    assert store.import_accounts(again) == 2
+    assert store.find_by_email("old@acme.example") == []
+    assert store.find_by_email("first@acme.example") == []  # the last row of a rec_id wins
+    assert [a.file_as for a in store.find_by_email("help@acme.example")] == ["Acme Ltd"]
+    assert [a.rec_id for a in store.find_by_domain("acme.example")] == ["CRD1"]
+    generated = store.find_by_email("new@globex.example")
+    assert len(generated) == 1
+    assert len(generated[0].rec_id) == 20

@@ -46,6 +46,7 @@ __all__ = [
     "NagiosParser",
     "builtin_parsers",
     "field_lines",
+    "is_human_reply",
 ]
 
 
@@ -241,6 +242,19 @@ def _subject(message: AlertMail) -> str:
     return message.subject[:SUBJECT_LIMIT]
 
 
+#: Re:/Fw: as mail clients write them (English, German, Dutch, French, Nordic, Spanish and
+#: Portuguese), with Outlook's "Re[2]:" counter.
+_REPLY_PREFIX = re.compile(
+    r"^\s*(?:re|fwd?|aw|wg|antw|tr|sv|vs|rv|enc)\s*(?:\[\d+\])?\s*:", re.IGNORECASE
+)
+
+
+def is_human_reply(message: AlertMail) -> bool:
+    """A reply to or a forward of an alert is a person writing about it, not the tool: the
+    built-in parsers leave it to threading and email to ticket."""
+    return _REPLY_PREFIX.match(message.subject) is not None
+
+
 def _first(fields: Mapping[str, str], *names: str) -> str:
     for name in names:
         value = fields.get(name, "").strip()
@@ -267,7 +281,7 @@ _DASH_SUBJECT = re.compile(
     r"(?P<state>[A-Z]+)\s*$",
     re.IGNORECASE,
 )
-_BANNER = re.compile(r"^[ \t>]*\*{3,}\s*(?P<tool>Nagios|Icinga)\b[^*\n]*\*{3,}", re.I | re.M)
+_BANNER = re.compile(r"^[ \t]*\*{3,}\s*(?P<tool>Nagios|Icinga)\b[^*\n]*\*{3,}", re.I | re.M)
 
 
 def _banner_tool(text: str) -> str:
@@ -323,6 +337,8 @@ class NagiosParser:
     name = "nagios"
 
     def parse(self, message: AlertMail) -> Alert | None:
+        if is_human_reply(message):
+            return None
         tool = _banner_tool(message.text)
         if tool == "icinga":
             return None  # Icinga 1 copied the layout; IcingaParser reports it as Icinga
@@ -393,6 +409,8 @@ class IcingaParser:
     name = "icinga"
 
     def parse(self, message: AlertMail) -> Alert | None:
+        if is_human_reply(message):
+            return None
         if _banner_tool(message.text) == "icinga":
             return _parse_nagios_layout(message, self.name)
         return _parse_icinga2(message)
@@ -433,6 +451,8 @@ class MonitParser:
     name = "monit"
 
     def parse(self, message: AlertMail) -> Alert | None:
+        if is_human_reply(message):
+            return None
         subject = _MONIT_SUBJECT.match(_subject(message))
         text = message.text.replace("\r\n", "\n")
         signed = _MONIT_SIGNATURE.search(text) is not None

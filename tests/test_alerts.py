@@ -21,7 +21,7 @@ from commit_email.alerts import (
     field_lines,
 )
 from commit_email.message import Message
-from tests.alert_fixtures import ALERTS, alert_message, sequence
+from tests.alert_fixtures import ALERTS, alert_message, alert_path, sequence
 
 PARSERS = builtin_parsers(["nagios", "icinga", "monit"])
 
@@ -334,3 +334,20 @@ def test_a_tool_date_far_from_the_mail_date_is_not_trusted() -> None:
     alert = IcingaParser().parse(Message.from_bytes(raw))
     assert alert is not None
     assert alert.timestamp == datetime(2026, 11, 28, 10, 0, 5, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("prefix", ["Re: ", "RE: ", "Fwd: ", "FW: ", "AW: ", "WG: ", "TR: ",
+                                    "SV: ", "Re[2]: "])
+@pytest.mark.parametrize("name", ["nagios/service-1-problem", "icinga2/service-1-problem",
+                                  "monit/nginx-1-problem"])
+def test_a_person_replying_to_or_forwarding_an_alert_is_not_the_tool(prefix: str,
+                                                                     name: str) -> None:
+    raw = alert_path(name).read_bytes().replace(b"Subject: ", f"Subject: {prefix}".encode(), 1)
+    assert recognised(Message.from_bytes(raw)) == []
+
+
+def test_a_quoted_alert_in_a_reply_body_is_not_recognised() -> None:
+    quoted = "\n".join("> " + line for line in
+                       alert_message("nagios/service-1-problem").text.splitlines())
+    raw = f"From: jane@acme.example\nSubject: about last night\n\nSee below\n\n{quoted}\n"
+    assert recognised(Message.from_bytes(raw.encode())) == []

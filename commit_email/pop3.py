@@ -121,16 +121,7 @@ class Pop3Mailbox:
             self._pop = self._open(context)
         try:
             with self._errors("log in"):
-                try:
-                    self._authenticate(self._pop)
-                except poplib.error_proto as exc:
-                    if not isinstance(exc.args[0], bytes):
-                        raise  # not a reply: a broken connection, handled as such
-                    text = _describe(exc)
-                    raise LoginError(
-                        f"POP3 {self.name}: log in: {text}",
-                        permanent="[SYS/TEMP]" not in text and "[IN-USE]" not in text,
-                    ) from exc
+                self._log_in(self._pop)
             with self._errors("list messages"):
                 self._load_listing(self._pop)
         except BaseException:
@@ -245,6 +236,19 @@ class Pop3Mailbox:
                     f"{_describe(exc)}"
                 ) from exc
         return pop
+
+    def _log_in(self, pop: poplib.POP3) -> None:
+        """Authenticate; a refusal by the server becomes :class:`LoginError`."""
+        try:
+            self._authenticate(pop)
+        except poplib.error_proto as exc:
+            if not isinstance(exc.args[0], bytes):
+                raise  # not a reply: a broken connection, handled as such
+            text = _describe(exc)
+            raise LoginError(
+                f"POP3 {self.name}: log in: {text}",
+                permanent="[SYS/TEMP]" not in text and "[IN-USE]" not in text,
+            ) from exc
 
     def _authenticate(self, pop: poplib.POP3) -> None:
         cfg = self.config

@@ -46,13 +46,14 @@ def pop3_section(
 def customer_mail(n: int, **kw: Any) -> bytes:
     """A mail from a known Account's domain (acme.example): it opens a ticket."""
     kw.setdefault("subject", f"Printer {n} is out of toner")
+    kw.setdefault("date", "Sat, 28 Nov 2026 10:00:00 +0000")  # same bytes on every call
     return build_message(sender=f"user{n}@acme.example", message_id=f"m{n}@acme.example", **kw)
 
 
 def stranger_mail(n: int) -> bytes:
     """A mail nobody's Account matches: it is forwarded."""
     return build_message(sender=f"x{n}@unknown.example", message_id=f"s{n}@unknown.example",
-                         subject=f"Hello {n}")
+                         subject=f"Hello {n}", date="Sat, 28 Nov 2026 10:00:00 +0000")
 
 
 class Sleeps(list[float]):
@@ -139,7 +140,8 @@ def test_leave_on_server_never_processes_a_uidl_twice(
 def test_a_redelivered_copy_is_a_duplicate_and_is_deleted(
     connector_factory: Callable[..., Connector], dovecot: DovecotServer
 ) -> None:
-    dovecot.deliver_many([customer_mail(1), customer_mail(1)])  # same mail, two UIDLs
+    mail = customer_mail(1)  # built once: its Date header is part of the digest
+    dovecot.deliver_many([mail, mail])  # the same mail under two UIDLs
     runner, connector, _ = make_runner(connector_factory, dovecot)
     summary = runner.poll()
     assert (summary.tickets, summary.duplicates, summary.deleted) == (1, 1, 2)

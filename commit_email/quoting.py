@@ -142,7 +142,9 @@ def _builtin_rules() -> tuple[QuoteRule, ...]:
         # line when HTML was flattened), "Sent: …" in the client's language.
         RegexRule.compile(
             "Outlook header block",
-            rf"{_LEAD}(?:{froms})[ \t]*:[^\n]*(?:\n[^\n]*){{0,2}}?(?:^|[ \t])[ \t*]*"
+            # The Sent word must follow whitespace or "*" (a lookbehind, not a consuming
+            # group: "[^\n]*" then "[ \t]+" would backtrack quadratically on long blank runs).
+            rf"{_LEAD}(?:{froms})[ \t]*:[^\n]*(?:\n[^\n]*){{0,2}}?(?<=[\s*])"
             rf"(?:{sents})[ \t]*:(?=[^\n]*\d)",
             key="builtin quote rule 'Outlook header block'",
         ),
@@ -183,7 +185,7 @@ class StrippedText:
         return self.rule is not None
 
 
-_TRAILING_SEPARATOR = re.compile(r"(?:\s*^[ \t]*(?:_{5,}|-{5,})[ \t]*$)+\s*\Z", re.MULTILINE)
+_SEPARATOR_LINE = re.compile(r"[ \t]*(?:_{5,}|-{5,})[ \t]*")
 _LEADING_QUOTE_LINES = re.compile(r"\A(?:[ \t]*(?:>[^\n]*)?\n)*")
 
 
@@ -197,7 +199,14 @@ def _first_cut(text: str, rules: Iterable[QuoteRule]) -> tuple[int, int, str] | 
 
 
 def _tidy(text: str) -> str:
-    return _TRAILING_SEPARATOR.sub("", text).rstrip()
+    """Drop trailing blank and separator lines (Outlook's ``____`` above its header block).
+
+    Line by line on purpose: a regex for "separators then blanks at the end" backtracks
+    exponentially on long runs of them."""
+    lines = text.rstrip().split("\n")
+    while lines and (not lines[-1].strip() or _SEPARATOR_LINE.fullmatch(lines[-1])):
+        lines.pop()
+    return "\n".join(lines).rstrip()
 
 
 def _answer_below_quote(text: str, marker_end: int) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -227,3 +228,24 @@ def test_new_text_above_any_attribution_survives_exactly(
 
     assert result.text == body.rstrip()
     assert result.stripped
+
+
+# Pathological input: every regex here is fed customer text, so none may backtrack
+# super-linearly (each of these took 50 s to 2 min before the rules were fixed).
+ADVERSARIAL = {
+    "From: then a long blank run": "From:" + " " * 200_000,
+    "From: then blanks and stars": "From:" + " *" * 100_000,
+    "three long From lines": ("From:" + " " * 100_000 + "\n") * 3,
+    "separators with trailing blanks": ("-----" + " " * 50 + "\n") * 2000 + "x",
+    "separators and blank lines": ("-----" + " \t" * 30 + "\n \t \n") * 1000 + "x",
+    "many On lines without a verb": ("On 1 " + "y" * 300 + "\n" + "z" * 300 + "\n") * 3000,
+}
+
+
+@pytest.mark.parametrize("name", sorted(ADVERSARIAL))
+def test_pathological_text_is_handled_in_linear_time(name: str) -> None:
+    started = time.perf_counter()
+
+    strip_quotes(ADVERSARIAL[name])
+
+    assert time.perf_counter() - started < 2.0

@@ -128,7 +128,7 @@ def test_kill_minus_nine_at_random_points_loses_and_duplicates_nothing(
             # A random point in the processing: wait for the first new outcome, then a
             # random fraction of the time a few dozen messages take.
             wait_for_progress(db, before, proc)
-            time.sleep(rng.uniform(0.0, 0.06))
+            time.sleep(rng.uniform(0.0, 0.04))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         if processed_count(db) > before and dovecot.message_files():

@@ -227,7 +227,7 @@ def test_the_runner_recovers_from_faults_without_loss_or_duplicates(
         proxy.inject(fault, command, skip=skip)
         proxy.inject(fault, command, skip=skip)  # and again, counting on from the first
         runner, connector, sleeps = make_runner(
-            connector_factory, dovecot, port=proxy.port, timeout=0.5
+            connector_factory, dovecot, port=proxy.port, timeout=1.0
         )
         assert runner.run(once=True) == 0
         assert proxy.pending == 0, "both faults must have fired"

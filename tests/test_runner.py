@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -336,3 +337,28 @@ def test_run_once_with_a_wrong_password_fails_at_once_with_one_line(
     assert result.stderr.strip().splitlines()[-1].startswith("commit-email: error: POP3 ")
     assert "Authentication failed" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_run_once_over_pop3s_with_a_ca_file_relative_to_the_config(
+    tmp_path: Path, dovecot_tls: DovecotServer, cli_env: dict[str, str]
+) -> None:
+    assert dovecot_tls.ca is not None
+    shutil.copy(dovecot_tls.ca.ca_cert, tmp_path / "our-ca.pem")
+    dovecot_tls.deliver_many([customer_mail(1), stranger_mail(2)])
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[connector]\nstate_dir = "state"\n'
+        f'[store]\nurl = "sqlite:///db.sqlite"\n'
+        f'[pop3]\nhost = "{dovecot_tls.host}"\nport = {dovecot_tls.pop3s_port}\n'
+        f'security = "ssl"\nca_file = "our-ca.pem"\n'
+        f'user = "{dovecot_tls.user}"\npassword = "{dovecot_tls.password}"\n'
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "commit_email", "run", "--config", str(config), "--once"],
+        env=cli_env, capture_output=True, text=True, timeout=60, check=False,
+        cwd="/",  # relative paths must resolve against the config file, not the cwd
+    )
+    assert result.returncode == 0, result.stderr
+    assert "poll: fetched=2 " in result.stderr
+    assert dovecot_tls.message_files() == []
+    assert (tmp_path / "db.sqlite").exists()

@@ -435,9 +435,15 @@ _MONIT_PROBLEM_EXACT = frozenset(
 _MONIT_PROBLEM_SUFFIX = (" failed", " exceeded", " matched", " error")
 
 
-def monit_state(event: str) -> AlertState:
-    """Classify a Monit ``$EVENT`` name; changes and unknown events are OTHER."""
+def monit_state(event: str, description: str = "") -> AlertState:
+    """Classify a Monit ``$EVENT`` name; changes and unknown events are OTHER.
+
+    "Action done" follows an administrator's action: a start, restart or monitor is the
+    fix, but a "stop action done" or "unmonitor action done" fixes nothing.
+    """
     word = " ".join(event.lower().split())
+    if word == "action done" and re.search(r"\b(?:stop|unmonitor)\b", description, re.I):
+        return AlertState.OTHER
     if word in _MONIT_RECOVERY_EXACT or word.endswith(_MONIT_RECOVERY_SUFFIX):
         return AlertState.RECOVERY
     if word in _MONIT_PROBLEM_EXACT or word.endswith(_MONIT_PROBLEM_SUFFIX):
@@ -477,7 +483,7 @@ class MonitParser:
             source=self.name,
             host=host,
             service=service,
-            state=monit_state(event),
+            state=monit_state(event, _first(fields, "description")),
             severity=event,
             output=_first(fields, "description"),
             timestamp=_timestamp(_first(fields, "date"), message.date),

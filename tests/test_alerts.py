@@ -351,3 +351,17 @@ def test_a_quoted_alert_in_a_reply_body_is_not_recognised() -> None:
                        alert_message("nagios/service-1-problem").text.splitlines())
     raw = f"From: jane@acme.example\nSubject: about last night\n\nSee below\n\n{quoted}\n"
     assert recognised(Message.from_bytes(raw.encode())) == []
+
+
+@pytest.mark.parametrize(
+    ("description", "state"),
+    [("restart action done", R), ("start action done", R), ("monitor action done", R),
+     ("stop action done", OTHER), ("unmonitor action done", OTHER)],
+)
+def test_monit_action_done_is_a_recovery_only_for_a_start(description: str,
+                                                           state: AlertState) -> None:
+    raw = alert_path("monit/nginx-5-action-done").read_bytes().replace(
+        b"restart action done", description.encode())
+    alert = MonitParser().parse(Message.from_bytes(raw))
+    assert alert is not None
+    assert alert.state is state

@@ -381,8 +381,10 @@ class AutomatedRules:
         if not key:
             return None
         recovered = bool(rule.recovery_contains) and rule.recovery_contains in mail.subject.lower()
+        # the sender's domain keeps two tools' identical key texts apart
+        domain = mail.sender.rpartition("@")[2].lower()
         return Alert(
-            source="rule",
+            source=f"rule:{domain}" if domain else "rule",
             host=key,
             state=AlertState.RECOVERY if recovered else AlertState.PROBLEM,
             output=mail.subject,
@@ -468,7 +470,7 @@ def _alert_note(alert: Alert) -> dict[str, str]:
 
 
 def _description(alert: Alert | None, message: Message) -> str:
-    if alert is None or alert.source == "rule":
+    if alert is None or alert.fields.get("detection_rule"):
         return describe(message)
     first_line = next((ln.strip() for ln in alert.output.splitlines() if ln.strip()), "")
     text = f"{alert.title}: {first_line}" if first_line else alert.title

@@ -267,7 +267,8 @@ def test_inspect_explains_rules_parser_fields_and_key_and_writes_nothing() -> No
     assert notes["automated.detection_rule"] == 0
     assert notes["automated.parser"] == "detection rule 0"
     assert notes["automated.account_rule"] == "3: account_number = 'ACME-002'"
-    assert notes["automated.correlation_key"] == "CRD-ACME2|rule/cpu monitor on acme-ws17/"
+    assert notes["automated.correlation_key"] == (
+        "CRD-ACME2|rule:rmm-datto.example/cpu monitor on acme-ws17/")
     assert connector.sink.list_tickets() == []
 
     report = connector.inspect(raw("icinga2/service-1-problem"))

@@ -198,6 +198,7 @@ class Runner:
             self.last_error = exc
             failure = str(exc)
             tally["errors"] += 1
+        self._flush_outbox()
         summary = PollSummary.from_tally(
             tally, seconds=self._clock() - started, failure=failure
         )
@@ -206,6 +207,14 @@ class Runner:
         else:
             log.info("%s", summary.line())
         return summary
+
+    def _flush_outbox(self) -> None:
+        """Retry mail an earlier pass could not send (SMTP down), even when no new mail came:
+        the connector otherwise flushes only after processing a message."""
+        try:
+            self.connector.flush_outbox()
+        except StoreError as exc:  # the next pass tries again; the poll itself went fine
+            log.warning("could not read the outbox: %s", exc)
 
     def _handle(self, box: Pop3Mailbox, uidl: str, tally: Counter[str]) -> None:
         state = self.connector.state

@@ -15,9 +15,11 @@ import pytest
 from commit_email.config import Config
 from commit_email.model import Account, OutcomeKind
 from commit_email.pipeline import Connector
+from commit_email.runner import Runner
 from commit_email.smtp import SmtpMailer
 from commit_email.store import SQLiteStore
 from commit_email.testing import build_message, make_config, make_connector, memory_store
+from tests.dovecot_fixtures import DovecotServer
 from tests.smtp_fixtures import CapturedMail, SmtpTestServer
 
 pytestmark = pytest.mark.server
@@ -361,3 +363,27 @@ def test_process_command_sends_the_auto_response_through_smtp(
     [got] = smtp_server.messages
     assert got.rcpt_tos == ("jane@customer.example",)
     assert parsed(got)["Subject"] == "[Ticket#1] Scanner broken"
+
+
+def test_run_retries_queued_mail_on_the_next_pass_even_without_new_mail(
+    smtp_server: SmtpTestServer, dovecot: DovecotServer
+) -> None:
+    config = config_for(smtp_server, "support@acme.example", "helpdesk@acme.example", pop3={
+        "host": dovecot.host, "port": dovecot.pop3_port, "security": "plain",
+        "user": dovecot.user, "password": dovecot.password, "timeout": 5.0,
+    })
+    store = memory_store()
+    c = make_connector(config, accounts=(JANE,), store=store,
+                       mailer=SmtpMailer(config.smtp, sleep=lambda s: None))
+    dovecot.deliver(build_message(sender="jane@customer.example", subject="Printer"))
+    # Refused after the message and again at the end of the pass: the server is down a while.
+    smtp_server.script("RCPT", "451 4.3.0 try again later", "451 4.3.0 try again later")
+
+    assert Runner(config, c, sleep=lambda s: None).run(once=True) == 0
+    assert smtp_server.messages == []
+    assert len(store.pending_mail()) == 1  # the ticket is there, the answer waits
+
+    assert Runner(config, c, sleep=lambda s: None).run(once=True) == 0  # the mailbox is empty
+
+    assert [parsed(m)["Subject"] for m in smtp_server.messages] == ["[Ticket#1] Printer"]
+    assert store.pending_mail() == []

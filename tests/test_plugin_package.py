@@ -2,8 +2,9 @@
 
 ``tests/plugin_pkg`` is a real distribution (its own pyproject.toml, entry point in group
 ``commit_email``). It is pip-installed into a throw-away virtualenv that sees the global
-site-packages (pluggy, lxml, … are already there; ``--no-deps --no-build-isolation`` keeps
-it offline), and ``python -m commit_email process`` run in that venv picks the parser up.
+site-packages and, through a .pth file, the running suite's own (pluggy, lxml, … are there;
+``--no-deps --no-build-isolation`` keeps it offline), and ``python -m commit_email process``
+run in that venv picks the parser up.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -50,6 +52,14 @@ def plugin_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip",
                     str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
+    # --system-site-packages reaches the base interpreter only; when the suite itself runs in
+    # a virtualenv (CI's .venv) the dependencies live there, so make them visible too.
+    child_site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True, capture_output=True, text=True, timeout=60,
+    ).stdout.strip()
+    ours = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    Path(child_site, "_commit_email_test_parent.pth").write_text("\n".join(sorted(ours)) + "\n")
     subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet",
          "--no-deps", "--no-build-isolation", "--no-index", str(PLUGIN_PKG)],

@@ -7,6 +7,7 @@ import warnings
 from datetime import UTC, datetime
 
 import pytest
+from corpus import corpus_messages, require_corpus
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -365,3 +366,11 @@ def test_monit_action_done_is_a_recovery_only_for_a_start(description: str,
     alert = MonitParser().parse(Message.from_bytes(raw))
     assert alert is not None
     assert alert.state is state
+
+
+def test_no_message_of_the_third_party_corpus_is_taken_for_an_alert() -> None:
+    paths = corpus_messages(require_corpus())
+    assert len(paths) > 100
+    for path in paths:
+        message = Message.from_bytes(path.read_bytes())
+        assert recognised(message) == [], path

@@ -172,7 +172,7 @@ class AutoResponder:
         mail = OutgoingMail(kind="auto_response", sender=sender, recipients=(to,), raw=raw,
                             message_id=message_id, ticket=ticket.rec_id)
         ctx.state.record_sent_message_id(message_id, ticket.rec_id)
-        self.guard.record_response(to, ctx.state, ctx.now)
+        self.guard.record_response(message, ctx.state, ctx.now)
         ctx.send(mail)
         verb = "would go" if ctx.dry_run else "queued"  # inspect sends nothing
         ctx.note("auto_response", f"{verb} to {to} as <{message_id}>")

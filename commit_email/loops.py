@@ -219,8 +219,21 @@ class LoopGuard:
             reason = robot_sender_reason(candidate) or self.ignored_sender_reason(candidate)
             if reason is not None:
                 return reason
-        return self.rate_limit_reason(address, state, now)
+        for candidate in self.rate_limited_addresses(message):
+            reason = self.rate_limit_reason(candidate, state, now)
+            if reason is not None:
+                return reason
+        return None
 
-    def record_response(self, address: str, state: ConnectorState, now: datetime) -> None:
-        """Count an auto-response against ``address``'s rate limit."""
-        state.record_auto_response(address.lower(), now)
+    def rate_limited_addresses(self, message: Message) -> tuple[str, ...]:
+        """The addresses an auto-response counts against: the one it goes to and From.
+
+        Both, because a VERP/SRS Return-Path (``bounce-7f3a-jane=x@mailer.example``) is new on
+        every mail, and a limit on it alone would never be reached."""
+        return tuple(a for a in dict.fromkeys((self.responder_address(message), message.sender))
+                     if a)
+
+    def record_response(self, message: Message, state: ConnectorState, now: datetime) -> None:
+        """Count an auto-response to ``message`` against its addresses' rate limits."""
+        for address in self.rate_limited_addresses(message):
+            state.record_auto_response(address.lower(), now)

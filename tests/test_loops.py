@@ -172,10 +172,11 @@ def test_rate_limit_counts_per_sender_inside_the_window() -> None:
     guard = LoopGuard(config(max_auto_responses_per_sender=2, auto_response_window=600))
     jane = msg()
     with store.transaction():
-        guard.record_response("jane@customer.example", store, NOW - timedelta(seconds=700))
-        guard.record_response("jane@customer.example", store, NOW - timedelta(seconds=100))
+        guard.record_response(jane, store, NOW - timedelta(seconds=700))
+        guard.record_response(jane, store, NOW - timedelta(seconds=100))
         assert guard.no_response_reason(jane, store, NOW) is None  # one inside the window
-        guard.record_response("JANE@customer.example", store, NOW - timedelta(seconds=50))
+        guard.record_response(msg(sender="JANE@customer.example"), store,
+                              NOW - timedelta(seconds=50))
 
         got = guard.no_response_reason(jane, store, NOW)
 
@@ -187,12 +188,29 @@ def test_rate_limit_survives_a_restart(tmp_path: object) -> None:
     path = f"{tmp_path}/state.db"
     guard = LoopGuard(config(max_auto_responses_per_sender=1))
     with SQLiteStore(path) as store, store.transaction():
-        guard.record_response("jane@customer.example", store, NOW)
+        guard.record_response(msg(), store, NOW)
 
     with SQLiteStore(path) as reopened:
         got = guard.no_response_reason(msg(), reopened, NOW + timedelta(seconds=1))
 
     assert got is not None and "rate limit" in got
+
+
+def test_a_new_verp_return_path_on_every_mail_does_not_reset_the_limit() -> None:
+    store = memory_store()
+    guard = LoopGuard(config(max_auto_responses_per_sender=2))
+
+    def verp(n: int) -> Message:
+        return msg(headers={"Return-Path": f"<srs0=h{n}=jane=customer.example@fwd.example>"})
+
+    with store.transaction():
+        for n in range(2):
+            assert guard.no_response_reason(verp(n), store, NOW) is None
+            guard.record_response(verp(n), store, NOW)
+
+        got = guard.no_response_reason(verp(2), store, NOW)
+
+    assert got is not None and "jane@customer.example" in got
 
 
 def test_responder_address_prefers_the_envelope_sender() -> None:

@@ -34,12 +34,19 @@ if [ -z "${COMMIT_EMAIL_CORPUS:-}" ] && [ -d "$ROOT/../shared/corpus" ]; then
 fi
 
 echo "== ruff"
-"$VENV/bin/ruff" check commit_email tests tools
+"$VENV/bin/ruff" check commit_email tests tools benchmarks
 echo "== mypy (strict)"
 "$VENV/bin/mypy"
 echo "== docs (generated reference current, mkdocs --strict: warnings are errors)"
 "$PY" tools/gen_reference.py --check
 "$PY" -m mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
+
+echo "== benchmarks, smoke size (the scripts work and check their results; no timing judged)"
+for bench in common process_bench matching_bench memory_bench rules_bench pop3_bench; do
+    [ -f "benchmarks/$bench.py" ] || continue
+    echo "-- benchmarks/$bench.py --smoke"
+    "$PY" "benchmarks/$bench.py" --smoke | tail -n 1
+done
 
 echo "== pytest"
 set +e

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 from corpus import require_corpus
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from commit_email.bounces import delivery_summary, embedded_message_ids, looks_like_bounce
 from commit_email.message import Message
@@ -237,3 +239,32 @@ def test_corpus_has_no_other_reports() -> None:
 def test_corpus_path_exists_when_set() -> None:
     root = require_corpus()
     assert all((root / name).is_file() for name in CORPUS_REPORTS), Path(root)
+
+
+# Properties -------------------------------------------------------------------------------
+
+_junk = st.binary(max_size=300).map(lambda b: b.replace(b"--9F1C2", b""))
+
+
+@settings(max_examples=60, deadline=None)
+@given(status=_junk, embedded=_junk,
+       embedded_type=st.sampled_from([b"message/rfc822", b"text/rfc822-headers",
+                                      b"message/global", b"text/plain"]))
+def test_any_report_is_ignored_never_quarantined(
+    status: bytes, embedded: bytes, embedded_type: bytes
+) -> None:
+    raw = (
+        b"From: MAILER-DAEMON@mx.example\r\nTo: support@acme.example\r\n"
+        b"Subject: Undelivered\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/report; report-type=delivery-status; boundary="9F1C2"\r\n'
+        b"\r\n--9F1C2\r\nContent-Type: message/delivery-status\r\n\r\n" + status
+        + b"\r\n--9F1C2\r\nContent-Type: " + embedded_type + b"\r\n\r\n" + embedded
+        + b"\r\n--9F1C2--\r\n"
+    )
+    mailer = RecordingMailer()
+    c = connector(mailer, accounts=(JANE, Account(rec_id="CRD-MX", email1="mx.example")))
+
+    outcome = c.process(raw)
+
+    assert outcome.kind is OutcomeKind.IGNORED, outcome.detail
+    assert mailer.sent == []

@@ -44,6 +44,11 @@ echo "== docs (generated reference current, mkdocs --strict: warnings are errors
 echo "== benchmarks, smoke size (the scripts work and check their results; no timing judged)"
 for bench in common process_bench matching_bench memory_bench rules_bench pop3_bench; do
     [ -f "benchmarks/$bench.py" ] || continue
+    if [ "$bench" = pop3_bench ] && { [ "$(id -u)" != 0 ] || ! command -v dovecot >/dev/null; } \
+            && [ "${CI:-}" != true ]; then
+        echo "!! skipping pop3_bench: it needs root and dovecot (it fails instead under CI=true)"
+        continue
+    fi
     echo "-- benchmarks/$bench.py --smoke"
     "$PY" "benchmarks/$bench.py" --smoke | tail -n 1
 done

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -47,6 +46,7 @@ from .hookspecs import hookimpl
 from .message import Message
 from .model import AccountKind, Match, Outcome, OutcomeKind, Ticket
 from .pipeline import AUTOMATED_ORDER, Context, Stage, describe
+from .protocols import ConnectorState
 
 __all__ = [
     "NOTICE_ENTRY",
@@ -403,33 +403,28 @@ class RecoveryMemory:
     PROBLEM it ends (two relays, a retried delivery, one POP3 batch read in server order).
     The rule: a recovery is remembered with its own event time for ``memory`` seconds of
     processing time; a problem for the same key whose event time is not later than that
-    recovery is stale and opens nothing (``alert_skipped``). The memory lives as long as the
-    connector (one ``run`` or ``process``); it is bounded so a flood of keys cannot grow it
-    without limit. (The converse — a late recovery must not close a newer problem's ticket —
-    needs no memory: the ticket's history has the problems' times.)
+    recovery is stale and opens nothing (``alert_skipped``). The memory is kept in the
+    connector's state, in the message's transaction: it survives restarts, a rolled-back
+    message (``inspect``, a quarantined one) teaches it nothing, and expired entries are
+    pruned as new ones arrive. (The converse — a late recovery must not close a newer
+    problem's ticket — needs no memory: the ticket's history has the problems' times.)
     """
 
-    def __init__(self, memory: float, *, max_keys: int = 10_000) -> None:
+    def __init__(self, memory: float) -> None:
         self._memory = timedelta(seconds=memory)
-        self._max_keys = max_keys
-        self._seen: OrderedDict[str, tuple[datetime, datetime]] = OrderedDict()
 
-    def remember(self, key: str, event_time: datetime, now: datetime) -> None:
-        previous = self._seen.pop(key, None)
-        if previous is not None and previous[0] > event_time:
-            event_time = previous[0]  # keep the latest recovery
-        self._seen[key] = (event_time, now)
-        while len(self._seen) > self._max_keys:
-            self._seen.popitem(last=False)
+    def remember(self, state: ConnectorState, key: str, event_time: datetime,
+                 now: datetime) -> None:
+        state.remember_recovery(key, event_time, now, expire_before=now - self._memory)
 
-    def recovered_since(self, key: str, event_time: datetime, now: datetime) -> datetime | None:
+    def recovered_since(self, state: ConnectorState, key: str, event_time: datetime,
+                        now: datetime) -> datetime | None:
         """The remembered recovery that makes a problem at ``event_time`` stale, if any."""
-        entry = self._seen.get(key)
+        entry = state.recovery_of(key)
         if entry is None:
             return None
         recovered_at, remembered_at = entry
         if now - remembered_at > self._memory:
-            del self._seen[key]
             return None
         return recovered_at if recovered_at >= event_time else None
 
@@ -621,7 +616,7 @@ class AutomatedStage:
                                  f"{alert.fields.get('notification_type') or alert.state.value}"
                                  f" notice without an open ticket: {alert.title}", None, match)
         when = _event_time(alert, message, ctx.now)
-        recovered = self._recoveries.recovered_since(key, when, ctx.now)
+        recovered = self._recoveries.recovered_since(ctx.state, key, when, ctx.now)
         if recovered is not None:
             ctx.note("automated.stale_problem", f"recovered at {recovered.isoformat()}")
             return self._outcome(OutcomeKind.ALERT_SKIPPED,
@@ -634,8 +629,7 @@ class AutomatedStage:
 
     def _recovery(self, message: Message, alert: Alert, key: str, match: Match, ctx: Context, *,
                   open_ticket: Ticket | None) -> Outcome:
-        if not ctx.dry_run:
-            self._recoveries.remember(key, _event_time(alert, message, ctx.now), ctx.now)
+        self._recoveries.remember(ctx.state, key, _event_time(alert, message, ctx.now), ctx.now)
         if open_ticket is None:
             return self._outcome(OutcomeKind.ALERT_SKIPPED,
                                  f"recovery of {alert.title} without an open ticket", None, match)

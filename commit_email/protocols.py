@@ -214,6 +214,17 @@ class ConnectorState(Protocol):
 
     def record_auto_response(self, sender: str, at: datetime) -> None: ...
 
+    def remember_recovery(
+        self, key: str, event_time: datetime, at: datetime, *, expire_before: datetime
+    ) -> None:
+        """Remember that the alert with correlation ``key`` recovered at ``event_time`` (keep
+        the latest), noted at ``at``; forget every recovery noted before ``expire_before``."""
+        ...
+
+    def recovery_of(self, key: str) -> tuple[datetime, datetime] | None:
+        """(recovered at, noted at) of the remembered recovery of ``key``, or None."""
+        ...
+
 
 @runtime_checkable
 class Mailer(Protocol):

@@ -19,7 +19,7 @@ import sqlite3
 import string
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -105,6 +105,10 @@ CREATE TABLE IF NOT EXISTS sent_ids (
 CREATE TABLE IF NOT EXISTS auto_responses (sender TEXT NOT NULL, at TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS auto_responses_sender ON auto_responses (sender, at);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS recoveries (
+    key TEXT PRIMARY KEY, event_time TEXT NOT NULL, remembered TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS recoveries_age ON recoveries (remembered);
 """
 
 _ACCOUNT_COLUMNS = (
@@ -180,6 +184,10 @@ class OutboxEntry:
 
 def _iso(value: datetime) -> str:
     return value.isoformat()
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _dt(value: str) -> datetime:
@@ -689,6 +697,24 @@ class SQLiteStore:
         self._execute(
             "INSERT INTO auto_responses (sender, at) VALUES (?, ?)", (sender.lower(), _iso(at))
         )
+
+    def remember_recovery(
+        self, key: str, event_time: datetime, at: datetime, *, expire_before: datetime
+    ) -> None:
+        # Times are stored in UTC so that the text comparison below is a time comparison.
+        self._execute("DELETE FROM recoveries WHERE remembered < ?", (_iso(_utc(expire_before)),))
+        self._execute(
+            "INSERT INTO recoveries (key, event_time, remembered) VALUES (?, ?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET event_time = max(event_time, excluded.event_time),"
+            " remembered = excluded.remembered",
+            (key, _iso(_utc(event_time)), _iso(_utc(at))),
+        )
+
+    def recovery_of(self, key: str) -> tuple[datetime, datetime] | None:
+        row = self._execute(
+            "SELECT event_time, remembered FROM recoveries WHERE key = ?", (key,)
+        ).fetchone()
+        return (_dt(row[0]), _dt(row[1])) if row else None
 
     def import_accounts(self, accounts: Iterable[Account]) -> int:
         """Insert or replace many Cards in one transaction; returns how many."""

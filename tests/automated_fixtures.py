@@ -9,6 +9,7 @@ from typing import Any
 
 from commit_email.model import Account
 from commit_email.pipeline import Connector
+from commit_email.store import SQLiteStore
 from commit_email.testing import RecordingMailer, make_config, make_connector
 
 PLUGIN_PKG = Path(__file__).parent / "plugin_pkg"
@@ -56,10 +57,11 @@ def load_rmm_plugin() -> ModuleType:
 
 def automated_connector(
     *, plugins: tuple[object, ...] = (), mailer: RecordingMailer | None = None,
-    **automated: Any,
+    store: SQLiteStore | None = None, **automated: Any,
 ) -> Connector:
     settings: dict[str, Any] = {"account": ACCOUNT_RULES, "detection": [DATTO_RULE]}
     settings.update(automated)
     config = make_config(automated=settings,
                          email_to_ticket={"auto_response": False})
-    return make_connector(config, accounts=ACCOUNTS, plugins=list(plugins), mailer=mailer)
+    return make_connector(config, accounts=ACCOUNTS, plugins=list(plugins), mailer=mailer,
+                          store=store)

@@ -111,6 +111,18 @@ def test_a_repeat_delivered_after_the_recovery_does_not_reopen() -> None:
     assert len(connector.sink.list_tickets()) == 1
 
 
+def test_recovery_memory_survives_a_restart(tmp_path: Path) -> None:
+    from commit_email.store import SQLiteStore
+
+    before = automated_connector(store=SQLiteStore(tmp_path / "commit.db"))
+    assert before.process(raw("nagios/service-3-recovery")).kind is SKIPPED
+    before.state.close()  # type: ignore[attr-defined]
+    after = automated_connector(store=SQLiteStore(tmp_path / "commit.db"))
+    outcome = after.process(raw("nagios/service-1-problem"))
+    assert outcome.kind is SKIPPED and "already recovered" in outcome.detail
+    assert after.sink.list_tickets() == []
+
+
 def test_recovery_memory_expires() -> None:
     connector = automated_connector(recovery_memory=0.0)
     connector.process(raw("nagios/service-3-recovery"))

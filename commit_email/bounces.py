@@ -96,29 +96,9 @@ def delivery_summary(message: Message) -> str:
     return "\n".join(lines)
 
 
-_DAEMON_LOCAL_PART = re.compile(r"^(?:mailer-daemon|mail-daemon|postmaster)$", re.IGNORECASE)
-_BOUNCE_WORDS = re.compile(
-    r"undeliver|returned mail|returned to sender|delivery (?:status|failure|failed|has failed"
-    r"|notification|problem)|failure notice|non-?delivery|could not be delivered|mail system "
-    r"error|unzustellbar|nicht zugestellt|non remis|no entregado",
-    re.IGNORECASE,
-)
-
-
 def looks_like_bounce(message: Message) -> bool:
-    """The core's verdict, plus the non-standard bounces it misses: a mail daemon (or an
-    empty envelope sender) whose subject says so or that carries the returned message."""
-    if message.is_bounce or is_report(message):
-        return True
-    local = message.sender.partition("@")[0]
-    if not (_DAEMON_LOCAL_PART.match(local) or message.return_path == ""):
-        return False
-    if _BOUNCE_WORDS.search(message.subject):
-        return True
-    return any(
-        part.get_content_type() in ("message/rfc822", "text/rfc822-headers")
-        for part in email.message_from_bytes(message.raw).walk()
-    )
+    """Whether the message is a bounce or other delivery report (``Message.is_bounce``)."""
+    return message.is_bounce
 
 
 def _report_kind(message: Message) -> str:

@@ -69,33 +69,23 @@ def robot_sender_reason(address: str) -> str | None:
     return None
 
 
-_OOF_SUBJECT = re.compile(
-    r"^\s*(?:automatic reply|auto(?:matic)?[- ]?(?:reply|response)|automatische antwort"
-    r"|abwesenheitsnotiz|r[ée]ponse automatique|respuesta autom[áa]tica|automatisch antwoord"
-    r"|automatiskt svar|automatisk svar|autosvar|risposta automatica|resposta autom[áa]tica"
-    r"|out of (?:the )?office|fuera de la oficina|absence)\s*:",
-    re.IGNORECASE,
-)
-_KEYWORD = re.compile(r"[a-z][a-z-]*")
 
 
 def auto_submitted_keyword(message: Message) -> str | None:
     """``Auto-Submitted``'s keyword without parameters or comments (RFC 3834 allows both:
     ``auto-replied (vacation)``, ``auto-generated; owner-email=...``)."""
-    value = (message.header("Auto-Submitted") or "").strip().lower()
-    match = _KEYWORD.match(value)
-    return match.group(0) if match else None
+    return message.auto_submitted
 
 
 def auto_reply_reason(message: Message) -> str | None:
-    """Out-of-office and other auto-replies the core filter's flag misses: a commented
-    ``Auto-Submitted: auto-replied (vacation)``, or the subject prefix Outlook and
-    Exchange put on out-of-office replies in the user's language."""
-    if auto_submitted_keyword(message) == "auto-replied":
+    """Why the message is an auto-reply (out-of-office and the like), or None."""
+    if not message.is_auto_reply:
+        return None
+    if message.auto_submitted == "auto-replied":
         return "auto-reply (Auto-Submitted: auto-replied)"
-    if _OOF_SUBJECT.match(message.subject):
+    if ":" in message.subject:
         return f"out-of-office reply ({message.subject.split(':')[0].strip()})"
-    return None
+    return "auto-reply"
 
 
 def _header_reasons(message: Message) -> Iterator[str]:

@@ -360,19 +360,30 @@ class Attachment:
         return len(self.data)
 
 
-_BOUNCE_SUBJECT = re.compile(
-    r"^\s*(undeliver(ed|able)|delivery (status notification|failure|has failed)|"
-    r"returned mail|failure notice|mail delivery (failed|failure|subsystem)|"
-    r"non[- ]?delivery|unzustellbar|nicht zustellbar|non remis|message not delivered)",
+#: Words of a bounce's subject, in the languages mail servers answer in.
+_BOUNCE_WORDS = re.compile(
+    r"undeliver|returned mail|returned to sender|delivery (?:status|failure|failed|has failed"
+    r"|notification|problem)|failure notice|mail delivery (?:failed|failure|subsystem)"
+    r"|non-?delivery|could not be delivered|message not delivered|mail system error"
+    r"|unzustellbar|nicht zugestellt|nicht zustellbar|non remis|no entregado",
     re.IGNORECASE,
 )
-_BOUNCE_SENDER = re.compile(r"^(mailer-daemon|postmaster|mail-daemon)@", re.IGNORECASE)
-_AUTO_REPLY_SUBJECT = re.compile(
-    r"^\s*(auto(matic)?[- ]?(reply|response|antwort)|out of (the )?office|"
-    r"abwesenheitsnotiz|r[ée]ponse automatique|absence|respuesta autom[aá]tica|"
-    r"automatisch antwoord|autosvar|fuera de la oficina|i am out of the office)",
+_DAEMON_LOCAL_PART = re.compile(r"^(?:mailer-daemon|mail-daemon|postmaster)$", re.IGNORECASE)
+#: The subject prefix Outlook and Exchange put on out-of-office replies, in the user's
+#: language: with its colon it is a robot's, without one it may be a person's words.
+_OOF_PREFIX = re.compile(
+    r"^\s*(?:automatic reply|auto(?:matic)?[- ]?(?:reply|response)|automatische antwort"
+    r"|abwesenheitsnotiz|r[ée]ponse automatique|respuesta autom[áa]tica|automatisch antwoord"
+    r"|automatiskt svar|automatisk svar|autosvar|risposta automatica|resposta autom[áa]tica"
+    r"|out of (?:the )?office|fuera de la oficina|absence)\s*:",
     re.IGNORECASE,
 )
+_OOF_WORDS = re.compile(
+    r"^\s*(?:auto(?:matic)?[- ]?(?:reply|response|antwort)|out of (?:the )?office"
+    r"|abwesenheitsnotiz|i am out of the office)",
+    re.IGNORECASE,
+)
+_KEYWORD = re.compile(r"[a-z][a-z-]*")
 
 
 def _part_filename(part: _StdMessage) -> str:
@@ -513,8 +524,10 @@ class Message:
         date = parse_date(date_header)
         if date_header and date is None:
             defects.append(f"unparseable Date {date_header!r}")
-        auto_submitted = first("auto-submitted")
-        auto_submitted = auto_submitted.split(";")[0].strip().lower() if auto_submitted else None
+        # RFC 3834 allows parameters and comments: "auto-replied (vacation)", "auto-generated;
+        # owner-email=...". The keyword is what counts.
+        keyword = _KEYWORD.match((first("auto-submitted") or "").strip().lower())
+        auto_submitted = keyword.group(0) if keyword else None
 
         text, html, attachments, is_report, body_defects = _bodies(std)
         defects.extend(body_defects)
@@ -537,7 +550,8 @@ class Message:
             in_reply_to=_message_ids(first("in-reply-to")),
             references=_message_ids(first("references")),
             auto_submitted=auto_submitted,
-            is_bounce=_is_bounce(std, from_, subject, is_report),
+            is_bounce=_is_bounce(std, from_=from_, return_path=return_path, subject=subject,
+                                 is_report=is_report, attachments=attachments),
             is_auto_reply=_is_auto_reply(std, auto_submitted, subject),
             content_type=std.get_content_type(),
             headers=headers,
@@ -612,15 +626,29 @@ def _decode_part(part: _StdMessage, data: bytes) -> tuple[str, str | None]:
     return text.replace("\r\n", "\n"), defect
 
 
-def _is_bounce(std: _StdMessage, from_: Address | None, subject: str, is_report: bool) -> bool:
+def _is_bounce(
+    std: _StdMessage,
+    *,
+    from_: Address | None,
+    return_path: str | None,
+    subject: str,
+    is_report: bool,
+    attachments: tuple[Attachment, ...],
+) -> bool:
     if is_report:
         # Every multipart/report is machine-made: delivery status (DSN), read receipts
         # (disposition-notification) and abuse complaints (ARF feedback-report) alike.
         return True
     if "x-failed-recipients" in std:
         return True
-    sender = from_.normalized if from_ else ""
-    return bool(_BOUNCE_SENDER.match(sender) and _BOUNCE_SUBJECT.search(subject))
+    # Non-standard bounces (qmail, old Exchange, "Mail System Error"): a mail daemon, or an
+    # empty envelope sender, whose subject says so or that returns the message.
+    local = from_.normalized.partition("@")[0] if from_ else ""
+    if not (_DAEMON_LOCAL_PART.match(local) or return_path == ""):
+        return False
+    return bool(_BOUNCE_WORDS.search(subject)) or any(
+        a.content_type in ("message/rfc822", "text/rfc822-headers") for a in attachments
+    )
 
 
 def _is_auto_reply(std: _StdMessage, auto_submitted: str | None, subject: str) -> bool:
@@ -629,13 +657,10 @@ def _is_auto_reply(std: _StdMessage, auto_submitted: str | None, subject: str) -
     if any(h in std for h in ("x-autoreply", "x-autorespond", "x-autoreply-from")):
         return True
     precedence = str(std.get("precedence", "")).strip().lower()
-    if precedence == "auto_reply":
+    if precedence == "auto_reply" or _OOF_PREFIX.match(subject):
         return True
-    suppress = str(std.get("x-auto-response-suppress", "")).lower()
-    # Outlook/Exchange out-of-office replies carry "X-Auto-Response-Suppress: All" plus the
-    # subject prefix; the header alone is also on ordinary mail and proves nothing.
-    return bool(_AUTO_REPLY_SUBJECT.match(subject)) and (
-        bool(auto_submitted and auto_submitted != "no") or bool(suppress) or precedence != ""
-        or subject.lower().startswith(("automatic reply", "auto-reply", "autoreply",
-                                       "out of office", "abwesenheitsnotiz"))
-    )
+    # "Out of office" without the colon could be a person's subject; it takes a robot's
+    # header as well (X-Auto-Response-Suppress alone is on ordinary Outlook mail too).
+    suppress = str(std.get("x-auto-response-suppress", "")).strip()
+    robot = bool(auto_submitted and auto_submitted != "no") or bool(suppress) or bool(precedence)
+    return robot and bool(_OOF_WORDS.match(subject))

@@ -229,3 +229,32 @@ def test_from_bytes_never_raises_on_hostile_headers(
     raw = b"".join(f"{k}: {v}\r\n".encode() for k, v in headers) + b"\r\n" + body
     m = Message.from_bytes(raw)
     assert m.date is None or m.date.tzinfo is not None
+
+
+def test_auto_submitted_keyword_ignores_comments_and_parameters() -> None:
+    vacation = Message.from_bytes(build_message(headers={
+        "Auto-Submitted": "auto-replied (vacation)"}))
+    assert vacation.auto_submitted == "auto-replied" and vacation.is_auto_reply
+    generated = Message.from_bytes(build_message(headers={
+        "Auto-Submitted": "auto-generated; owner-email=ops@example.com"}))
+    assert generated.auto_submitted == "auto-generated" and not generated.is_auto_reply
+
+
+def test_localised_out_of_office_prefixes() -> None:
+    for subject in ("Automatische Antwort: Drucker", "Réponse automatique : Imprimante",
+                    "Autosvar: Skrivare"):
+        assert Message.from_bytes(build_message(subject=subject)).is_auto_reply, subject
+    assert not Message.from_bytes(build_message(subject="Out of office laptop broken")
+                                  ).is_auto_reply
+
+
+def test_non_standard_bounce_from_a_mail_daemon() -> None:
+    returned = build_message(subject="Original", sender="support@msp.example")
+    raw = crlf(
+        "From: postmaster@mx.example\nSubject: Mail System Error - Returned Mail\n"
+        'MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="b"\n\n'
+        "--b\nContent-Type: text/plain\n\nI could not deliver it.\n"
+        "--b\nContent-Type: message/rfc822\n\n") + returned + crlf("\n--b--\n")
+    assert Message.from_bytes(raw).is_bounce
+    person = build_message(sender="postmaster@customer.example", subject="Printer")
+    assert not Message.from_bytes(person).is_bounce

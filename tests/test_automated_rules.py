@@ -228,6 +228,14 @@ def test_literal_finder_finds_exactly_the_contained_literals(literals: list[str]
     }
 
 
+def test_literal_finder_finds_literals_overlapping_a_longer_match() -> None:
+    # "probe #12" matches at 0; "be #1" and "#12 rep" start inside it, "probe #1" is its
+    # prefix: each search resumes one character after the previous match's start
+    finder = LiteralFinder(["probe #12", "Probe #1", "be #1", "#12 rep", "reports", "zzz"])
+    assert finder.found_in("probe #12 reports") == {
+        "probe #12", "probe #1", "be #1", "#12 rep", "reports"}
+
+
 def test_compiled_rules_from_default_config_detect_nothing() -> None:
     r = AutomatedRules(AutomatedConfig())
     assert r.detect(mail(subject="Alert")) is None

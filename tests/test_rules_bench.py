@@ -23,4 +23,11 @@ def test_rules_benchmark_smoke() -> None:
     # flakes on a loaded 2-core CI machine (it did: 15x under load).
     assert report["ratio_1000_vs_10"] > 0
     assert report["linear_scan_us_1000_rules"] > 0
+    # every figure is reported over the repetitions, the ratio taken per repetition
+    ratio = report["ratio_1000_vs_10_stats"]
+    assert ratio["min"] <= ratio["median"] <= ratio["max"]
+    assert len(ratio["samples"]) == report["reps"]
+    for key in ("per_message_us_10_rules_stats", "per_message_us_1000_rules_stats"):
+        assert 0 < report[key]["min"] <= report[key]["median"] <= report[key]["max"]
+    assert report["pipeline_ratio_1000_vs_10_stats"]["min"] > 0
     assert human.startswith("rules: ")

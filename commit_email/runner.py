@@ -114,6 +114,7 @@ class Runner:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         progress_interval: float = 10.0,
+        messages_per_session: int = 500,
     ) -> None:
         self.config = config
         self.connector = connector
@@ -122,6 +123,8 @@ class Runner:
         self._rng = rng or random.Random()
         self._clock = clock
         self.progress_interval = progress_interval
+        #: QUIT (applying the deletions) and reconnect after this many fetched messages
+        self.messages_per_session = max(1, messages_per_session)
         # A plain flag, not a threading.Event: the signal handler sets it, and Event.set()
         # could deadlock if the signal lands while the main thread holds the Event's lock.
         self._stop_requested = False
@@ -178,35 +181,87 @@ class Runner:
     # -- one poll ----------------------------------------------------------------------------
 
     def poll(self) -> PollSummary:
-        """Connect, handle every message, QUIT; logs and returns the summary."""
+        """Handle every message, in one session or several; logs and returns the summary."""
         tally: Counter[str] = Counter()
-        started = self._clock()
+        progress = _Progress(started=self._clock())
         failure = ""
         try:
-            with self._mailbox_factory() as box:
-                uidls = box.uidls()
-                if uidls:
-                    log.debug("%s: %d messages on the server", box.name, len(uidls))
-                last_progress = started
-                for done, uidl in enumerate(uidls):
-                    if self.stopping:
-                        tally["remaining"] = len(uidls) - done
-                        break
-                    self._handle(box, uidl, tally)
-                    last_progress = self._progress(done + 1, len(uidls), started, last_progress)
+            while self._session(tally, progress):
+                log.debug("reconnecting: the deletions so far are applied, the rest follows")
         except (SourceError, StoreError) as exc:
             self.last_error = exc
             failure = str(exc)
             tally["errors"] += 1
         self._flush_outbox()
         summary = PollSummary.from_tally(
-            tally, seconds=self._clock() - started, failure=failure
+            tally, seconds=self._clock() - progress.started, failure=failure
         )
         if summary.failed:
             log.warning("%s", summary.line())
         else:
             log.info("%s", summary.line())
         return summary
+
+    def _session(self, tally: Counter[str], progress: _Progress) -> bool:
+        """Connect, handle messages, DELE the finished ones in one batch, QUIT.
+
+        POP3 applies deletions only at QUIT, so a DELE sent the moment a message is done
+        is no safer than one sent just before QUIT; batching them saves a round trip per
+        message. A session ends after ``messages_per_session`` fetched messages (True is
+        returned, the caller reconnects) so that a crash late in a long backlog costs at
+        most that many messages fetched again.
+        """
+        with self._mailbox_factory() as box:
+            uidls = box.uidls()
+            if uidls:
+                log.debug("%s: %d messages on the server", box.name, len(uidls))
+            progress.begin_session(len(uidls))
+            doomed: list[str] = []
+            try:
+                more = self._handle_all(box, uidls, doomed, tally, progress)
+            except (SourceError, StoreError):
+                # Whatever is done and recorded may still be deleted if the session is
+                # usable (a -ERR, a store failure); it is only an optimisation.
+                if box.connected:
+                    with contextlib.suppress(SourceError):
+                        self._delete(box, doomed, tally)
+                raise
+            self._delete(box, doomed, tally)
+            return more
+
+    def _handle_all(
+        self,
+        box: Pop3Mailbox,
+        uidls: list[str],
+        doomed: list[str],
+        tally: Counter[str],
+        progress: _Progress,
+    ) -> bool:
+        """Handle the session's messages in order; True if it stopped at the session limit."""
+        fetched_before = tally["fetched"]
+        for done, uidl in enumerate(uidls):
+            if self.stopping:
+                tally["remaining"] += len(uidls) - done
+                return False
+            if tally["fetched"] - fetched_before >= self.messages_per_session:
+                return True
+            if self._handle(box, uidl, tally):
+                doomed.append(uidl)
+            self._progress(progress)
+        return False
+
+    def _delete(self, box: Pop3Mailbox, doomed: list[str], tally: Counter[str]) -> None:
+        """DELE the finished messages (pipelined if the server allows); QUIT applies them."""
+        if not doomed:
+            return
+        refused = box.delete_many(doomed)
+        tally["deleted"] += len(doomed) - len(refused)
+        for uidl, reason in refused:
+            log.error("%s: DELE refused (%s); the message stays for the next poll", uidl, reason)
+        if refused:
+            raise SourceError(
+                f"POP3 {box.name}: DELE refused for {len(refused)} of {len(doomed)} messages"
+            )
 
     def _flush_outbox(self) -> None:
         """Retry mail an earlier pass could not send (SMTP down), even when no new mail came:
@@ -216,46 +271,43 @@ class Runner:
         except StoreError as exc:  # the next pass tries again; the poll itself went fine
             log.warning("could not read the outbox: %s", exc)
 
-    def _handle(self, box: Pop3Mailbox, uidl: str, tally: Counter[str]) -> None:
+    def _handle(self, box: Pop3Mailbox, uidl: str, tally: Counter[str]) -> bool:
+        """Process one message; True when it is finished (outcome durable) and may go."""
         state = self.connector.state
         leave = self.config.pop3.leave_on_server
         if state.processed_uidl(box.name, uidl) is not None:
             tally["known"] += 1
-            if not leave:
-                box.delete(uidl)
-                tally["deleted"] += 1
-            return
+            return not leave
         raw = box.retrieve(uidl)
         tally["fetched"] += 1
         source = SourceRef(kind="pop3", name=box.name, uidl=uidl)
         try:
             outcome = self.connector.process(raw, source)
         except StoreError:
-            raise  # the store is down: stop this poll, nothing was deleted
+            raise  # the store is down: stop this poll, nothing more is deleted
         except Exception:
             # process() quarantines bad mail itself; this is a failure of the quarantine or
             # a bug. The message stays on the server and is tried again next poll.
             log.exception("%s: processing failed; the message stays on the server", uidl)
             tally["errors"] += 1
-            return
+            return False
         tally[_COLUMN[outcome.kind]] += 1
         log.info("%s", _message_line(uidl, outcome))
         if state.processed_uidl(box.name, uidl) is None:
             # Never delete what the log cannot vouch for: keep it, the next poll retries.
             log.error("%s: no outcome recorded under this UIDL; keeping the message", uidl)
             tally["errors"] += 1
-            return
-        if not leave:
-            box.delete(uidl)
-            tally["deleted"] += 1
+            return False
+        return not leave
 
-    def _progress(self, done: int, total: int, started: float, last: float) -> float:
+    def _progress(self, progress: _Progress) -> None:
+        progress.done += 1
         now = self._clock()
-        if now - last < self.progress_interval or done == total:
-            return last
-        rate = done / (now - started) if now > started else 0.0
-        log.info("progress: %d of %d messages (%.1f/s)", done, total, rate)
-        return now
+        if now - progress.last < self.progress_interval or progress.done == progress.total:
+            return
+        rate = progress.done / (now - progress.started) if now > progress.started else 0.0
+        log.info("progress: %d of %d messages (%.1f/s)", progress.done, progress.total, rate)
+        progress.last = now
 
     # -- stopping ----------------------------------------------------------------------------
 
@@ -287,6 +339,20 @@ class Runner:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+class _Progress:
+    """Messages handled in one poll, across its sessions, for the ``progress:`` lines."""
+
+    def __init__(self, *, started: float) -> None:
+        self.started = started
+        self.last = started
+        self.done = 0
+        self.total = 0
+
+    def begin_session(self, listed: int) -> None:
+        # A new session lists only what is still on the server (the rest was deleted).
+        self.total = self.done + listed
 
 
 def _message_line(uidl: str, outcome: Outcome) -> str:

@@ -312,7 +312,7 @@ line_text = st.binary(max_size=40).map(lambda b: b.replace(b"\r", b"").replace(b
 
 @given(lines=st.lists(line_text, max_size=20), chunk=st.integers(min_value=3, max_value=50))
 def test_multiline_reader_undoes_dot_stuffing(lines: list[bytes], chunk: int) -> None:
-    stream = io.BytesIO(stuffed(lines) + b"+OK next reply")
+    stream = io.BufferedReader(io.BytesIO(stuffed(lines) + b"+OK next reply"))
     assert read_multiline(stream, chunk) == b"".join(ln + b"\r\n" for ln in lines)
     assert stream.read() == b"+OK next reply"  # stops exactly at the terminator
 
@@ -322,8 +322,10 @@ def test_multiline_reader_reports_a_cut_connection(lines: list[bytes], cut: int)
     wire = stuffed(lines)
     truncated = wire[: cut % (len(wire) - 2)]  # never the complete terminator
     with pytest.raises(EOFError):
-        read_multiline(io.BytesIO(truncated))
+        read_multiline(io.BufferedReader(io.BytesIO(truncated)))
 
 
 def test_multiline_reader_accepts_bare_lf_from_lax_servers() -> None:
-    assert read_multiline(io.BytesIO(b"a\nb\r\n.\n")) == b"a\r\nb\r\n"
+    wire = io.BufferedReader(io.BytesIO(b"a\nb\r\n.\n.a\n\n.\n"))
+    assert read_multiline(wire) == b"a\r\nb\r\n"
+    assert read_multiline(wire) == b"a\r\n\r\n"

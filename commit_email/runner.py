@@ -26,7 +26,7 @@ import random
 import signal
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from types import FrameType
 
@@ -216,39 +216,56 @@ class Runner:
             if uidls:
                 log.debug("%s: %d messages on the server", box.name, len(uidls))
             progress.begin_session(len(uidls))
+            state = self.connector.state
+            known = {u for u in uidls if state.processed_uidl(box.name, u) is not None}
+            fresh = [u for u in uidls if u not in known]
+            fetcher = _Prefetcher(box, fresh[: self.messages_per_session])
             doomed: list[str] = []
             try:
-                more = self._handle_all(box, uidls, doomed, tally, progress)
+                self._handle_all(box, uidls, known=known, fetcher=fetcher, doomed=doomed,
+                                 tally=tally, progress=progress)
             except (SourceError, StoreError):
+                fetcher.close()
                 # Whatever is done and recorded may still be deleted if the session is
                 # usable (a -ERR, a store failure); it is only an optimisation.
                 if box.connected:
                     with contextlib.suppress(SourceError):
                         self._delete(box, doomed, tally)
                 raise
+            finally:
+                fetcher.close()  # the socket must be ours alone again before DELE/QUIT
             self._delete(box, doomed, tally)
-            return more
+            return len(fresh) > self.messages_per_session and not self.stopping
 
     def _handle_all(
         self,
         box: Pop3Mailbox,
         uidls: list[str],
+        *,
+        known: set[str],
+        fetcher: _Prefetcher,
         doomed: list[str],
         tally: Counter[str],
         progress: _Progress,
-    ) -> bool:
-        """Handle the session's messages in order; True if it stopped at the session limit."""
-        fetched_before = tally["fetched"]
+    ) -> None:
+        """Handle the session's messages in the server's order, up to the last fetched one."""
+        leave = self.config.pop3.leave_on_server
         for done, uidl in enumerate(uidls):
             if self.stopping:
                 tally["remaining"] += len(uidls) - done
-                return False
-            if tally["fetched"] - fetched_before >= self.messages_per_session:
-                return True
-            if self._handle(box, uidl, tally):
-                doomed.append(uidl)
+                return
+            if uidl in known:
+                # Processed by an earlier poll that did not get to delete it (crash,
+                # dropped connection, leave_on_server): only the DELE is still owed.
+                tally["known"] += 1
+                if not leave:
+                    doomed.append(uidl)
+            elif uidl in fetcher:
+                if self._handle(box, uidl, fetcher.take(uidl), tally) and not leave:
+                    doomed.append(uidl)
+            else:
+                continue  # beyond this session's limit: the next session fetches it
             self._progress(progress)
-        return False
 
     def _delete(self, box: Pop3Mailbox, doomed: list[str], tally: Counter[str]) -> None:
         """DELE the finished messages (pipelined if the server allows); QUIT applies them."""
@@ -271,14 +288,8 @@ class Runner:
         except StoreError as exc:  # the next pass tries again; the poll itself went fine
             log.warning("could not read the outbox: %s", exc)
 
-    def _handle(self, box: Pop3Mailbox, uidl: str, tally: Counter[str]) -> bool:
-        """Process one message; True when it is finished (outcome durable) and may go."""
-        state = self.connector.state
-        leave = self.config.pop3.leave_on_server
-        if state.processed_uidl(box.name, uidl) is not None:
-            tally["known"] += 1
-            return not leave
-        raw = box.retrieve(uidl)
+    def _handle(self, box: Pop3Mailbox, uidl: str, raw: bytes, tally: Counter[str]) -> bool:
+        """Process one fetched message; True when its outcome is durable under its UIDL."""
         tally["fetched"] += 1
         source = SourceRef(kind="pop3", name=box.name, uidl=uidl)
         try:
@@ -293,12 +304,12 @@ class Runner:
             return False
         tally[_COLUMN[outcome.kind]] += 1
         log.info("%s", _message_line(uidl, outcome))
-        if state.processed_uidl(box.name, uidl) is None:
+        if self.connector.state.processed_uidl(box.name, uidl) is None:
             # Never delete what the log cannot vouch for: keep it, the next poll retries.
             log.error("%s: no outcome recorded under this UIDL; keeping the message", uidl)
             tally["errors"] += 1
             return False
-        return not leave
+        return True
 
     def _progress(self, progress: _Progress) -> None:
         progress.done += 1
@@ -339,6 +350,86 @@ class Runner:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+class _Prefetcher:
+    """RETRs a session's new messages in a background thread, a few ahead of processing.
+
+    Processing stays in the main thread (the per-message time limit is a SIGALRM), while
+    this thread owns the POP3 socket until :meth:`close` returns: the server's latency
+    and the socket reads overlap the pipeline's work instead of adding to it. At most
+    ``max_messages`` messages or ``max_bytes`` (but always one) wait in memory. A
+    :class:`SourceError` of the fetch is raised by :meth:`take` in the main thread, for
+    the message whose RETR failed, after every message before it was handed over.
+    """
+
+    def __init__(
+        self, box: Pop3Mailbox, uidls: list[str], *,
+        max_messages: int = 16, max_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        self._box = box
+        self._uidls = set(uidls)
+        self._max_messages = max_messages
+        self._max_bytes = max_bytes
+        self._ready: deque[tuple[str, bytes]] = deque()
+        self._bytes = 0
+        self._error: BaseException | None = None
+        self._finished = False
+        self._closing = False
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(
+            target=self._fetch_all, args=(uidls,), name="pop3-fetch", daemon=True
+        )
+        self._thread.start()
+
+    def __contains__(self, uidl: str) -> bool:
+        return uidl in self._uidls
+
+    def take(self, uidl: str) -> bytes:
+        """The next message's bytes (it must be ``uidl``), waiting for its RETR if needed."""
+        with self._changed:
+            while not self._ready and not self._finished:
+                self._changed.wait()
+            if not self._ready:
+                raise self._error or SourceError(f"POP3 {self._box.name}: {uidl} not fetched")
+            got, raw = self._ready.popleft()
+            self._bytes -= len(raw)
+            self._changed.notify_all()
+        if got != uidl:  # a bug, not a server fault: never process one message as another
+            raise RuntimeError(f"fetched {got} while {uidl} was expected")
+        return raw
+
+    def close(self) -> None:
+        """Stop fetching (the RETR in flight completes) and wait for the thread."""
+        with self._changed:
+            self._closing = True
+            self._changed.notify_all()
+        self._thread.join()
+
+    def _fetch_all(self, uidls: list[str]) -> None:
+        try:
+            for uidl in uidls:
+                if not self._wait_for_room():
+                    return
+                raw = self._box.retrieve(uidl)
+                with self._changed:
+                    self._ready.append((uidl, raw))
+                    self._bytes += len(raw)
+                    self._changed.notify_all()
+        except BaseException as exc:  # handed to the main thread, which decides
+            self._error = exc
+        finally:
+            with self._changed:
+                self._finished = True
+                self._changed.notify_all()
+
+    def _wait_for_room(self) -> bool:
+        with self._changed:
+            while not self._closing and self._ready and (
+                len(self._ready) >= self._max_messages or self._bytes >= self._max_bytes
+            ):
+                self._changed.wait()
+            return not self._closing
 
 
 class _Progress:

@@ -8,8 +8,12 @@ starts with the given verb (``RETR`` by default):
   closes both sides (a connection reset in the middle of a message);
 - :class:`Stall` forwards the command, lets ``after_bytes`` through, then sends nothing for
   ``seconds`` while keeping the connection open (the client has to time out);
-- :class:`Reply` answers the command itself with ``line`` (e.g. ``-ERR``) and never tells the
-  server, so the session stays in step.
+- :class:`Reply` makes the command fail with ``line`` (e.g. ``-ERR``) and never lets the
+  server execute it, so the session stays in step. After login the command is swapped for
+  an unknown one (``XFAULTn``) and the server's ``-ERR Unknown command: XFAULTn`` is
+  rewritten to ``line`` on its way back: the reply then keeps its place among the replies
+  to pipelined commands. Login commands (Dovecot's login process words its refusal
+  differently) are answered by the proxy itself.
 
 Only plain-text POP3 can be inspected like this; TLS tests use Dovecot directly.
 """
@@ -43,6 +47,9 @@ class Reply:
 
 Fault = Drop | Stall | Reply
 
+#: commands of the authorization state, answered by the proxy itself for a Reply fault
+_LOGIN_VERBS = frozenset({b"USER", b"PASS", b"APOP", b"AUTH", b"STLS"})
+
 
 class _Session:
     """One proxied client connection and the fault (if any) armed on its server side."""
@@ -55,6 +62,9 @@ class _Session:
         self.armed: Drop | Stall | None = None
         self.passed = 0
         self.closed = threading.Event()
+        #: server replies to rewrite (Reply faults after login): marker line -> fault line
+        self.swaps: dict[bytes, bytes] = {}
+        self.held = b""  # the end of a server chunk that may be the start of a marker
 
     def run(self) -> None:
         up = threading.Thread(target=self._client_to_server, daemon=True)
@@ -80,20 +90,28 @@ class _Session:
                 if not data:
                     break
                 buffer += data
+                first = True
                 while b"\n" in buffer:
                     line, buffer = buffer.split(b"\n", 1)
-                    self._command(line + b"\n")
+                    self._command(line + b"\n", new_burst=first)
+                    first = False
         except OSError:
             pass
         finally:
             self.close()
 
-    def _command(self, line: bytes) -> None:
-        fault = self.proxy.take_fault(line)
+    def _command(self, line: bytes, *, new_burst: bool) -> None:
+        fault = self.proxy.take_fault(line, new_burst=new_burst)
         if isinstance(fault, Reply):
-            self.client.sendall(fault.line.rstrip(b"\r\n") + b"\r\n")
-            return
-        if fault is not None:
+            reply = fault.line.rstrip(b"\r\n") + b"\r\n"
+            if line.split(b" ", 1)[0].strip().upper() in _LOGIN_VERBS:
+                self.client.sendall(reply)
+                return
+            marker = b"XFAULT%d" % len(self.proxy.fired)
+            with self.lock:
+                self.swaps[b"-ERR Unknown command: " + marker + b"\r\n"] = reply
+            line = marker + b"\r\n"
+        elif fault is not None:
             with self.lock:
                 self.armed, self.passed = fault, 0
         self.server.sendall(line)
@@ -104,12 +122,27 @@ class _Session:
                 data = self.server.recv(65536)
                 if not data:
                     break
-                if not self._forward(data):
+                if not self._forward(self._rewrite(data)):
                     break
         except OSError:
             pass
         finally:
             self.close()
+
+    def _rewrite(self, data: bytes) -> bytes:
+        """Put the fault lines in place of the server's replies to the swapped commands."""
+        with self.lock:
+            data, self.held = self.held + data, b""
+            for marker, reply in list(self.swaps.items()):
+                if marker in data:
+                    data = data.replace(marker, reply)
+                    del self.swaps[marker]
+            # A marker cut in two by the chunk boundary: hold its start back until the rest.
+            for size in range(min(len(data), max(map(len, self.swaps), default=1) - 1), 0, -1):
+                if any(marker.startswith(data[-size:]) for marker in self.swaps):
+                    data, self.held = data[:-size], data[-size:]
+                    break
+            return data
 
     def _forward(self, data: bytes) -> bool:
         with self.lock:
@@ -141,6 +174,9 @@ class FaultProxy:
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self.connections = 0
         self.fired: list[tuple[str, Fault]] = []
+        #: every client command seen, grouped by the read that brought it: pipelined
+        #: commands arrive together, one-by-one commands each in a burst of their own
+        self.bursts: list[list[str]] = []
 
     def __enter__(self) -> FaultProxy:
         self._thread.start()
@@ -165,9 +201,17 @@ class FaultProxy:
         with self._lock:
             return len(self._faults)
 
-    def take_fault(self, line: bytes) -> Fault | None:
+    @property
+    def commands(self) -> list[str]:
+        with self._lock:
+            return [command for burst in self.bursts for command in burst]
+
+    def take_fault(self, line: bytes, *, new_burst: bool = True) -> Fault | None:
         verb = line.split(b" ", 1)[0].strip().upper()
         with self._lock:
+            if new_burst or not self.bursts:
+                self.bursts.append([])
+            self.bursts[-1].append(line.decode("ascii", "replace").strip())
             for i, entry in enumerate(self._faults):
                 command, fault, skip = entry
                 if verb != command:

@@ -267,6 +267,53 @@ def test_a_connection_dropped_mid_retr_loses_nothing(dovecot: DovecotServer) -> 
         assert len(box.uidls()) == 3
 
 
+def test_deletes_are_pipelined_and_a_refused_one_leaves_the_others_applied(
+    dovecot: DovecotServer,
+) -> None:
+    dovecot.deliver_many([message(n) for n in range(5)])
+    with FaultProxy(dovecot.host, dovecot.pop3_port) as proxy:
+        box = proxied(dovecot, proxy)
+        box.connect()
+        assert box.pipelining  # Dovecot says so in CAPA
+        uidls = box.uidls()
+        proxy.inject(Reply(line=b"-ERR cannot delete"), "DELE", skip=2)
+        refused = box.delete_many(uidls)
+        assert refused == [(uidls[2], "-ERR cannot delete")]
+        assert box.uidls() == [uidls[2]]
+        dele_bursts = [b for b in proxy.bursts if b[0].startswith("DELE")]
+        assert [len(b) for b in dele_bursts] == [5]  # written together, replies read after
+        box.quit()
+    with Pop3Mailbox(dovecot.pop3_config()) as box:
+        assert box.uidls() == [uidls[2]]
+        assert box.retrieve(uidls[2]) == message(2)
+
+
+def test_without_pipelining_deletes_go_one_at_a_time(dovecot: DovecotServer) -> None:
+    dovecot.deliver_many([message(n) for n in range(3)])
+    with FaultProxy(dovecot.host, dovecot.pop3_port) as proxy:
+        proxy.inject(Reply(line=b"-ERR CAPA not implemented"), "CAPA")  # an RFC 1939 server
+        with proxied(dovecot, proxy) as box:
+            assert not box.pipelining
+            assert box.delete_many(box.uidls()) == []
+        dele_bursts = [b for b in proxy.bursts if b[0].startswith("DELE")]
+        assert [len(b) for b in dele_bursts] == [1, 1, 1]
+    assert dovecot.message_files() == []
+
+
+def test_a_connection_dropped_during_the_delete_batch_deletes_nothing(
+    dovecot: DovecotServer,
+) -> None:
+    dovecot.deliver_many([message(n) for n in range(4)])
+    with FaultProxy(dovecot.host, dovecot.pop3_port) as proxy:
+        box = proxied(dovecot, proxy)
+        box.connect()
+        proxy.inject(Drop(), "DELE", skip=2)
+        with pytest.raises(SourceError, match="DELE"):
+            box.delete_many(box.uidls())
+        assert not box.connected
+    assert len(dovecot.message_files()) == 4  # no QUIT, so no DELE was applied
+
+
 def test_a_stalled_server_times_out(dovecot: DovecotServer) -> None:
     dovecot.deliver(message(1))
     with FaultProxy(dovecot.host, dovecot.pop3_port) as proxy:

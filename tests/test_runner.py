@@ -208,7 +208,8 @@ FAULTS: dict[str, tuple[Fault, str, int]] = {
     "drop mid-RETR": (Drop(after_bytes=700), "RETR", 3),
     "stall mid-RETR": (Stall(seconds=3, after_bytes=300), "RETR", 5),
     "-ERR to RETR": (Reply(line=b"-ERR [SYS/TEMP] disk error"), "RETR", 2),
-    "-ERR to DELE": (Reply(line=b"-ERR cannot delete"), "DELE", 4),
+    "-ERR to one DELE of the batch": (Reply(line=b"-ERR cannot delete"), "DELE", 4),
+    "drop during the DELE batch": (Drop(), "DELE", 5),
     "drop at QUIT": (Drop(), "QUIT", 0),
     "-ERR to QUIT": (Reply(line=b"-ERR some deleted messages not removed"), "QUIT", 0),
     "drop at login": (Drop(), "PASS", 0),
@@ -267,6 +268,65 @@ def test_backoff_doubles_with_jitter_and_is_capped(
     assert len(set(delays)) == len(delays)  # jittered, not in lockstep
 
 
+# -- batching and fetching ahead -----------------------------------------------------------
+
+
+def test_deletes_go_in_one_batch_before_quit_and_sessions_are_bounded(
+    connector_factory: Callable[..., Connector], dovecot: DovecotServer
+) -> None:
+    dovecot.deliver_many([customer_mail(n) for n in range(5)])
+    with FaultProxy(dovecot.host, dovecot.pop3_port) as proxy:
+        conn = connector_factory(pop3=pop3_section(dovecot, proxy.port))
+        runner = Runner(conn.config, conn, messages_per_session=2)
+        summary = runner.poll()
+        verbs = [c.split()[0] for c in proxy.commands if c.split()[0] in ("RETR", "DELE", "QUIT")]
+    assert (summary.fetched, summary.tickets, summary.deleted) == (5, 5, 5)
+    assert proxy.connections == 3  # 2 + 2 + 1 fetched messages
+    # Each session: its RETRs, then the DELEs of what it finished, then QUIT.
+    assert verbs == ["RETR", "RETR", "DELE", "DELE", "QUIT"] * 2 + ["RETR", "DELE", "QUIT"]
+    assert dovecot.message_files() == []
+
+
+class Slow:
+    """A stage that takes a while and notes how many RETRs the proxy had seen by then."""
+
+    name = "slow"
+    order = 5
+
+    def __init__(self, proxy: FaultProxy) -> None:
+        self.proxy = proxy
+        self.retrs_seen: list[int] = []
+
+    def handle(self, message: Message, ctx: object) -> None:
+        self.retrs_seen.append(sum(c.startswith("RETR") for c in self.proxy.commands))
+        time.sleep(0.02)
+
+
+class SlowPlugin:
+    def __init__(self, stage: Slow) -> None:
+        self.stage = stage
+
+    @hookimpl
+    def commit_email_register_stages(self) -> list[object]:
+        return [self.stage]
+
+
+def test_messages_are_fetched_ahead_of_processing_within_a_bound(
+    connector_factory: Callable[..., Connector], dovecot: DovecotServer
+) -> None:
+    dovecot.deliver_many([stranger_mail(n) for n in range(40)])
+    with FaultProxy(dovecot.host, dovecot.pop3_port) as proxy:
+        slow = Slow(proxy)
+        runner, _, _ = make_runner(
+            connector_factory, dovecot, port=proxy.port, plugins=(SlowPlugin(slow),)
+        )
+        assert runner.poll().forwarded == 40
+    ahead = [seen - n for n, seen in enumerate(slow.retrs_seen, start=1)]
+    assert max(ahead) > 1  # later messages were already fetched while one was processed
+    assert max(ahead) <= 16  # but never more than 16 waiting in memory
+    assert dovecot.message_files() == []
+
+
 # -- stopping and progress ------------------------------------------------------------------
 
 
@@ -294,7 +354,8 @@ def test_a_stop_request_finishes_the_message_in_hand(
     stopper.runner = runner
     assert runner.run() == 0  # not --once: only the stop request ends it
     assert len(connector.sink.list_tickets()) == 2
-    assert len(dovecot.message_files()) == 4  # the second one was deleted too
+    # The second one was deleted too; those fetched ahead stay for the next poll.
+    assert len(dovecot.message_files()) == 4
 
 
 def test_progress_is_logged_on_long_polls(

@@ -1,21 +1,27 @@
 """``commit-email run``: poll the POP3 mailbox and process every message exactly once.
 
-Per poll: connect, list UIDLs, and for each message
+Per poll, one session (or several, see below): connect, list UIDLs, and for each message
 
 1. if the processed log already has an outcome for (mailbox, UIDL), skip it: it was
    handled by an earlier poll that did not get to delete it (crash, dropped connection,
    ``leave_on_server``), so only the DELE is still owed;
-2. otherwise RETR it and hand it to :meth:`Connector.process`, which records the outcome
-   (with mailbox and UIDL) in the same transaction as every write it caused, or
-   quarantines the message byte-for-byte when processing fails;
-3. DELE it once the log has its outcome under this UIDL (unless ``leave_on_server``);
+2. otherwise take it from the fetch-ahead thread (which RETRs a few messages ahead
+   while this one is processed) and hand it to :meth:`Connector.process`, which records
+   the outcome (with mailbox and UIDL) in the same transaction as every write it caused,
+   or quarantines the message byte-for-byte when processing fails;
+3. note it for deletion once the log has its outcome under this UIDL (unless
+   ``leave_on_server``);
 
-then QUIT, which is when the server applies the deletions. A crash or dropped connection
-anywhere in between re-delivers some messages on the next poll, and step 1 (or the
-connector's Message-ID digest) turns them into no-ops: no message is lost and none is
-processed twice. Network and server errors end the poll; the next one is tried after an
-exponential, jittered and capped back-off. SIGTERM/SIGINT stop the run after the message
-in hand. See docs/explanation/delivery-guarantees.md.
+then send the noted DELEs in one (pipelined) batch and QUIT, which is when the server
+applies them. A DELE sent right after each message would be no safer: nothing is
+deleted before QUIT either way. A session ends after ``messages_per_session`` fetched
+messages and the poll reconnects, so a crash late in a long backlog does not re-fetch
+all of it. A crash or dropped connection anywhere re-delivers some messages on the next
+poll, and step 1 (or the connector's Message-ID digest) turns them into no-ops: no
+message is lost and none is processed twice. Network and server errors end the poll; the
+next one is tried after an exponential, jittered and capped back-off. SIGTERM/SIGINT stop
+the run after the message in hand (then the DELE batch and QUIT). See
+docs/explanation/delivery-guarantees.md.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
     python benchmarks/rules_bench.py [--reps 9] [--smoke]
 
 The rule sets look like an MSP's: rules per customer and tool that combine a sender (or a
-sender domain) with a subject text, subject-only rules, body-text rules and a few regex
-rules; every message is checked against detection, skip and account rules the way the
+sender domain) with a subject text, subject-only rules, body-text rules and regex rules
+(one in a hundred, and one in the 10-rule set); every message is checked against detection, skip and account rules the way the
 automated stage does. Messages: alerts that match a rule near the end of the list, a
 Nagios mail no rule names, and ordinary customer mail that matches nothing (the common
 case, and the one a linear scan pays most for).
@@ -56,7 +56,10 @@ def rule_set(n: int) -> dict[str, object]:
             detection.append({"senders": [f"*@tool{i}.example"], "body_contains": f"Device {i}"})
         else:
             detection.append({"body_contains": f"Probe #{i} reports"})
-    # a handful of regex rules: a linear cost an admin chooses per rule, kept as in real use
+    # regex rules, one in a hundred (subject or body): no sender and no literal to index them
+    for i in range(50, n, 100):
+        detection[i] = ({"subject_regex": rf"^\[(?:crit|warn)\] probe-{i}\b"} if i % 200 == 50
+                        else {"body_regex": rf"^Check probe-{i}: (?:CRITICAL|WARNING)\b"})
     detection[n // 2] = {"subject_regex": rf"^\[(?:crit|warn)\] probe-{n // 2}\b"}
     # the last rule matches the RMM corpus mails
     detection[-1] = {"senders": ["noreply@rmm-datto.example"], "subject_contains": "Alert "}

@@ -7,8 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from commit_email.alerts import Alert, AlertState
-from commit_email.automated import AutomatedRules, LiteralFinder
-from commit_email.config import AutomatedConfig, DetectionRule, parse_config
+from commit_email.automated import (
+    AutomatedRules,
+    LiteralFinder,
+    _MailText,
+    _required_literal,
+)
+from commit_email.config import AutomatedConfig, DetectionRule, compile_regex, parse_config
 from commit_email.errors import ConfigError
 from commit_email.message import Message
 from tests.alert_fixtures import alert_message
@@ -188,17 +193,29 @@ def test_invalid_rules_are_config_errors_naming_the_rule(automated: dict[str, ob
 # -- the index is exact: same answers as checking every rule in order -------------------
 
 _words = st.sampled_from(["alert", "Alert:", "disk", "cpu", "client", "ok", "a", "al", "e",
-                          "[crit]", "é", "ß"])
+                          "[crit]", "é", "ß", "dıſk", "DİSK", "[CRıT]", "ﬅ"])
 _senders = st.sampled_from(["a@x.example", "b@x.example", "*@y.example", "z.example"])
+
+
+# regexes that can join a gate, and ones that cannot: capturing groups, a back-reference,
+# global flags
+_subject_regexes = st.sampled_from(["", r"^\[", r"disk\b", r"al+", r"é|ß", r"(cpu|disk)",
+                                    r"(a)l\1?", r"(?s)al.*ok", r"ALERT:?$", r"\[crit\]",
+                                    r"disk cpu", r"(?i:ale)rt"])
+_body_regexes = st.sampled_from(["", r"ok$", r"cpu", r"(?:e|ß)\b", r"(ok).*\1", r"(?x) c p u",
+                                 r"ok cpu", r"client\b", r"^al"])
 
 
 @st.composite
 def _rule(draw: st.DrawFn) -> DetectionRule:
+    if draw(st.integers(0, 2)) == 0:  # often regex-only, so that gates get several rules
+        return DetectionRule(subject_regex=draw(_subject_regexes), body_regex=draw(_body_regexes))
     return DetectionRule(
         senders=tuple(draw(st.lists(_senders, max_size=2))),
         subject_contains=draw(st.one_of(st.just(""), _words)),
         body_contains=draw(st.one_of(st.just(""), _words)),
-        subject_regex=draw(st.sampled_from(["", r"^\[", r"disk\b"])),
+        subject_regex=draw(_subject_regexes),
+        body_regex=draw(_body_regexes),
     )
 
 
@@ -218,8 +235,8 @@ def test_indexed_first_match_equals_checking_rules_one_by_one(
 
 
 @settings(max_examples=300, deadline=None)
-@given(literals=st.lists(st.text(alphabet="abcAB:é ", min_size=1, max_size=4), max_size=30),
-       text=st.text(alphabet="abcAB:é x", max_size=40))
+@given(literals=st.lists(st.text(alphabet="abcdefAB:é ", min_size=1, max_size=4), max_size=30),
+       text=st.text(alphabet="abcdefAB:é x", max_size=40))
 def test_literal_finder_finds_exactly_the_contained_literals(literals: list[str],
                                                              text: str) -> None:
     lowered = text.lower()
@@ -234,6 +251,73 @@ def test_literal_finder_finds_literals_overlapping_a_longer_match() -> None:
     finder = LiteralFinder(["probe #12", "Probe #1", "be #1", "#12 rep", "reports", "zzz"])
     assert finder.found_in("probe #12 reports") == {
         "probe #12", "probe #1", "be #1", "#12 rep", "reports"}
+
+
+def test_rules_of_one_sender_are_told_apart_by_their_literals() -> None:
+    # 500 rules of one RMM sender differ by subject text: a mail from it is checked in full
+    # only against the rule whose subject text it contains
+    r = rules(detection=[
+        *({"senders": ["alerts@rmm.example"], "subject_contains": f"[CUST-{i:03d}]"}
+          for i in range(500)),
+        {"senders": ["*@rmm.example"], "body_contains": "Device 7"},
+        {"senders": ["alerts@rmm.example"]},
+    ])
+    hit = mail(subject="Alert [cust-417] disk full")
+    assert r.detect(hit) == 417
+    assert r.detection._candidates(_MailText(hit)) == [417, 501]
+    other = mail(subject="Weekly report", body="Device 7 is fine")
+    assert r.detect(other) == 500
+    assert r.detection._candidates(_MailText(other)) == [500, 501]
+    assert r.detect(mail(sender="jane@customer.example", subject="[CUST-417]")) is None
+
+
+@pytest.mark.parametrize(
+    ("pattern", "literal"),
+    [
+        (r"^Check probe-15: (?:CRITICAL|WARNING)\b", "check probe-15: "),
+        (r"^\[(?:crit|warn)\] probe-50\b", "] probe-50"),
+        (r"(?s)disk.*full", "full"),  # "i" and "s" break a run: they also match "ı", "ſ"
+        (r"(?x) c p u \s+ load", "load"),  # verbose: its spaces are no characters
+        (r"\bdisk\b", ""),  # no run of three
+        (r"fan|psu", ""),  # nothing every match needs
+    ],
+)
+def test_required_literal_of_a_rule_regex(pattern: str, literal: str) -> None:
+    assert _required_literal(compile_regex(pattern, "test")) == literal
+
+
+def test_regex_only_rules_are_filed_under_the_literals_they_require() -> None:
+    r = rules(detection=[
+        {"subject_regex": r"^\[crit\] probe-\d+ (down|up)"},
+        {"body_regex": r"^Check (\S+): CRITICAL"},
+        {"subject_regex": r"Backup (?:failed|aborted)", "body_regex": r"Job: nightly"},
+    ])
+    assert r.detect(mail(subject="[CRIT] Probe-7 DOWN")) == 0
+    assert r.detect(mail(subject="x", body="Check web01: critical\n")) == 1
+    assert r.detect(mail(subject="BACKUP FAILED", body="Job: Nightly")) == 2
+    assert r.detect(mail(subject="Backup failed", body="Job: weekly")) is None
+    # a mail without any of the literals is checked against none of them
+    assert r.detection._candidates(_MailText(mail(subject="printer jams"))) == []
+
+
+def test_regex_only_rules_without_literals_pass_a_gate_in_rule_order() -> None:
+    r = rules(detection=[
+        {"subject_regex": r"^\[(?:crit|warn)\]"},
+        {"subject_regex": r"\bdisk\b"},
+        {"subject_regex": r"(fan|psu) \d+"},  # a group: checked on its own
+        {"subject_regex": r"(?s)x.y"},  # global flags: checked on its own
+        {"body_regex": r"^\w+: \d+$"},
+        {"body_regex": r"exit \d"},
+    ])
+    assert r.detect(mail(subject="[WARN] disk")) == 0
+    assert r.detect(mail(subject="DISK full")) == 1
+    assert r.detect(mail(subject="PSU 2 failed")) == 2
+    assert r.detect(mail(subject="x-y")) == 3
+    assert r.detect(mail(subject="z", body="Output\nerrors: 3\n")) == 4
+    assert r.detect(mail(subject="z", body="job ended, exit 3")) == 5
+    assert r.detect(mail(subject="printer jams", body="please help")) is None
+    # the mail about none of them: one joined search per text, then the two that can't join
+    assert r.detection._candidates(_MailText(mail(subject="printer"))) == [2, 3]
 
 
 def test_compiled_rules_from_default_config_detect_nothing() -> None:

@@ -4,10 +4,11 @@
 
 The rule sets look like an MSP's: rules per customer and tool that combine a sender (or a
 sender domain) with a subject text, subject-only rules, body-text rules and regex rules
-(one in a hundred, and one in the 10-rule set); every message is checked against detection, skip and account rules the way the
-automated stage does. Messages: alerts that match a rule near the end of the list, a
-Nagios mail no rule names, and ordinary customer mail that matches nothing (the common
-case, and the one a linear scan pays most for).
+(one in a hundred, and one in the 10-rule set); every message is checked against
+detection, skip and account rules the way the automated stage does. Messages: alerts
+that match a rule near the end of the list, a Nagios mail no rule names, and ordinary
+customer mail that matches nothing (the common case, and the one a linear scan pays most
+for).
 
 Timing: ``--reps`` repetitions; in each, the 10-rule and the 1,000-rule engine are timed
 one after the other (alternating which goes first), each as the best of a few short rounds

@@ -70,9 +70,9 @@ except ImportError:  # pragma: no cover - another Python's re: regex rules are g
 
 #: Up to this many literals, :class:`LiteralFinder` tests each with ``in``.
 _FEW_LITERALS = 4
-#: Up to this many different first characters, :class:`LiteralFinder` makes a pass per
-#: character (each ~0.3 us per KB of text; one regex without a literal prefix ~5 us).
-_MAX_PASSES = 6
+#: Text characters per pass that make :class:`LiteralFinder`'s pass per first character
+#: pay (a pass costs ~0.15 us; one regex without a literal prefix ~0.03 us per character).
+_CHARS_PER_PASS = 5
 
 
 class LiteralFinder:
@@ -91,22 +91,24 @@ class LiteralFinder:
     the pattern at every position of the text — with 1,000 rules' literals that made a
     1,200-character body cost 11 us instead of 0.6 us. That scan needs a literal prefix
     (``re``'s scan for a set of first characters is hardly faster than trying every
-    position), so literals with a few different first characters get one trie regex per
-    first character; with many, one regex for all is cheaper than many passes.
+    position), so there is also one trie regex per first character: a text long enough to
+    pay for a pass per character (about five characters per pass, measured) gets those,
+    a short one (a subject, with literals of 26 first characters) the single regex.
     """
 
     def __init__(self, literals: Iterable[str]) -> None:
         self._literals = sorted({lit.lower() for lit in literals if lit})
         self._prefixes = self._prefix_table(self._literals)
         # a few literals are found faster by ``in`` (C substring search) than by a regex
-        self._regexes: list[re.Pattern[str]] = []
+        self._single: list[re.Pattern[str]] = []
+        self._split: list[re.Pattern[str]] = []
         if len(self._literals) > _FEW_LITERALS:
             by_first: dict[str, list[str]] = {}
             for lit in self._literals:
                 by_first.setdefault(lit[0], []).append(lit)
-            parts = list(by_first.values()) if len(by_first) <= _MAX_PASSES \
-                else [self._literals]
-            self._regexes = [re.compile(_trie_pattern(part)) for part in parts]
+            self._single = [re.compile(_trie_pattern(self._literals))]
+            self._split = [re.compile(_trie_pattern(part)) for part in by_first.values()] \
+                if len(by_first) > 1 else self._single
 
     @staticmethod
     def _prefix_table(literals: Sequence[str]) -> dict[str, tuple[str, ...]]:
@@ -121,10 +123,11 @@ class LiteralFinder:
 
     def found_in(self, text_lower: str) -> set[str]:
         """The literals occurring in ``text_lower`` (already lower-cased)."""
-        if not self._regexes:
+        if not self._single:
             return {lit for lit in self._literals if lit in text_lower}
+        split = len(self._split) * _CHARS_PER_PASS <= len(text_lower)
         found: set[str] = set()
-        for regex in self._regexes:
+        for regex in self._split if split else self._single:
             search = regex.search
             m = search(text_lower)
             while m is not None:

@@ -20,7 +20,8 @@ import logging
 import poplib
 import re
 import ssl
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO, Protocol, Self, cast
@@ -47,6 +48,8 @@ _APOP_TIMESTAMP = re.compile(rb"\+OK.*(<[^>]+>)")
 #: few enough (about 1 KB of commands, 3 KB of replies) that neither side's socket buffer
 #: can fill up and deadlock the exchange (RFC 2449 §6.6 warns about that)
 _PIPELINE_WINDOW = 100
+#: RETR commands in flight at most when the server allows pipelining
+_RETR_AHEAD = 8
 #: a bare LF (not preceded by CR) in a lax server's reply
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 
@@ -190,12 +193,59 @@ class Pop3Mailbox:
         files into CRLF and ends an unterminated last line, so that is the form a message
         arrives in.
         """
-        number = self._number(uidl)
+        ((_, raw),) = self.retrieve_many([uidl])
+        return raw
+
+    def retrieve_many(self, uidls: Sequence[str]) -> Generator[tuple[str, bytes], None, None]:
+        """Yield ``(uidl, bytes)`` for each message in order, like :meth:`retrieve`.
+
+        With PIPELINING, up to ``_RETR_AHEAD`` RETR commands are in flight, sent in
+        groups: the server streams the next messages while the caller handles one, and
+        the commands cost a write per group instead of one per message. A ``-ERR`` to
+        one RETR raises :class:`SourceError` for that message; the replies to the commands
+        sent after it are read and dropped first, so the session stays usable. Closing the
+        iterator early does the same.
+        """
         pop = self._session()
-        with self._errors(f"RETR {uidl}"):
-            pop.sock.sendall(f"RETR {number}\r\n".encode("ascii"))
-            _read_status(pop.file)
-            return read_multiline(cast(PeekableStream, pop.file))
+        ahead = _RETR_AHEAD if self.pipelining else 1
+        queued = iter(uidls)
+        in_flight: deque[str] = deque()
+        try:
+            while True:
+                if len(in_flight) <= ahead // 2:
+                    self._send_retrs(pop, in_flight, queued, ahead)
+                if not in_flight:
+                    return
+                uidl = in_flight.popleft()
+                with self._errors(f"RETR {uidl}"):
+                    _read_status(pop.file)
+                    raw = read_multiline(cast(PeekableStream, pop.file))
+                yield uidl, raw
+        finally:
+            self._drain_retrs(in_flight)
+
+    def _send_retrs(
+        self, pop: poplib.POP3, in_flight: deque[str], queued: Iterator[str], ahead: int
+    ) -> None:
+        batch = []
+        for uidl in queued:
+            batch.append(uidl)
+            if len(in_flight) + len(batch) >= ahead:
+                break
+        if not batch:
+            return
+        commands = b"".join(b"RETR %d\r\n" % self._number(uidl) for uidl in batch)
+        with self._errors(f"RETR {batch[0]}"):
+            pop.sock.sendall(commands)
+        in_flight.extend(batch)
+
+    def _drain_retrs(self, in_flight: deque[str]) -> None:
+        """Read (and drop) the replies to RETRs sent but not handed out."""
+        while in_flight and self._pop is not None:
+            uidl = in_flight.popleft()
+            with contextlib.suppress(SourceError), self._errors(f"RETR {uidl}"):
+                _read_status(self._pop.file)
+                read_multiline(cast(PeekableStream, self._pop.file))
 
     def delete(self, uidl: str) -> None:
         """Mark the message deleted; the server removes it at QUIT."""

@@ -363,7 +363,9 @@ class _Prefetcher:
 
     Processing stays in the main thread (the per-message time limit is a SIGALRM), while
     this thread owns the POP3 socket until :meth:`close` returns: the server's latency
-    and the socket reads overlap the pipeline's work instead of adding to it. At most
+    and the socket reads overlap the pipeline's work instead of adding to it (and with
+    PIPELINING the RETR commands themselves go out ahead, see
+    :meth:`Pop3Mailbox.retrieve_many`). At most
     ``max_messages`` messages or ``max_bytes`` (but always one) wait in memory. A
     :class:`SourceError` of the fetch is raised by :meth:`take` in the main thread, for
     the message whose RETR failed, after every message before it was handed over.
@@ -414,14 +416,15 @@ class _Prefetcher:
 
     def _fetch_all(self, uidls: list[str]) -> None:
         try:
-            for uidl in uidls:
-                if not self._wait_for_room():
-                    return
-                raw = self._box.retrieve(uidl)
-                with self._changed:
-                    self._ready.append((uidl, raw))
-                    self._bytes += len(raw)
-                    self._changed.notify_all()
+            with contextlib.closing(self._box.retrieve_many(uidls)) as fetched:
+                while self._wait_for_room():
+                    item = next(fetched, None)
+                    if item is None:
+                        return
+                    with self._changed:
+                        self._ready.append(item)
+                        self._bytes += len(item[1])
+                        self._changed.notify_all()
         except BaseException as exc:  # handed to the main thread, which decides
             self._error = exc
         finally:

@@ -314,6 +314,50 @@ def test_a_connection_dropped_during_the_delete_batch_deletes_nothing(
     assert len(dovecot.message_files()) == 4  # no QUIT, so no DELE was applied
 
 
+def test_retrs_are_pipelined_and_byte_exact(dovecot: DovecotServer) -> None:
+    sent = [message(n, body=".dotted\r\n" + "line\r\n" * 50 * n) for n in range(20)]
+    dovecot.deliver_many(sent)
+    with FaultProxy(dovecot.host, dovecot.pop3_port) as proxy, proxied(dovecot, proxy) as box:
+        uidls = box.uidls()
+        got = list(box.retrieve_many(uidls))
+    assert [u for u, _ in got] == uidls
+    assert [raw for _, raw in got] == sent
+    retr_bursts = [b for b in proxy.bursts if b[0].startswith("RETR")]
+    assert max(len(b) for b in retr_bursts) > 1  # several RETRs written before reading
+    assert sum(len(b) for b in retr_bursts) == 20
+
+
+def test_an_err_to_one_pipelined_retr_keeps_the_session_in_step(dovecot: DovecotServer) -> None:
+    sent = [message(n) for n in range(6)]
+    dovecot.deliver_many(sent)
+    with FaultProxy(dovecot.host, dovecot.pop3_port) as proxy, proxied(dovecot, proxy) as box:
+        uidls = box.uidls()
+        proxy.inject(Reply(line=b"-ERR [SYS/TEMP] disk error"), "RETR", skip=2)
+        fetched = box.retrieve_many(uidls)
+        assert [next(fetched)[1], next(fetched)[1]] == sent[:2]
+        with pytest.raises(SourceError, match=rf"RETR {uidls[2]}: -ERR \[SYS/TEMP\]"):
+            next(fetched)
+        # The replies to the RETRs sent after it were read and dropped: still in step.
+        assert box.connected
+        assert box.retrieve(uidls[5]) == sent[5]
+        assert box.retrieve(uidls[2]) == sent[2]
+
+
+def test_closing_a_pipelined_fetch_early_reads_the_replies_in_flight(
+    dovecot: DovecotServer,
+) -> None:
+    sent = [message(n) for n in range(6)]
+    dovecot.deliver_many(sent)
+    with Pop3Mailbox(dovecot.pop3_config()) as box:
+        uidls = box.uidls()
+        fetched = box.retrieve_many(uidls)
+        assert next(fetched) == (uidls[0], sent[0])
+        fetched.close()  # several more RETRs were in flight
+        assert box.retrieve(uidls[4]) == sent[4]
+        box.delete_many(uidls[:1])
+    assert len(dovecot.message_files()) == 5
+
+
 def test_a_stalled_server_times_out(dovecot: DovecotServer) -> None:
     dovecot.deliver(message(1))
     with FaultProxy(dovecot.host, dovecot.pop3_port) as proxy:

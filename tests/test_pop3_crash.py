@@ -37,6 +37,7 @@ pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 SEED = 20261128
 KILLS = 15
+FINAL_KILLS = 2  # the last kill points wait until every outcome is recorded
 TICKET_WORTHY = 400
 STRANGERS = 150
 RESENT = 50  # copies of ticket-worthy mails delivered a second time under new UIDLs
@@ -74,9 +75,10 @@ def processed_count(db: Path) -> int:
         return 0  # not created yet
 
 
-def wait_for_progress(db: Path, before: int, proc: subprocess.Popen[bytes]) -> None:
+def wait_for_progress(db: Path, target: int, proc: subprocess.Popen[bytes]) -> None:
+    """Wait until the processed log has ``target`` lines (or the run ended)."""
     deadline = time.monotonic() + 20
-    while processed_count(db) == before and proc.poll() is None:
+    while processed_count(db) < target and proc.poll() is None:
         if time.monotonic() > deadline:
             raise AssertionError("the runner made no progress in 20 s")
         time.sleep(0.005)
@@ -118,17 +120,23 @@ def test_kill_minus_nine_at_random_points_loses_and_duplicates_nothing(
     rng = random.Random(SEED)
     db = tmp_path / "commit.db"
     mid_run = 0
-    for _ in range(KILLS):
+    for kill in range(KILLS):
         before = processed_count(db)
         proc = subprocess.Popen(command, env=cli_env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
-        if rng.random() < 0.2:
+        if kill >= KILLS - FINAL_KILLS:
+            # Every outcome is recorded: the kill lands in the DELE batch, around QUIT or
+            # just after the run ended.
+            wait_for_progress(db, len(messages), proc)
+            time.sleep(rng.uniform(0.0, 0.03))
+        elif rng.random() < 0.2:
             time.sleep(rng.uniform(0.05, 0.5))  # during start-up, login or UIDL listing
         else:
-            # A random point in the processing: wait for the first new outcome, then a
-            # random fraction of the time a few dozen messages take.
-            wait_for_progress(db, before, proc)
-            time.sleep(rng.uniform(0.0, 0.04))
+            # A random point in the processing: a random number of new outcomes (the
+            # session's DELE batch comes only after 500 fetched messages, so a kill late
+            # in a long run lands in or after that), then a few milliseconds more.
+            wait_for_progress(db, before + rng.randint(1, 60), proc)
+            time.sleep(rng.uniform(0.0, 0.005))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         if processed_count(db) > before and dovecot.message_files():

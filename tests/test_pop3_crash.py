@@ -3,7 +3,7 @@
 A few hundred messages sit in a real Dovecot. ``python -m commit_email run --once`` is
 started as a subprocess and killed with SIGKILL after a random (seeded) delay, over and
 over, then allowed to finish. Whatever the kill interrupted (a RETR, a store commit,
-the gap between commit and DELE, the gap between DELE and QUIT), at the end:
+the time between a commit and the DELE batch, the batch itself, the gap before QUIT), at the end:
 
 - every UIDL that was in the mailbox has exactly one line in the processed log,
 - every distinct message has exactly one outcome of its own (re-sent copies are

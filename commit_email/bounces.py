@@ -25,7 +25,7 @@ from .message import Message
 from .model import Outcome, OutcomeKind, Ticket
 from .pipeline import FILTER_ORDER, Context, Stage
 
-__all__ = ["BounceStage", "delivery_summary", "embedded_message_ids", "looks_like_bounce"]
+__all__ = ["BounceStage", "delivery_summary", "embedded_message_ids"]
 
 _MSGID_LINE = re.compile(rb"^[ \t>]*Message-ID:[ \t]*<([^<>\s]+)>", re.IGNORECASE | re.MULTILINE)
 _MSGID = re.compile(r"<([^<>\s]+)>")
@@ -96,9 +96,6 @@ def delivery_summary(message: Message) -> str:
     return "\n".join(lines)
 
 
-def looks_like_bounce(message: Message) -> bool:
-    """Whether the message is a bounce or other delivery report (``Message.is_bounce``)."""
-    return message.is_bounce
 
 
 def _report_kind(message: Message) -> str:
@@ -124,7 +121,7 @@ class BounceStage:
         return None
 
     def handle(self, message: Message, ctx: Context) -> Outcome | None:
-        if not looks_like_bounce(message):
+        if not message.is_bounce:
             reason = auto_reply_reason(message)
             if reason is None and message.message_id and ctx.state.is_own_message_id(
                 message.message_id

@@ -35,7 +35,6 @@ __all__ = [
     "LOOP_HEADER",
     "LoopGuard",
     "auto_reply_reason",
-    "auto_submitted_keyword",
     "is_report",
     "robot_sender_reason",
 ]
@@ -71,12 +70,6 @@ def robot_sender_reason(address: str) -> str | None:
 
 
 
-def auto_submitted_keyword(message: Message) -> str | None:
-    """``Auto-Submitted``'s keyword without parameters or comments (RFC 3834 allows both:
-    ``auto-replied (vacation)``, ``auto-generated; owner-email=...``)."""
-    return message.auto_submitted
-
-
 def auto_reply_reason(message: Message) -> str | None:
     """Why the message is an auto-reply (out-of-office and the like), or None."""
     if not message.is_auto_reply:
@@ -89,7 +82,7 @@ def auto_reply_reason(message: Message) -> str | None:
 
 
 def _header_reasons(message: Message) -> Iterator[str]:
-    keyword = auto_submitted_keyword(message)
+    keyword = message.auto_submitted
     if keyword and keyword != "no":
         yield f"Auto-Submitted: {keyword}"
     precedence = (message.header("Precedence") or "").strip().lower()

@@ -186,6 +186,23 @@ def _iso(value: datetime) -> str:
     return value.isoformat()
 
 
+def _apply_changes(
+    current: Account | Ticket, changes: Mapping[str, object], *, fixed: set[str]
+) -> dict[str, Any]:
+    """The attrs.evolve arguments for ``changes``: known attributes as given, any other name
+    (a Commit FLD* field) into ``extra``; ``fixed`` attributes cannot be changed this way."""
+    known = {f.name for f in attrs.fields(type(current))} - fixed
+    extra = dict(current.extra)
+    values: dict[str, Any] = {}
+    for key, value in changes.items():
+        if key in known:
+            values[key] = value
+        else:
+            extra[key] = str(value)
+    values["extra"] = extra
+    return values
+
+
 def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
@@ -368,15 +385,8 @@ class SQLiteStore:
         current = self.get_account(rec_id)
         if current is None:
             raise KeyError(rec_id)
-        known = {f.name for f in attrs.fields(Account)} - {"rec_id", "extra"}
-        extra = dict(current.extra)
-        values: dict[str, Any] = {}
-        for key, value in changes.items():
-            if key in known:
-                values[key] = value
-            else:
-                extra[key] = str(value)
-        return self._write_account(attrs.evolve(current, **values, extra=extra), replace=True)
+        values = _apply_changes(current, changes, fixed={"rec_id", "extra"})
+        return self._write_account(attrs.evolve(current, **values), replace=True)
 
     # Tickets (TicketSink) ---------------------------------------------------------------
 
@@ -461,15 +471,9 @@ class SQLiteStore:
         current = self.get_ticket(rec_id=rec_id)
         if current is None:
             raise KeyError(rec_id)
-        known = {f.name for f in attrs.fields(Ticket)} - {"rec_id", "extra", "created", "updated"}
-        extra = dict(current.extra)
-        values: dict[str, Any] = {}
-        for key, value in changes.items():
-            if key in known:
-                values[key] = value
-            else:
-                extra[key] = str(value)
-        ticket = attrs.evolve(current, **values, extra=extra, updated=utcnow())
+        values = _apply_changes(current, changes,
+                                fixed={"rec_id", "extra", "created", "updated"})
+        ticket = attrs.evolve(current, **values, updated=utcnow())
         row = self._ticket_row(ticket)
         assignments = ", ".join(f"{c} = ?" for c in _TICKET_COLUMNS[1:])
         self._execute(f"UPDATE tickets SET {assignments} WHERE rec_id = ?", [*row[1:], rec_id])

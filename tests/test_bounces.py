@@ -9,7 +9,7 @@ from corpus import require_corpus
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from commit_email.bounces import delivery_summary, embedded_message_ids, looks_like_bounce
+from commit_email.bounces import delivery_summary, embedded_message_ids
 from commit_email.message import Message
 from commit_email.model import Account, OutcomeKind
 from commit_email.pipeline import Connector
@@ -209,7 +209,7 @@ def test_corpus_reports_are_all_recognised_and_none_gets_a_ticket_or_answer(
     c = connector(mailer, accounts=accounts)
 
     recognised = [name for name, raw in raws
-                  if looks_like_bounce(Message.from_bytes(raw))]
+                  if Message.from_bytes(raw).is_bounce]
     outcomes = {name: c.process(raw) for name, raw in raws}
 
     with capsys.disabled():

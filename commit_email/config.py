@@ -102,6 +102,10 @@ class Pop3Config:
     reconnect_max_delay: float = 300.0
     #: ``run --once`` gives up after this many failed attempts at one complete pass
     once_attempts: int = 5
+    #: QUIT (which applies the deletions) and reconnect after this many fetched messages,
+    #: so a long backlog frees the mailbox as it goes; each session costs a login and a
+    #: listing of what is left
+    messages_per_session: int = 2000
 
     @property
     def effective_port(self) -> int:

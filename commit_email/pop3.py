@@ -48,8 +48,12 @@ _APOP_TIMESTAMP = re.compile(rb"\+OK.*(<[^>]+>)")
 #: few enough (about 1 KB of commands, 3 KB of replies) that neither side's socket buffer
 #: can fill up and deadlock the exchange (RFC 2449 §6.6 warns about that)
 _PIPELINE_WINDOW = 100
-#: RETR commands in flight at most when the server allows pipelining
-_RETR_AHEAD = 8
+#: RETR commands in flight at most when the server allows pipelining: the server streams
+#: these while the caller processes one, and the kernel's socket buffers hold what has
+#: arrived (no thread, no queue of our own). Bounded by count and by the LIST sizes, so
+#: a high-latency link is kept busy and a run of large messages is not all in flight.
+_RETR_AHEAD = 32
+_RETR_AHEAD_BYTES = 8 * 1024 * 1024
 #: a bare LF (not preceded by CR) in a lax server's reply
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 
@@ -199,21 +203,21 @@ class Pop3Mailbox:
     def retrieve_many(self, uidls: Sequence[str]) -> Generator[tuple[str, bytes], None, None]:
         """Yield ``(uidl, bytes)`` for each message in order, like :meth:`retrieve`.
 
-        With PIPELINING, up to ``_RETR_AHEAD`` RETR commands are in flight, sent in
-        groups: the server streams the next messages while the caller handles one, and
-        the commands cost a write per group instead of one per message. A ``-ERR`` to
-        one RETR raises :class:`SourceError` for that message; the replies to the commands
-        sent after it are read and dropped first, so the session stays usable. Closing the
-        iterator early does the same.
+        With PIPELINING, RETR commands go out ahead, in groups, up to ``_RETR_AHEAD``
+        messages and ``_RETR_AHEAD_BYTES`` (by their LIST sizes; always at least one): the
+        server sends the next messages while the caller handles one, and the commands cost
+        a write per group instead of one per message. A ``-ERR`` to one RETR raises
+        :class:`SourceError` for that message; the replies to the commands sent after it
+        are read and dropped first, so the session stays usable. Closing the iterator
+        early does the same.
         """
         pop = self._session()
-        ahead = _RETR_AHEAD if self.pipelining else 1
-        queued = iter(uidls)
+        window = _Window(self._sizes, pipelined=self.pipelining)
+        queued = deque(uidls)
         in_flight: deque[str] = deque()
         try:
             while True:
-                if len(in_flight) <= ahead // 2:
-                    self._send_retrs(pop, in_flight, queued, ahead)
+                self._send_retrs(pop, in_flight, window.next_batch(in_flight, queued))
                 if not in_flight:
                     return
                 uidl = in_flight.popleft()
@@ -224,14 +228,7 @@ class Pop3Mailbox:
         finally:
             self._drain_retrs(in_flight)
 
-    def _send_retrs(
-        self, pop: poplib.POP3, in_flight: deque[str], queued: Iterator[str], ahead: int
-    ) -> None:
-        batch = []
-        for uidl in queued:
-            batch.append(uidl)
-            if len(in_flight) + len(batch) >= ahead:
-                break
+    def _send_retrs(self, pop: poplib.POP3, in_flight: deque[str], batch: list[str]) -> None:
         if not batch:
             return
         commands = b"".join(b"RETR %d\r\n" % self._number(uidl) for uidl in batch)
@@ -416,6 +413,34 @@ class Pop3Mailbox:
             raise SourceError(f"POP3 {self.name}: {action}: {_describe(exc)}") from exc
 
 
+class _Window:
+    """Which RETRs :meth:`Pop3Mailbox.retrieve_many` sends next: one at a time without
+    PIPELINING; with it, up to ``_RETR_AHEAD`` messages and ``_RETR_AHEAD_BYTES`` by their
+    LIST sizes in flight (a larger message goes alone), refilled once half of that has
+    arrived, so the commands go out in groups."""
+
+    def __init__(self, sizes: dict[str, int], *, pipelined: bool) -> None:
+        self._sizes = sizes
+        self._count = _RETR_AHEAD if pipelined else 1
+        self._bytes = _RETR_AHEAD_BYTES if pipelined else 0
+
+    def next_batch(self, in_flight: deque[str], queued: deque[str]) -> list[str]:
+        """Take from ``queued`` what to send now (possibly nothing)."""
+        flying = sum(self._sizes.get(uidl, 0) for uidl in in_flight)
+        if in_flight and (len(in_flight) > self._count // 2 or flying > self._bytes // 2):
+            return []
+        batch: list[str] = []
+        while queued:
+            size = self._sizes.get(queued[0], 0)
+            if (in_flight or batch) and (
+                len(in_flight) + len(batch) >= self._count or flying + size > self._bytes
+            ):
+                break
+            batch.append(queued.popleft())
+            flying += size
+        return batch
+
+
 def _capabilities(pop: poplib.POP3) -> frozenset[str]:
     """The server's CAPA keywords; none for a server without CAPA (RFC 1939 only)."""
     try:
@@ -461,42 +486,80 @@ def read_multiline(stream: PeekableStream, chunk_size: int = _CHUNK) -> bytes:
 
     Lines come back CRLF-terminated (a lax server's bare LF becomes CRLF). The stream is
     looked at with ``peek`` in pieces of at most ``chunk_size`` bytes and consumed exactly
-    up to the terminating line, so a pipelined reply after it stays unread. Searching whole
-    pieces for the terminator instead of reading line by line keeps the cost per message
-    in C: a 30 KB message has hundreds of lines.
+    up to the terminating line, so a pipelined reply after it stays unread. The pieces are
+    searched in C for line starts with a dot (``\\n.``, rare in mail: the terminator, and
+    stuffed lines), so a 30 KB message of hundreds of lines costs a few C scans, and the
+    unstuffing copy is made only when a stuffed line was seen.
     """
     chunk_size = max(chunk_size, 1)
     data = bytearray()
+    scan = _Scan()
     while True:
         piece = stream.peek(chunk_size)[:chunk_size]
         if not piece:
             raise EOFError(f"connection closed after {len(data)} bytes of the message")
-        searched = max(len(data) - 4, 0)  # a terminator may straddle the two pieces
         data += piece
-        body_end, end = _find_terminator(data, searched)
-        if end < 0:
+        if not scan.advance(data):
             stream.read(len(piece))
             continue
-        stream.read(len(piece) - (len(data) - end))  # leave what follows the terminator
-        return _unstuff(bytes(data[:body_end]))
+        stream.read(len(piece) - (len(data) - scan.end))  # leave what follows the terminator
+        body = bytes(memoryview(data)[: scan.body_end])
+        return _unstuff(body) if scan.stuffed else _crlf(body)
 
 
-def _find_terminator(data: bytearray, start: int) -> tuple[int, int]:
-    """(end of the message body, end of the terminating line), or (-1, -1) if not there."""
-    if start == 0:
-        for lone in (b".\r\n", b".\n"):
-            if data.startswith(lone):
-                return 0, len(lone)  # an empty message
-    found = [(at + 1, at + len(t)) for t in (b"\n.\r\n", b"\n.\n")
-             if (at := data.find(t, start)) >= 0]
-    return min(found) if found else (-1, -1)
+class _Scan:
+    """Where :func:`read_multiline` is in its search for the terminating line.
+
+    Every line that starts with a dot is either the terminator (``.`` alone) or stuffed,
+    so one search for ``\\n.`` finds both: ``at`` is where the next search starts.
+    """
+
+    def __init__(self) -> None:
+        self.at = -1  # -1: the first line is not looked at yet (it has no \n before it)
+        self.stuffed = False
+        self.body_end = self.end = -1
+
+    def advance(self, data: bytearray) -> bool:
+        """Look at what arrived; True once the terminator is found (``body_end``, ``end``)."""
+        if self.at < 0:
+            if not data.startswith(b"."):
+                self.at = 0
+            elif not self._check(data, 0, 1):
+                return self.body_end >= 0
+        while (dot := data.find(b"\n.", self.at)) >= 0:
+            if not self._check(data, dot + 1, dot + 2):
+                return self.body_end >= 0
+        self.at = max(len(data) - 1, 0)  # a \n at the very end may start the next hit
+        return False
+
+    def _check(self, data: bytearray, line: int, after: int) -> bool:
+        """The line at ``line`` starts with a dot: terminator, stuffed, or too short to tell.
+
+        Returns True to keep searching (a stuffed line); False when the search ends here,
+        with ``body_end`` set if it was the terminator and left unset if more data is needed.
+        """
+        rest = bytes(data[after:after + 2])
+        ending = 1 if rest[:1] == b"\n" else 2 if rest == b"\r\n" else 0
+        if ending:
+            self.body_end, self.end = line, after + ending
+            return False
+        if rest in (b"", b"\r"):
+            self.at = line - 1  # wait for the bytes that decide it (-1: the first line)
+            return False
+        self.stuffed = True
+        self.at = after
+        return True
 
 
 def _unstuff(body: bytes) -> bytes:
     """Drop the stuffed dot of every line that starts with one; bare LF becomes CRLF."""
     if body.startswith(b"."):
         body = body[1:]
-    body = body.replace(b"\n.", b"\n")
+    return _crlf(body.replace(b"\n.", b"\n"))
+
+
+def _crlf(body: bytes) -> bytes:
+    """A lax server's bare LF line ends become CRLF."""
     if body.count(b"\n") != body.count(b"\r\n"):
         body = _BARE_LF.sub(b"\r\n", body)
     return body

@@ -15,7 +15,7 @@ commits cannot open a second ticket.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -172,6 +172,11 @@ class ConnectorState(Protocol):
 
     def processed_uidl(self, mailbox: str, uidl: str) -> ProcessedRecord | None:
         """The recorded outcome of this POP3 UIDL in this mailbox, if any."""
+        ...
+
+    def processed_uidls(self, mailbox: str, uidls: Iterable[str]) -> set[str]:
+        """Those of ``uidls`` that have a recorded outcome in this mailbox (the POP3 runner
+        asks once per session, not once per message)."""
         ...
 
     def record_processed(

@@ -5,23 +5,22 @@ Per poll, one session (or several, see below): connect, list UIDLs, and for each
 1. if the processed log already has an outcome for (mailbox, UIDL), skip it: it was
    handled by an earlier poll that did not get to delete it (crash, dropped connection,
    ``leave_on_server``), so only the DELE is still owed;
-2. otherwise take it from the fetch-ahead thread (which RETRs a few messages ahead
-   while this one is processed) and hand it to :meth:`Connector.process`, which records
+2. otherwise read it (its RETR went out ahead, pipelined, so the server sent it while
+   the message before was processed) and hand it to :meth:`Connector.process`, which records
    the outcome (with mailbox and UIDL) in the same transaction as every write it caused,
    or quarantines the message byte-for-byte when processing fails;
-3. note it for deletion once the log has its outcome under this UIDL (unless
-   ``leave_on_server``);
+3. note it as finished (unless ``leave_on_server``);
 
-then send the noted DELEs in one (pipelined) batch and QUIT, which is when the server
-applies them. A DELE sent right after each message would be no safer: nothing is
-deleted before QUIT either way. A session ends after ``messages_per_session`` fetched
-messages and the poll reconnects, so a crash late in a long backlog does not re-fetch
-all of it. A crash or dropped connection anywhere re-delivers some messages on the next
-poll, and step 1 (or the connector's Message-ID digest) turns them into no-ops: no
-message is lost and none is processed twice. Network and server errors end the poll; the
-next one is tried after an exponential, jittered and capped back-off. SIGTERM/SIGINT stop
-the run after the message in hand (then the DELE batch and QUIT). See
-docs/explanation/delivery-guarantees.md.
+then ask the log once which finished UIDLs it has an outcome for, send their DELEs in one
+(pipelined) batch and QUIT, which is when the server applies them. A DELE sent right after
+each message would be no safer: nothing is deleted before QUIT either way. A session ends
+after ``pop3.messages_per_session`` fetched messages and the poll reconnects, so a long
+backlog frees the mailbox as it goes. A crash or dropped connection anywhere re-delivers
+some messages on the next poll, and step 1 (or the connector's Message-ID digest) turns
+them into no-ops: no message is lost and none is processed twice. Network and server
+errors end the poll; the next one is tried after an exponential, jittered and capped
+back-off. SIGTERM/SIGINT stop the run after the message in hand (then the DELE batch and
+QUIT). See docs/explanation/delivery-guarantees.md.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ import random
 import signal
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterator
 from types import FrameType
 
@@ -120,7 +119,7 @@ class Runner:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         progress_interval: float = 10.0,
-        messages_per_session: int = 500,
+        messages_per_session: int | None = None,
     ) -> None:
         self.config = config
         self.connector = connector
@@ -130,7 +129,7 @@ class Runner:
         self._clock = clock
         self.progress_interval = progress_interval
         #: QUIT (applying the deletions) and reconnect after this many fetched messages
-        self.messages_per_session = max(1, messages_per_session)
+        self.messages_per_session = max(1, messages_per_session or config.pop3.messages_per_session)
         # A plain flag, not a threading.Event: the signal handler sets it, and Event.set()
         # could deadlock if the signal lands while the main thread holds the Event's lock.
         self._stop_requested = False
@@ -214,33 +213,36 @@ class Runner:
         POP3 applies deletions only at QUIT, so a DELE sent the moment a message is done
         is no safer than one sent just before QUIT; batching them saves a round trip per
         message. A session ends after ``messages_per_session`` fetched messages (True is
-        returned, the caller reconnects) so that a crash late in a long backlog costs at
-        most that many messages fetched again.
+        returned, the caller reconnects), so that a long backlog frees the mailbox as it
+        goes instead of all at the end.
         """
         with self._mailbox_factory() as box:
             uidls = box.uidls()
             if uidls:
                 log.debug("%s: %d messages on the server", box.name, len(uidls))
             progress.begin_session(len(uidls))
-            state = self.connector.state
-            known = {u for u in uidls if state.processed_uidl(box.name, u) is not None}
+            known = self.connector.state.processed_uidls(box.name, uidls)
             fresh = [u for u in uidls if u not in known]
-            fetcher = _Prefetcher(box, fresh[: self.messages_per_session])
-            doomed: list[str] = []
+            wanted = fresh[: self.messages_per_session]
+            # RETRs are pipelined ahead of processing: the server sends the next messages
+            # while this one is processed, and the kernel's socket buffer holds them.
+            fetched = box.retrieve_many(wanted)
+            finished: list[str] = []
             try:
-                self._handle_all(box, uidls, known=known, fetcher=fetcher, doomed=doomed,
-                                 tally=tally, progress=progress)
+                self._handle_all(box, uidls, known=known, wanted=set(wanted), fetched=fetched,
+                                 finished=finished, tally=tally, progress=progress)
             except (SourceError, StoreError):
-                fetcher.close()
+                fetched.close()
                 # Whatever is done and recorded may still be deleted if the session is
-                # usable (a -ERR, a store failure); it is only an optimisation.
+                # usable (a -ERR); it is only an optimisation. With the store down, the
+                # log cannot vouch for anything, so nothing is.
                 if box.connected:
-                    with contextlib.suppress(SourceError):
-                        self._delete(box, doomed, tally)
+                    with contextlib.suppress(SourceError, StoreError):
+                        self._delete(box, finished, tally)
                 raise
             finally:
-                fetcher.close()  # the socket must be ours alone again before DELE/QUIT
-            self._delete(box, doomed, tally)
+                fetched.close()  # reads the replies still in flight: DELE/QUIT come next
+            self._delete(box, finished, tally)
             return len(fresh) > self.messages_per_session and not self.stopping
 
     def _handle_all(
@@ -249,12 +251,14 @@ class Runner:
         uidls: list[str],
         *,
         known: set[str],
-        fetcher: _Prefetcher,
-        doomed: list[str],
+        wanted: set[str],
+        fetched: Iterator[tuple[str, bytes]],
+        finished: list[str],
         tally: Counter[str],
         progress: _Progress,
     ) -> None:
-        """Handle the session's messages in the server's order, up to the last fetched one."""
+        """Handle the session's messages in the server's order, up to the last fetched one;
+        ``finished`` gets those to delete once the log vouches for them (see :meth:`_delete`)."""
         leave = self.config.pop3.leave_on_server
         for done, uidl in enumerate(uidls):
             if self.stopping:
@@ -265,16 +269,32 @@ class Runner:
                 # dropped connection, leave_on_server): only the DELE is still owed.
                 tally["known"] += 1
                 if not leave:
-                    doomed.append(uidl)
-            elif uidl in fetcher:
-                if self._handle(box, uidl, fetcher.take(uidl), tally) and not leave:
-                    doomed.append(uidl)
+                    finished.append(uidl)
+            elif uidl in wanted:
+                got, raw = next(fetched)
+                if got != uidl:  # a bug, not a server fault: never process one as another
+                    raise RuntimeError(f"fetched {got} while {uidl} was expected")
+                if self._handle(box, uidl, raw, tally) and not leave:
+                    finished.append(uidl)
             else:
                 continue  # beyond this session's limit: the next session fetches it
             self._progress(progress)
 
-    def _delete(self, box: Pop3Mailbox, doomed: list[str], tally: Counter[str]) -> None:
-        """DELE the finished messages (pipelined if the server allows); QUIT applies them."""
+    def _delete(self, box: Pop3Mailbox, finished: list[str], tally: Counter[str]) -> None:
+        """DELE the finished messages the processed log has an outcome for, under this
+        mailbox and UIDL (pipelined if the server allows); QUIT applies them.
+
+        The log is asked once for the whole batch, right before the DELEs: what it cannot
+        vouch for is never deleted, it stays for the next poll.
+        """
+        if not finished:
+            return
+        vouched = self.connector.state.processed_uidls(box.name, finished)
+        doomed = [uidl for uidl in finished if uidl in vouched]
+        for uidl in finished:
+            if uidl not in vouched:
+                log.error("%s: no outcome recorded under this UIDL; keeping the message", uidl)
+                tally["errors"] += 1
         if not doomed:
             return
         refused = box.delete_many(doomed)
@@ -295,7 +315,8 @@ class Runner:
             log.warning("could not read the outbox: %s", exc)
 
     def _handle(self, box: Pop3Mailbox, uidl: str, raw: bytes, tally: Counter[str]) -> bool:
-        """Process one fetched message; True when its outcome is durable under its UIDL."""
+        """Process one fetched message; True when processing returned an outcome (the log
+        is asked whether it is durable under this UIDL before the DELE)."""
         tally["fetched"] += 1
         source = SourceRef(kind="pop3", name=box.name, uidl=uidl)
         try:
@@ -309,12 +330,8 @@ class Runner:
             tally["errors"] += 1
             return False
         tally[_COLUMN[outcome.kind]] += 1
-        log.info("%s", _message_line(uidl, outcome))
-        if self.connector.state.processed_uidl(box.name, uidl) is None:
-            # Never delete what the log cannot vouch for: keep it, the next poll retries.
-            log.error("%s: no outcome recorded under this UIDL; keeping the message", uidl)
-            tally["errors"] += 1
-            return False
+        if log.isEnabledFor(logging.INFO):
+            log.info("%s", _message_line(uidl, outcome))
         return True
 
     def _progress(self, progress: _Progress) -> None:
@@ -356,89 +373,6 @@ class Runner:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-
-
-class _Prefetcher:
-    """RETRs a session's new messages in a background thread, a few ahead of processing.
-
-    Processing stays in the main thread (the per-message time limit is a SIGALRM), while
-    this thread owns the POP3 socket until :meth:`close` returns: the server's latency
-    and the socket reads overlap the pipeline's work instead of adding to it (and with
-    PIPELINING the RETR commands themselves go out ahead, see
-    :meth:`Pop3Mailbox.retrieve_many`). At most
-    ``max_messages`` messages or ``max_bytes`` (but always one) wait in memory. A
-    :class:`SourceError` of the fetch is raised by :meth:`take` in the main thread, for
-    the message whose RETR failed, after every message before it was handed over.
-    """
-
-    def __init__(
-        self, box: Pop3Mailbox, uidls: list[str], *,
-        max_messages: int = 16, max_bytes: int = 64 * 1024 * 1024,
-    ) -> None:
-        self._box = box
-        self._uidls = set(uidls)
-        self._max_messages = max_messages
-        self._max_bytes = max_bytes
-        self._ready: deque[tuple[str, bytes]] = deque()
-        self._bytes = 0
-        self._error: BaseException | None = None
-        self._finished = False
-        self._closing = False
-        self._changed = threading.Condition()
-        self._thread = threading.Thread(
-            target=self._fetch_all, args=(uidls,), name="pop3-fetch", daemon=True
-        )
-        self._thread.start()
-
-    def __contains__(self, uidl: str) -> bool:
-        return uidl in self._uidls
-
-    def take(self, uidl: str) -> bytes:
-        """The next message's bytes (it must be ``uidl``), waiting for its RETR if needed."""
-        with self._changed:
-            while not self._ready and not self._finished:
-                self._changed.wait()
-            if not self._ready:
-                raise self._error or SourceError(f"POP3 {self._box.name}: {uidl} not fetched")
-            got, raw = self._ready.popleft()
-            self._bytes -= len(raw)
-            self._changed.notify_all()
-        if got != uidl:  # a bug, not a server fault: never process one message as another
-            raise RuntimeError(f"fetched {got} while {uidl} was expected")
-        return raw
-
-    def close(self) -> None:
-        """Stop fetching (the RETR in flight completes) and wait for the thread."""
-        with self._changed:
-            self._closing = True
-            self._changed.notify_all()
-        self._thread.join()
-
-    def _fetch_all(self, uidls: list[str]) -> None:
-        try:
-            with contextlib.closing(self._box.retrieve_many(uidls)) as fetched:
-                while self._wait_for_room():
-                    item = next(fetched, None)
-                    if item is None:
-                        return
-                    with self._changed:
-                        self._ready.append(item)
-                        self._bytes += len(item[1])
-                        self._changed.notify_all()
-        except BaseException as exc:  # handed to the main thread, which decides
-            self._error = exc
-        finally:
-            with self._changed:
-                self._finished = True
-                self._changed.notify_all()
-
-    def _wait_for_room(self) -> bool:
-        with self._changed:
-            while not self._closing and self._ready and (
-                len(self._ready) >= self._max_messages or self._bytes >= self._max_bytes
-            ):
-                self._changed.wait()
-            return not self._closing
 
 
 class _Progress:

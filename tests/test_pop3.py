@@ -6,6 +6,7 @@ import io
 import logging
 import socket
 import ssl
+from collections import deque
 from collections.abc import Callable
 
 import pytest
@@ -14,7 +15,14 @@ from hypothesis import strategies as st
 
 from commit_email.config import Pop3Config
 from commit_email.errors import ConfigError, SourceError
-from commit_email.pop3 import LoginError, Pop3Mailbox, read_multiline
+from commit_email.pop3 import (
+    _RETR_AHEAD,
+    _RETR_AHEAD_BYTES,
+    LoginError,
+    Pop3Mailbox,
+    _Window,
+    read_multiline,
+)
 from tests.dovecot_fixtures import (
     DovecotServer,
     TestCA,
@@ -391,6 +399,36 @@ def test_an_err_reply_to_quit_is_reported(dovecot: DovecotServer) -> None:
             box.quit()
 
 
+
+def test_the_retr_window_is_bounded_by_count_and_by_listed_size() -> None:
+    """Which RETRs go out ahead: one at a time without PIPELINING; with it, groups up to
+    the count bound, refilled at half, and never more than the byte bound in flight by
+    LIST size - except one message larger than that, which goes alone."""
+    small = {f"s{n}": 1000 for n in range(100)}
+    plain = _Window(small, pipelined=False)
+    queued, in_flight = deque(small), deque[str]()
+    assert plain.next_batch(in_flight, queued) == ["s0"]
+    assert plain.next_batch(deque(["s0"]), queued) == []
+
+    window = _Window(small, pipelined=True)
+    queued = deque(small)
+    in_flight.extend(window.next_batch(in_flight, queued))
+    assert len(in_flight) == _RETR_AHEAD
+    for _ in range(_RETR_AHEAD // 2 - 1):
+        in_flight.popleft()
+    assert window.next_batch(in_flight, queued) == []  # more than half still in flight
+    in_flight.popleft()
+    refill = window.next_batch(in_flight, queued)
+    assert len(in_flight) + len(refill) == _RETR_AHEAD
+
+    third = _RETR_AHEAD_BYTES // 3
+    big = {"a": third, "b": third, "c": third, "d": third, "huge": 3 * _RETR_AHEAD_BYTES}
+    window, queued = _Window(big, pipelined=True), deque(big)
+    assert window.next_batch(deque(), queued) == ["a", "b", "c"]
+    assert window.next_batch(deque(["c"]), queued) == ["d"]
+    assert window.next_batch(deque(["d"]), queued) == []  # huge waits for an empty pipe
+    assert window.next_batch(deque(), queued) == ["huge"]
+
 # -- the multi-line reader on its own --------------------------------------------------------
 
 
@@ -401,7 +439,7 @@ def stuffed(lines: list[bytes]) -> bytes:
 line_text = st.binary(max_size=40).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
 
 
-@given(lines=st.lists(line_text, max_size=20), chunk=st.integers(min_value=3, max_value=50))
+@given(lines=st.lists(line_text, max_size=20), chunk=st.integers(min_value=1, max_value=50))
 def test_multiline_reader_undoes_dot_stuffing(lines: list[bytes], chunk: int) -> None:
     stream = io.BufferedReader(io.BytesIO(stuffed(lines) + b"+OK next reply"))
     assert read_multiline(stream, chunk) == b"".join(ln + b"\r\n" for ln in lines)
@@ -414,6 +452,22 @@ def test_multiline_reader_reports_a_cut_connection(lines: list[bytes], cut: int)
     truncated = wire[: cut % (len(wire) - 2)]  # never the complete terminator
     with pytest.raises(EOFError):
         read_multiline(io.BufferedReader(io.BytesIO(truncated)))
+
+
+@given(
+    lines=st.lists(st.tuples(line_text, st.sampled_from([b"\r\n", b"\n"])), max_size=20),
+    last=st.sampled_from([b".\r\n", b".\n"]),
+    chunk=st.integers(min_value=1, max_value=50),
+)
+def test_multiline_reader_matches_a_line_by_line_reading(
+    lines: list[tuple[bytes, bytes]], last: bytes, chunk: int
+) -> None:
+    """Mixed CRLF / bare LF line ends, stuffed lines anywhere, any piece size: the same
+    result as reading line by line (RFC 1939 §3), and the next reply left unread."""
+    wire = b"".join((b"." if ln.startswith(b".") else b"") + ln + end for ln, end in lines)
+    stream = io.BufferedReader(io.BytesIO(wire + last + b"+OK next"), buffer_size=max(chunk, 1))
+    assert read_multiline(stream, chunk) == b"".join(ln + b"\r\n" for ln, _ in lines)
+    assert stream.read() == b"+OK next"
 
 
 def test_multiline_reader_accepts_bare_lf_from_lax_servers() -> None:

@@ -16,9 +16,9 @@ from typing import Any
 import attrs
 import pytest
 
-from commit_email import hookimpl
+from commit_email import hookimpl, pop3
 from commit_email.message import Message
-from commit_email.model import OutcomeKind
+from commit_email.model import Outcome, OutcomeKind, SourceRef
 from commit_email.pipeline import Connector
 from commit_email.pop3 import Pop3Mailbox
 from commit_email.runner import PollSummary, Runner
@@ -149,6 +149,38 @@ def test_a_redelivered_copy_is_a_duplicate_and_is_deleted(
     assert len(connector.sink.list_tickets()) == 1
     assert dovecot.message_files() == []
 
+
+
+def test_a_message_the_log_cannot_vouch_for_stays_on_the_server(
+    connector_factory: Callable[..., Connector], dovecot: DovecotServer,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The DELE needs the outcome under this mailbox and UIDL in the log. A state that
+    loses the UIDL (a buggy integration store) must cost a retry, never the message."""
+    dovecot.deliver_many([customer_mail(1), customer_mail(2)])
+    runner, connector, _ = make_runner(connector_factory, dovecot)
+    state = connector.state
+    record = state.record_processed
+
+    def without_uidl_for_m1(*, digest: str, source: SourceRef, message_id: str,
+                            outcome: Outcome) -> None:
+        if message_id == "m1@acme.example":
+            source = attrs.evolve(source, uidl="")
+        record(digest=digest, source=source, message_id=message_id, outcome=outcome)
+
+    monkeypatch.setattr(state, "record_processed", without_uidl_for_m1)
+    with caplog.at_level(logging.ERROR, logger="commit_email.runner"):
+        first = runner.poll()
+    assert (first.tickets, first.errors, first.deleted) == (2, 1, 1)
+    assert "no outcome recorded under this UIDL; keeping the message" in caplog.text
+    assert len(dovecot.message_files()) == 1
+    # The next poll fetches it again: the digest makes it a duplicate (no second ticket),
+    # its UIDL is recorded with that outcome, and now it is deleted.
+    monkeypatch.setattr(state, "record_processed", record)
+    second = runner.poll()
+    assert (second.fetched, second.duplicates, second.errors, second.deleted) == (1, 1, 0, 1)
+    assert len(connector.sink.list_tickets()) == 2
+    assert dovecot.message_files() == []
 
 # -- bad messages ------------------------------------------------------------------------
 
@@ -322,9 +354,9 @@ def test_messages_are_fetched_ahead_of_processing_within_a_bound(
         )
         assert runner.poll().forwarded == 40
     ahead = [seen - n for n, seen in enumerate(slow.retrs_seen, start=1)]
-    assert max(ahead) > 1  # later messages were already fetched while one was processed
-    # but never more than 16 waiting in memory, plus at most 8 RETR commands in flight
-    assert max(ahead) <= 16 + 8
+    assert max(ahead) > 1  # later messages were already asked for while one was processed
+    # but never more RETRs in flight than the pipelining window allows
+    assert max(ahead) <= pop3._RETR_AHEAD
     assert dovecot.message_files() == []
 
 

@@ -48,10 +48,12 @@ def test_every_select_of_a_message_uses_an_index(tmp_path: Path) -> None:
     for i, raw in enumerate(gen_corpus.generate(150, n_accounts=200)):
         connector.process(raw, SourceRef(kind="pop3", name="support@pop:110", uidl=f"u{i}"))
         connector.process(raw, SourceRef(kind="pop3", name="support@pop:110", uidl=f"v{i}"))
+    assert store.processed_uidls("support@pop:110", ["u0", "v3", "w0", "u0"]) == {"u0", "v3"}
     selects = [s for s in recorder.statements
                if s.lstrip().upper().startswith("SELECT") and "count(*)" not in s]
     assert any("FROM tickets WHERE source_key" in s for s in selects)
     assert any("FROM processed WHERE source_name" in s for s in selects)
+    assert any("uidl IN (" in s for s in selects)  # the runner's look-up of a whole session
     scans = {}
     for sql in selects:
         plan = _plan(recorder.db, sql)

@@ -426,8 +426,10 @@ class _Window:
 
     def next_batch(self, in_flight: deque[str], queued: deque[str]) -> list[str]:
         """Take from ``queued`` what to send now (possibly nothing)."""
+        if in_flight and len(in_flight) > self._count // 2:
+            return []
         flying = sum(self._sizes.get(uidl, 0) for uidl in in_flight)
-        if in_flight and (len(in_flight) > self._count // 2 or flying > self._bytes // 2):
+        if in_flight and flying > self._bytes // 2:
             return []
         batch: list[str] = []
         while queued:

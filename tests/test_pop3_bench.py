@@ -26,3 +26,6 @@ def test_pop3_benchmark_smoke(cli_env: dict[str, str]) -> None:
     assert set(report["messages_per_s"]) == {"poplib", "run_once", "process_files"}
     assert all(rate > 0 for rate in report["messages_per_s"].values())
     assert 0 < report["run_once_vs_poplib"] < 10
+    spread = report["run_once_vs_process_files_per_round"]
+    assert 0 < spread["min"] <= spread["median"] <= spread["max"]
+    assert report["run_once_vs_process_files"] == spread["median"]

@@ -24,9 +24,10 @@ import email.policy
 import email.utils
 import itertools
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from email.message import Message as _StdMessage
+from functools import cached_property
 
 from attrs import field, frozen
 
@@ -442,8 +443,25 @@ def _leaf_parts(msg: _StdMessage) -> Iterator[_StdMessage]:
 
 
 @frozen(kw_only=True)
+class _Body:
+    """What decoding the MIME parts gives; :class:`Message` computes it on first use."""
+
+    text: str
+    html: str | None
+    attachments: tuple[Attachment, ...]
+    is_report: bool
+    defects: tuple[str, ...]
+
+
+@frozen(kw_only=True, eq=False)
 class Message:
-    """One email as commit-email sees it. Build it with :meth:`from_bytes`."""
+    """One email as commit-email sees it. Build it with :meth:`from_bytes`.
+
+    The headers are decoded at once; the body (``text``, ``html``, ``attachments``, and
+    what depends on them: ``is_bounce``, ``defects``) only when first asked for, so a
+    duplicate or an ignored auto-reply costs no transfer decoding, charset decoding or
+    HTML rendering. Either way the values are the same, and parsing never raises.
+    """
 
     raw: bytes = field(repr=lambda d: f"<{len(d)} bytes>")
     message_id: str = ""
@@ -454,17 +472,70 @@ class Message:
     reply_to: tuple[Address, ...] = ()
     return_path: str | None = None
     date: datetime | None = None
-    text: str = ""
-    html: str | None = None
-    attachments: tuple[Attachment, ...] = ()
     in_reply_to: tuple[str, ...] = ()
     references: tuple[str, ...] = ()
     auto_submitted: str | None = None
-    is_bounce: bool = False
     is_auto_reply: bool = False
     content_type: str = "text/plain"
     headers: tuple[tuple[str, str], ...] = ()
-    defects: tuple[str, ...] = ()
+    #: the parsed tree the body is decoded from, and the defects found in the headers
+    _std: _StdMessage = field(alias="std", repr=False)
+    _header_defects: tuple[str, ...] = field(alias="header_defects", default=(), repr=False)
+
+    @cached_property
+    def _body(self) -> _Body:
+        return _bodies(self._std)
+
+    @cached_property
+    def _bounce(self) -> bool:
+        return _is_bounce(self._std, from_=self.from_, return_path=self.return_path,
+                          subject=self.subject, body=lambda: self._body)
+
+    @cached_property
+    def _defects(self) -> tuple[str, ...]:
+        found = [*self._header_defects, *self._body.defects]
+        found.extend(type(d).__name__ for d in self._std.defects)
+        return tuple(dict.fromkeys(found))
+
+    @property
+    def text(self) -> str:
+        """The plain body; derived from the HTML part when there is no plain one."""
+        return self._body.text
+
+    @property
+    def html(self) -> str | None:
+        """The HTML body, or None."""
+        return self._body.html
+
+    @property
+    def attachments(self) -> tuple[Attachment, ...]:
+        """The non-body parts: files, inline images, attached messages."""
+        return self._body.attachments
+
+    @property
+    def is_bounce(self) -> bool:
+        """A delivery report, read receipt or complaint (`multipart/report`), or a mail
+        daemon returning a message. Decodes the body only for a daemon's mail."""
+        return self._bounce
+
+    @property
+    def defects(self) -> tuple[str, ...]:
+        """What could not be decoded cleanly: headers, MIME structure, encodings."""
+        return self._defects
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Message):
+            return NotImplemented
+        return self._compared() == other._compared()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable caches; equality is by content
+
+    def _compared(self) -> tuple[object, ...]:
+        return (self.raw, self.message_id, self.subject, self.from_, self.to, self.cc,
+                self.reply_to, self.return_path, self.date, self.in_reply_to,
+                self.references, self.auto_submitted, self.is_auto_reply, self.content_type,
+                self.headers, self.text, self.html, self.attachments, self.is_bounce,
+                self.defects)
 
     @property
     def size(self) -> int:
@@ -529,9 +600,6 @@ class Message:
         keyword = _KEYWORD.match((first("auto-submitted") or "").strip().lower())
         auto_submitted = keyword.group(0) if keyword else None
 
-        text, html, attachments, is_report, body_defects = _bodies(std)
-        defects.extend(body_defects)
-        defects.extend(type(d).__name__ for d in std.defects)
         subject = first("subject") or ""
         from_ = from_list[0] if from_list else None
         return cls(
@@ -544,24 +612,18 @@ class Message:
             reply_to=_addresses(all_of("reply-to")),
             return_path=return_path,
             date=date,
-            text=text,
-            html=html,
-            attachments=attachments,
             in_reply_to=_message_ids(first("in-reply-to")),
             references=_message_ids(first("references")),
             auto_submitted=auto_submitted,
-            is_bounce=_is_bounce(std, from_=from_, return_path=return_path, subject=subject,
-                                 is_report=is_report, attachments=attachments),
             is_auto_reply=_is_auto_reply(std, auto_submitted, subject),
             content_type=std.get_content_type(),
             headers=headers,
-            defects=tuple(dict.fromkeys(defects)),
+            std=std,
+            header_defects=tuple(defects),
         )
 
 
-def _bodies(
-    std: _StdMessage,
-) -> tuple[str, str | None, tuple[Attachment, ...], bool, list[str]]:
+def _bodies(std: _StdMessage) -> _Body:
     """The text body, the HTML body, the attachments, whether it is a report, and defects."""
     plain: list[str] = []
     html: list[str] = []
@@ -615,7 +677,8 @@ def _bodies(
         text = html_to_text(html_text)
     else:
         text = ""
-    return text, html_text, tuple(attachments), is_report, defects
+    return _Body(text=text, html=html_text, attachments=tuple(attachments),
+                 is_report=is_report, defects=tuple(defects))
 
 
 def _decode_part(part: _StdMessage, data: bytes) -> tuple[str, str | None]:
@@ -632,22 +695,29 @@ def _is_bounce(
     from_: Address | None,
     return_path: str | None,
     subject: str,
-    is_report: bool,
-    attachments: tuple[Attachment, ...],
+    body: Callable[[], _Body],
 ) -> bool:
-    if is_report:
-        # Every multipart/report is machine-made: delivery status (DSN), read receipts
-        # (disposition-notification) and abuse complaints (ARF feedback-report) alike.
+    """``body`` is decoded only when the headers cannot tell (the usual mail's answer,
+    no, costs a few header look-ups)."""
+    if std.get_content_type() == "multipart/report" or "x-failed-recipients" in std:
         return True
-    if "x-failed-recipients" in std:
-        return True
+    local = from_.normalized.partition("@")[0] if from_ else ""
     # Non-standard bounces (qmail, old Exchange, "Mail System Error"): a mail daemon, or an
     # empty envelope sender, whose subject says so or that returns the message.
-    local = from_.normalized.partition("@")[0] if from_ else ""
-    if not (_DAEMON_LOCAL_PART.match(local) or return_path == ""):
-        return False
-    return bool(_BOUNCE_WORDS.search(subject)) or any(
-        a.content_type in ("message/rfc822", "text/rfc822-headers") for a in attachments
+    daemon = bool(_DAEMON_LOCAL_PART.match(local)) or return_path == ""
+    if daemon and (_BOUNCE_WORDS.search(subject) or any(
+        a.content_type in ("message/rfc822", "text/rfc822-headers") for a in body().attachments
+    )):
+        return True
+    # Every multipart/report is machine-made: delivery status (DSN), read receipts
+    # (disposition-notification) and abuse complaints (ARF feedback-report) alike; a
+    # delivery-status part inside another multipart marks a report as well.
+    return _has_delivery_status(std)
+
+
+def _has_delivery_status(std: _StdMessage) -> bool:
+    return std.is_multipart() and any(
+        part.get_content_type() == "message/delivery-status" for part in _leaf_parts(std)
     )
 
 

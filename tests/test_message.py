@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime
+from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from commit_email import message as message_module
 from commit_email.message import Message, decode_bytes
-from commit_email.testing import build_message
+from commit_email.model import OutcomeKind
+from commit_email.testing import build_message, make_connector
 
 
 def crlf(text: str) -> bytes:
@@ -258,3 +262,53 @@ def test_non_standard_bounce_from_a_mail_daemon() -> None:
     assert Message.from_bytes(raw).is_bounce
     person = build_message(sender="postmaster@customer.example", subject="Printer")
     assert not Message.from_bytes(person).is_bounce
+
+
+class CountingBodies:
+    """Wraps the body decoder to count how often a message's MIME parts are decoded."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        self._decode = message_module._bodies
+        monkeypatch.setattr(message_module, "_bodies", self)
+
+    def __call__(self, std: Any) -> Any:
+        self.calls += 1
+        return self._decode(std)
+
+
+def test_the_body_is_decoded_only_when_asked_for_and_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    bodies = CountingBodies(monkeypatch)
+    raw = build_message(sender="Alice <alice@customer.example>", body="Grüße\n",
+                        attachments=[("log.txt", "text/plain", b"x" * 5000)])
+    message = Message.from_bytes(raw)
+    # What deduplication, loop protection and routing by header read costs no decoding.
+    assert (message.sender, message.subject, message.is_auto_reply, message.is_bounce) == (
+        "alice@customer.example", "Printer is out of toner", False, False)
+    assert message.header("date")
+    assert bodies.calls == 0
+    assert message.text == "Grüße\n"
+    assert [a.filename for a in message.attachments] == ["log.txt"]
+    assert message.defects == ()
+    assert bodies.calls == 1
+
+
+def test_a_duplicate_is_recognised_without_decoding_its_body(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    connector = make_connector()
+    raw = build_message(html="<p>Hello <b>there</b></p>", body="")
+    assert connector.process(raw).kind is OutcomeKind.FORWARDED
+    bodies = CountingBodies(monkeypatch)
+    assert connector.process(raw).kind is OutcomeKind.DUPLICATE
+    assert bodies.calls == 0
+
+
+def test_a_daemons_mail_is_a_bounce_by_its_returned_message() -> None:
+    """The one is_bounce verdict that needs the body: a mail daemon returning a message."""
+    returned = build_message(subject="Hello")
+    raw = build_message(sender="MAILER-DAEMON@mx.example", subject="Re: your mail",
+                        attachments=[("original.eml", "message/rfc822", returned)])
+    plain = build_message(sender="MAILER-DAEMON@mx.example", subject="Re: your mail")
+    assert Message.from_bytes(raw).is_bounce
+    assert not Message.from_bytes(plain).is_bounce

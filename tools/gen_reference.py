@@ -629,15 +629,11 @@ FIELD_DESCRIPTIONS = {
     "Message.from_": "the From mailbox, or None",
     "Message.return_path": "None when absent, `\"\"` for `<>` (a bounce)",
     "Message.date": "timezone-aware, or None when missing or unreadable",
-    "Message.text": "the plain body; derived from the HTML part when there is no plain one",
-    "Message.html": "the HTML body, or None",
     "Message.in_reply_to": "Message-IDs without brackets",
     "Message.references": "Message-IDs without brackets",
     "Message.auto_submitted": "the `Auto-Submitted` value, lower-cased, or None",
-    "Message.is_bounce": "a delivery status notification (`multipart/report`, mailer-daemon)",
     "Message.is_auto_reply": "an out-of-office or other auto-reply",
     "Message.headers": "every header as (name, decoded value), in order",
-    "Message.defects": "what could not be decoded cleanly",
     "Account.kind": "`account`, `contact` (a secondary contact) or `employee`",
     "Account.parent": "a contact's Account rec_id",
     "Account.extra": "other FLDCRD* fields by their Commit name",
@@ -668,6 +664,8 @@ def _default_text(f: attrs.Attribute[Any]) -> str:
 def _fields_table(cls: type, comments: Mapping[tuple[str, str], str]) -> str:
     rows = []
     for f in attrs.fields(cls):
+        if f.name.startswith("_"):
+            continue  # private state (Message keeps its parsed tree); not part of the API
         shown = "required" if f.default is attrs.NOTHING else f"`{_cell(_default_text(f))}`"
         text = (comments.get((cls.__name__, f.name))
                 or FIELD_DESCRIPTIONS.get(f"{cls.__name__}.{f.name}")

@@ -12,17 +12,19 @@ import logging
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from .accounts import read_accounts_csv
 from .config import Config, check_secrets, load_config
 from .errors import CommitEmailError, InputError
-from .model import Outcome, OutcomeKind, SourceRef
+from .message import Message
+from .model import PERMANENT_FAILURE, Outcome, OutcomeKind, SourceRef
 from .pipeline import Connector
 from .runner import Runner
 from .sources import iter_messages
-from .store import SQLiteStore, open_store
+from .store import OutboxEntry, SQLiteStore, open_store
 
 __all__ = ["main"]
 
@@ -84,6 +86,13 @@ def _print_unsent(connector: Connector, out: TextIO) -> None:
     if pending is None:
         return
     waiting = pending()
+    if not waiting:
+        return
+    failed = [entry for entry in waiting if entry.last_error.startswith(PERMANENT_FAILURE)]
+    if failed:
+        print(f"\n{len(failed)} mails given up (refused or out of attempts); "
+              "see: commit-email outbox list", file=out)
+        waiting = [entry for entry in waiting if entry not in failed]
     if not waiting:
         return
     kinds = Counter(entry.mail.kind for entry in waiting)
@@ -290,6 +299,123 @@ def cmd_quarantine(args: argparse.Namespace, out: TextIO) -> int:
     return 0 if outcome.kind is not OutcomeKind.QUARANTINED else 1
 
 
+def _mail_json(entry: OutboxEntry) -> dict[str, Any]:
+    mail = entry.mail
+    return {
+        "id": entry.id,
+        "status": entry.status,
+        "kind": mail.kind,
+        "sender": mail.sender,
+        "recipients": list(mail.recipients),
+        "subject": Message.from_bytes(mail.raw).subject,
+        "message_id": mail.message_id,
+        "ticket": mail.ticket,
+        "attempts": entry.attempts,
+        "last_error": entry.error,
+        "created": entry.created.isoformat() if entry.created else None,
+        "last_attempt": entry.last_attempt.isoformat() if entry.last_attempt else None,
+        "sent": entry.sent_at.isoformat() if entry.sent_at else None,
+    }
+
+
+def _print_mail(doc: dict[str, Any], out: TextIO) -> None:
+    created = (doc["created"] or "")[:16].replace("T", " ")
+    print(f"{doc['id']:>5}  {doc['status']:<7} {doc['kind']:<13} {created}  "
+          f"{', '.join(doc['recipients'])}  {doc['subject'][:50]}", file=out)
+    if doc["ticket"]:
+        print(f"       ticket {doc['ticket']}", file=out)
+    if doc["last_error"]:
+        print(f"       {doc['attempts']} attempts, last error: {doc['last_error']}", file=out)
+
+
+def _mail_id(text: str, store: SQLiteStore) -> OutboxEntry:
+    entry = store.get_mail(int(text)) if text.isdigit() else None
+    if entry is None:
+        raise InputError(f"no outbox mail {text!r} (see: commit-email outbox list)")
+    return entry
+
+
+def _date(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"--sent-before: not an ISO date or time: {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _outbox_list(args: argparse.Namespace, store: SQLiteStore, out: TextIO) -> int:
+    entries = store.all_mail() if args.all else store.pending_mail()
+    docs = [_mail_json(e) for e in entries]
+    if args.json:
+        print(json.dumps(docs, indent=2, ensure_ascii=False), file=out)
+        return 0
+    for doc in docs:
+        _print_mail(doc, out)
+    if not docs:
+        print("the outbox is empty" if args.all else "no mail waiting or failed", file=out)
+    return 0
+
+
+def _outbox_retry(args: argparse.Namespace, config: Config, store: SQLiteStore,
+                  out: TextIO) -> int:
+    if args.all_failed:
+        ids = [e.id for e in store.pending_mail() if e.failed]
+    else:
+        entry = _mail_id(args.id, store)
+        if entry.sent:
+            raise InputError(f"outbox mail {entry.id} was already sent")
+        ids = [entry.id]
+    with store.transaction():
+        for mail_id in ids:
+            store.requeue_mail(mail_id)
+    if config.smtp_configured:
+        Connector.from_config(config, store=store).flush_outbox()
+    entries = [e for e in (store.get_mail(i) for i in ids) if e is not None]
+    if args.json:
+        print(json.dumps([_mail_json(e) for e in entries], indent=2, ensure_ascii=False),
+              file=out)
+    else:
+        for entry in entries:
+            _print_mail(_mail_json(entry), out)
+        if not entries:
+            print("no failed mail to retry", file=out)
+        elif not config.smtp_configured:
+            print("queued; configure [smtp] to send it", file=out)
+    # Like ``quarantine replay``: 1 tells a script that the mail is still not out.
+    unsent = config.smtp_configured and any(not e.sent for e in entries)
+    return 1 if unsent else 0
+
+
+def _outbox_purge(args: argparse.Namespace, store: SQLiteStore, out: TextIO) -> int:
+    if args.sent_before is not None:
+        purged = store.delete_sent_mail(_date(args.sent_before))
+    else:
+        entry = _mail_id(args.id, store)
+        if entry.status == "pending" and not args.force:
+            # A pending mail is one the connector still means to send (an auto-response,
+            # a forward of a customer's mail): removing it loses that mail.
+            raise InputError(f"outbox mail {entry.id} is still waiting to be sent; "
+                             "use --force to remove it anyway")
+        store.delete_mail(entry.id)
+        purged = [entry.id]
+    if args.json:
+        print(json.dumps({"purged": purged}), file=out)
+    else:
+        print(f"purged {len(purged)} mails" + (f": {', '.join(map(str, purged))}"
+                                                 if purged else ""), file=out)
+    return 0
+
+
+def cmd_outbox(args: argparse.Namespace, out: TextIO) -> int:
+    config = load_config(args.config)
+    store = _store(config)
+    if args.action == "list":
+        return _outbox_list(args, store, out)
+    if args.action == "retry":
+        return _outbox_retry(args, config, store, out)
+    return _outbox_purge(args, store, out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="commit-email",
@@ -331,6 +457,23 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_parser("list", help="list quarantined messages")
     rp = q.add_parser("replay", help="process a quarantined message again")
     rp.add_argument("id", metavar="ID")
+
+    p = command("outbox", cmd_outbox, "list, retry or purge outgoing mail")
+    p.add_argument("--json", action="store_true")
+    o = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    ls = o.add_parser("list", help="mail waiting to be sent or given up (failed)")
+    ls.add_argument("--all", action="store_true", help="include mail already sent")
+    rt = o.add_parser("retry", help="put failed mail back in the queue and send it now")
+    which = rt.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", nargs="?", metavar="ID")
+    which.add_argument("--all-failed", action="store_true", help="every failed mail")
+    pg = o.add_parser("purge", help="remove a failed mail, or old sent mail")
+    which = pg.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", nargs="?", metavar="ID")
+    which.add_argument("--sent-before", metavar="DATE",
+                       help="every mail sent before DATE (ISO 8601, UTC unless given)")
+    pg.add_argument("--force", action="store_true",
+                    help="remove the mail even if it is still waiting to be sent")
 
     command("check-config", cmd_check_config, "validate the configuration; touches no mail")
     return parser

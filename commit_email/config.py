@@ -133,6 +133,16 @@ class SmtpConfig:
     ca_file: str = ""
     verify_certificate: bool = True
     retries: int = 3
+    #: Attempts (each with its ``retries``) after which a mail that keeps failing
+    #: transiently (a ``4xx``, the server down) is given up like a ``5xx``: kept as failed,
+    #: logged at ERROR and listed by ``commit-email outbox list`` until ``outbox retry`` or
+    #: ``purge``; 0 never gives up. 48 attempts ``retry_interval`` apart ride out greylisting
+    #: and a relay outage of about four hours, yet an auto-response never turns up days late.
+    max_attempts: int = 48
+    #: Seconds to wait after a transient failure before the outbox tries that mail again.
+    #: Without it every processed message would spend one attempt, so a burst of incoming
+    #: mail during an SMTP outage would use up ``max_attempts`` in seconds.
+    retry_interval: float = 300.0
 
     @property
     def effective_port(self) -> int:

@@ -35,6 +35,7 @@ from .config import Config
 from .errors import CommitEmailError, MailerError, MessageError
 from .message import Message
 from .model import (
+    PERMANENT_FAILURE,
     Document,
     HistoryEntry,
     Match,
@@ -48,7 +49,7 @@ from .model import (
 )
 from .outgoing import build_forward, make_message_id
 from .plugins import PluginHost
-from .protocols import AccountDirectory, ConnectorState, Mailer, TicketSink
+from .protocols import AccountDirectory, ConnectorState, Mailer, QueuedMail, TicketSink
 from .quarantine import Quarantine
 from .smtp import SmtpMailer
 from .store import open_store
@@ -74,10 +75,6 @@ AUTOMATED_ORDER = 100
 XML_ORDER = 200
 THREADING_ORDER = 300
 EMAIL_TO_TICKET_ORDER = 400
-
-
-#: ``last_error`` prefix of an outbox mail the server refused for good; it is not sent again.
-PERMANENT_FAILURE = "permanent: "
 
 
 class Stage(Protocol):
@@ -484,32 +481,61 @@ class Connector:
         """Send queued mail, oldest first; returns how many were sent.
 
         A transient failure (server down, ``4xx``) stops the flush: the mail stays queued and
-        the next run retries it first. A permanent one (``5xx``, a mailer error with
-        ``permanent = True``) is recorded with ``permanent:`` before the error, is not sent
-        again, and does not hold back the mail queued behind it.
+        is tried again once ``smtp.retry_interval`` has passed. A permanent one (``5xx``, a
+        mailer error with ``permanent = True``), or the ``smtp.max_attempts``-th transient
+        one, gives the mail up: it is recorded with ``permanent:`` before the error, is not
+        sent again (``commit-email outbox retry`` puts it back), and does not hold back the
+        mail queued behind it.
         """
         if self.mailer is None:
             return 0
+        now = self.clock()
         sent = 0
         for entry in self.state.pending_mail():
             if not entry.mail.recipients or entry.last_error.startswith(PERMANENT_FAILURE):
                 continue
+            if not self._retry_due(entry, now):
+                continue
             try:
                 self.mailer.send(entry.mail)
             except MailerError as exc:
-                permanent = bool(getattr(exc, "permanent", False))
-                log.warning("sending %s mail %s failed: %s", entry.mail.kind, entry.id, exc)
-                with self.state.transaction():
-                    self.state.mark_mail_failed(
-                        entry.id, (PERMANENT_FAILURE if permanent else "") + str(exc)
-                    )
-                if permanent:
+                if self._record_failure(entry, exc):
                     continue
-                break  # the server is likely down; the next run retries in order
+                break  # the server is likely down; a later flush retries in order
             with self.state.transaction():
                 self.state.mark_mail_sent(entry.id)
             sent += 1
         return sent
+
+    def _retry_due(self, entry: QueuedMail, now: datetime) -> bool:
+        """Whether a mail that failed transiently has waited ``smtp.retry_interval``."""
+        if not entry.last_error or entry.last_attempt is None:
+            return True
+        waited = (now - entry.last_attempt).total_seconds()
+        return waited >= self.config.smtp.retry_interval
+
+    def _record_failure(self, entry: QueuedMail, exc: MailerError) -> bool:
+        """Record a failed send; True when the mail is given up (kept, never sent again)."""
+        attempts = entry.attempts + 1
+        cap = self.config.smtp.max_attempts
+        permanent = bool(getattr(exc, "permanent", False))
+        error = str(exc)
+        if not permanent and cap and attempts >= cap:
+            permanent = True
+            error = f"gave up after {attempts} attempts: {error}"
+        with self.state.transaction():
+            self.state.mark_mail_failed(entry.id, (PERMANENT_FAILURE if permanent else "") + error)
+        mail = entry.mail
+        if permanent:
+            # Nobody reads a WARNING in time: this mail is lost unless someone acts on it.
+            log.error(
+                "%s mail %d to %s (Message-ID %s) not sent, kept in the outbox: %s",
+                mail.kind, entry.id, ", ".join(mail.recipients), mail.message_id or "-", error,
+            )
+        else:
+            log.warning("sending %s mail %d failed (attempt %d): %s", mail.kind, entry.id,
+                        attempts, error)
+        return permanent
 
     # Inspection ------------------------------------------------------------------------
 

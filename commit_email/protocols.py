@@ -156,6 +156,10 @@ class QueuedMail(Protocol):
     def attempts(self) -> int: ...
     @property
     def last_error(self) -> str: ...
+    @property
+    def last_attempt(self) -> datetime | None:
+        """When the mail was last tried (None: never), for ``smtp.retry_interval``."""
+        ...
 
 
 @runtime_checkable
@@ -197,9 +201,14 @@ class ConnectorState(Protocol):
         """Mails not yet sent, oldest first."""
         ...
 
-    def mark_mail_sent(self, mail_id: int) -> None: ...
+    def mark_mail_sent(self, mail_id: int) -> None:
+        """Record that the mail went out (an attempt, at the current time)."""
+        ...
 
-    def mark_mail_failed(self, mail_id: int, error: str) -> None: ...
+    def mark_mail_failed(self, mail_id: int, error: str) -> None:
+        """Record a failed attempt (at the current time) with the error; ``error`` starting
+        with ``"permanent: "`` means the mail is given up and must not be sent again."""
+        ...
 
     def record_sent_message_id(self, message_id: str, ticket_rec_id: str) -> None:
         """Remember a Message-ID the connector generated (for threading and loop checks)."""

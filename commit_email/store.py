@@ -29,6 +29,7 @@ from attrs import frozen
 
 from .errors import ConfigError, StoreError
 from .model import (
+    PERMANENT_FAILURE,
     Account,
     AccountKind,
     Document,
@@ -96,7 +97,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY, kind TEXT NOT NULL, sender TEXT NOT NULL, recipients TEXT NOT NULL,
     raw BLOB NOT NULL, message_id TEXT NOT NULL, ticket TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT NOT NULL DEFAULT '',
-    created TEXT NOT NULL, sent TEXT
+    created TEXT NOT NULL, sent TEXT, last_attempt TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (id) WHERE sent IS NULL;
 CREATE TABLE IF NOT EXISTS sent_ids (
@@ -180,6 +181,24 @@ class OutboxEntry:
     attempts: int
     last_error: str
     sent: bool = False
+    created: datetime | None = None
+    last_attempt: datetime | None = None
+    sent_at: datetime | None = None
+
+    @property
+    def failed(self) -> bool:
+        """Given up: refused for good or out of attempts; not sent until retried."""
+        return not self.sent and self.last_error.startswith(PERMANENT_FAILURE)
+
+    @property
+    def status(self) -> str:
+        """``"sent"``, ``"failed"`` or ``"pending"`` (waiting for its first or next try)."""
+        return "sent" if self.sent else "failed" if self.failed else "pending"
+
+    @property
+    def error(self) -> str:
+        """``last_error`` without the ``permanent:`` marker (``status`` says that)."""
+        return self.last_error.removeprefix(PERMANENT_FAILURE)
 
 
 def _iso(value: datetime) -> str:
@@ -230,6 +249,7 @@ class SQLiteStore:
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
+            self._add_missing_columns()
             self._db.execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
@@ -237,6 +257,16 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the store at {self.path}: {exc}") from exc
         self._depth = 0
+
+    #: Columns added after a table was first released: ``CREATE TABLE IF NOT EXISTS`` leaves
+    #: an existing table as it is, so a database from an older version gets them here.
+    _ADDED_COLUMNS = (("outbox", "last_attempt", "TEXT"),)
+
+    def _add_missing_columns(self) -> None:
+        for table, column, decl in self._ADDED_COLUMNS:
+            have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
     @classmethod
     def in_memory(cls) -> SQLiteStore:
@@ -652,10 +682,11 @@ class SQLiteStore:
         )
         return int(cur.lastrowid or 0)
 
-    def _outbox(self, where: str) -> list[OutboxEntry]:
+    def _outbox(self, where: str, params: Sequence[Any] = ()) -> list[OutboxEntry]:
         rows = self._execute(
             "SELECT id, kind, sender, recipients, raw, message_id, ticket, attempts, last_error,"
-            f" sent FROM outbox {where} ORDER BY id"
+            f" created, last_attempt, sent FROM outbox {where} ORDER BY id",
+            params,
         )
         return [
             OutboxEntry(
@@ -665,8 +696,11 @@ class SQLiteStore:
                 attempts=a,
                 last_error=e,
                 sent=sent is not None,
+                created=_dt(created),
+                last_attempt=_dt(tried) if tried else None,
+                sent_at=_dt(sent) if sent else None,
             )
-            for i, k, s, r, raw, m, t, a, e, sent in rows
+            for i, k, s, r, raw, m, t, a, e, created, tried, sent in rows
         ]
 
     def pending_mail(self) -> list[OutboxEntry]:
@@ -675,17 +709,45 @@ class SQLiteStore:
     def all_mail(self) -> list[OutboxEntry]:
         return self._outbox("")
 
+    def get_mail(self, mail_id: int) -> OutboxEntry | None:
+        found = self._outbox("WHERE id = ?", (mail_id,))
+        return found[0] if found else None
+
     def mark_mail_sent(self, mail_id: int) -> None:
+        now = _iso(utcnow())
         self._execute(
-            "UPDATE outbox SET sent = ?, attempts = attempts + 1 WHERE id = ?",
-            (_iso(utcnow()), mail_id),
+            "UPDATE outbox SET sent = ?, last_attempt = ?, attempts = attempts + 1 WHERE id = ?",
+            (now, now, mail_id),
         )
 
     def mark_mail_failed(self, mail_id: int, error: str) -> None:
         self._execute(
-            "UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?",
-            (error, mail_id),
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, last_attempt = ?"
+            " WHERE id = ?",
+            (error, _iso(utcnow()), mail_id),
         )
+
+    def requeue_mail(self, mail_id: int) -> bool:
+        """Put an unsent mail back in the queue as if new (attempts and error cleared);
+        False when there is no such unsent mail."""
+        cur = self._execute(
+            "UPDATE outbox SET attempts = 0, last_error = '', last_attempt = NULL"
+            " WHERE id = ? AND sent IS NULL",
+            (mail_id,),
+        )
+        return cur.rowcount > 0
+
+    def delete_mail(self, mail_id: int) -> bool:
+        """Remove one mail from the outbox, whatever its state; False when there is none."""
+        return self._execute("DELETE FROM outbox WHERE id = ?", (mail_id,)).rowcount > 0
+
+    def delete_sent_mail(self, before: datetime) -> list[int]:
+        """Remove the mail sent before ``before``; returns their ids."""
+        rows = self._execute(
+            "DELETE FROM outbox WHERE sent IS NOT NULL AND sent < ? RETURNING id",
+            (_iso(_utc(before)),),
+        ).fetchall()
+        return sorted(int(i) for (i,) in rows)
 
     def record_sent_message_id(self, message_id: str, ticket_rec_id: str) -> None:
         self._execute(

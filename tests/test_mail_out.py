@@ -29,7 +29,9 @@ JANE = Account(rec_id="CRD-CUST-1", file_as="Customer Ltd", email1="jane@custome
 
 def config_for(server: SmtpTestServer, public: str, internal: str, **sections: object) -> Config:
     smtp = {"host": server.host, "port": server.port, "security": "plain",
-            "from_address": public, "timeout": 5.0, "retries": 0}
+            "from_address": public, "timeout": 5.0, "retries": 0,
+            # Retry at the next flush; tests/test_outbox.py pins the interval and the cap.
+            "retry_interval": 0}
     return make_config(
         connector={"public_address": public, "internal_address": internal},
         smtp=smtp,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ from conftest import GLOBEX
 from commit_email import hookimpl
 from commit_email.config import Config
 from commit_email.message import Message
-from commit_email.model import Match, Outcome, OutcomeKind
+from commit_email.model import Match, Outcome, OutcomeKind, utcnow
 from commit_email.pipeline import Connector, Context
 from commit_email.protocols import AccountDirectory
 from commit_email.store import SQLiteStore
@@ -166,6 +167,9 @@ def test_failed_sends_stay_queued_and_are_retried(
     assert outcome.kind is OutcomeKind.FORWARDED  # the outcome stands even if SMTP fails
     [pending] = connector.state.pending_mail()
     assert pending.attempts == 1 and "simulated" in pending.last_error
+    assert connector.flush_outbox() == 0  # not before smtp.retry_interval has passed
+    later = utcnow() + timedelta(seconds=connector.config.smtp.retry_interval)
+    connector.clock = lambda: later
     assert connector.flush_outbox() == 1
     assert connector.state.pending_mail() == []
     assert len(mailer.sent) == 1

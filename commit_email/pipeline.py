@@ -509,7 +509,7 @@ class Connector:
 
     def _retry_due(self, entry: QueuedMail, now: datetime) -> bool:
         """Whether a mail that failed transiently has waited ``smtp.retry_interval``."""
-        if not entry.last_error or entry.last_attempt is None:
+        if entry.last_attempt is None:  # never tried, or put back by ``outbox retry``
             return True
         waited = (now - entry.last_attempt).total_seconds()
         return waited >= self.config.smtp.retry_interval

@@ -24,11 +24,12 @@ import email.policy
 import email.utils
 import itertools
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from email.message import Message as _StdMessage
 from functools import cached_property
 
+import attrs
 from attrs import field, frozen
 
 from .htmltext import html_to_text
@@ -449,7 +450,6 @@ class _Body:
     text: str
     html: str | None
     attachments: tuple[Attachment, ...]
-    is_report: bool
     defects: tuple[str, ...]
 
 
@@ -478,24 +478,24 @@ class Message:
     is_auto_reply: bool = False
     content_type: str = "text/plain"
     headers: tuple[tuple[str, str], ...] = ()
-    #: the parsed tree the body is decoded from, and the defects found in the headers
-    _std: _StdMessage = field(alias="std", repr=False)
+    #: the parsed tree the body is decoded from; emptied once it is, so that a large
+    #: message is not held twice (as tree and as decoded parts) while it is processed
+    _tree: list[_StdMessage] = field(alias="tree", repr=False)
+    #: defects found in the headers
     _header_defects: tuple[str, ...] = field(alias="header_defects", default=(), repr=False)
+    #: a report by its headers or parts (multipart/report, X-Failed-Recipients, a
+    #: delivery-status part), and mail from a mail daemon or with an empty envelope sender
+    _report: bool = field(alias="report", default=False, repr=False)
+    _daemon: bool = field(alias="daemon", default=False, repr=False)
 
     @cached_property
     def _body(self) -> _Body:
-        return _bodies(self._std)
-
-    @cached_property
-    def _bounce(self) -> bool:
-        return _is_bounce(self._std, from_=self.from_, return_path=self.return_path,
-                          subject=self.subject, body=lambda: self._body)
-
-    @cached_property
-    def _defects(self) -> tuple[str, ...]:
-        found = [*self._header_defects, *self._body.defects]
-        found.extend(type(d).__name__ for d in self._std.defects)
-        return tuple(dict.fromkeys(found))
+        std = self._tree[0]
+        body = _bodies(std)
+        # Decoding the parts can add defects to the tree (a damaged base64 payload).
+        defects = [*self._header_defects, *body.defects, *(type(d).__name__ for d in std.defects)]
+        self._tree.clear()
+        return attrs.evolve(body, defects=tuple(dict.fromkeys(defects)))
 
     @property
     def text(self) -> str:
@@ -516,12 +516,19 @@ class Message:
     def is_bounce(self) -> bool:
         """A delivery report, read receipt or complaint (`multipart/report`), or a mail
         daemon returning a message. Decodes the body only for a daemon's mail."""
-        return self._bounce
+        if self._report:
+            return True
+        # Non-standard bounces (qmail, old Exchange, "Mail System Error"): a mail daemon,
+        # or an empty envelope sender, whose subject says so or that returns the message.
+        return self._daemon and (bool(_BOUNCE_WORDS.search(self.subject)) or any(
+            a.content_type in ("message/rfc822", "text/rfc822-headers")
+            for a in self.attachments
+        ))
 
     @property
     def defects(self) -> tuple[str, ...]:
         """What could not be decoded cleanly: headers, MIME structure, encodings."""
-        return self._defects
+        return self._body.defects
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Message):
@@ -618,23 +625,23 @@ class Message:
             is_auto_reply=_is_auto_reply(std, auto_submitted, subject),
             content_type=std.get_content_type(),
             headers=headers,
-            std=std,
+            tree=[std],
             header_defects=tuple(defects),
+            report=_is_report(std),
+            daemon=bool(from_ and _DAEMON_LOCAL_PART.match(from_.normalized.partition("@")[0]))
+            or return_path == "",
         )
 
 
 def _bodies(std: _StdMessage) -> _Body:
-    """The text body, the HTML body, the attachments, whether it is a report, and defects."""
+    """The text body, the HTML body, the attachments, and the defects found decoding them."""
     plain: list[str] = []
     html: list[str] = []
     attachments: list[Attachment] = []
     defects: list[str] = []
-    is_report = std.get_content_type() == "multipart/report"
     for part in _leaf_parts(std):
         ctype = part.get_content_type()
         maintype = part.get_content_maintype()
-        if ctype == "message/delivery-status":
-            is_report = True
         disposition = str(part.get("content-disposition", "")).split(";")[0].strip().lower()
         filename = _part_filename(part)
         is_body_text = (
@@ -678,7 +685,7 @@ def _bodies(std: _StdMessage) -> _Body:
     else:
         text = ""
     return _Body(text=text, html=html_text, attachments=tuple(attachments),
-                 is_report=is_report, defects=tuple(defects))
+                 defects=tuple(defects))
 
 
 def _decode_part(part: _StdMessage, data: bytes) -> tuple[str, str | None]:
@@ -689,33 +696,12 @@ def _decode_part(part: _StdMessage, data: bytes) -> tuple[str, str | None]:
     return text.replace("\r\n", "\n"), defect
 
 
-def _is_bounce(
-    std: _StdMessage,
-    *,
-    from_: Address | None,
-    return_path: str | None,
-    subject: str,
-    body: Callable[[], _Body],
-) -> bool:
-    """``body`` is decoded only when the headers cannot tell (the usual mail's answer,
-    no, costs a few header look-ups)."""
+def _is_report(std: _StdMessage) -> bool:
+    """Every multipart/report is machine-made: delivery status (DSN), read receipts
+    (disposition-notification) and abuse complaints (ARF feedback-report) alike; so is a
+    delivery-status part in another multipart, and X-Failed-Recipients (Exim)."""
     if std.get_content_type() == "multipart/report" or "x-failed-recipients" in std:
         return True
-    local = from_.normalized.partition("@")[0] if from_ else ""
-    # Non-standard bounces (qmail, old Exchange, "Mail System Error"): a mail daemon, or an
-    # empty envelope sender, whose subject says so or that returns the message.
-    daemon = bool(_DAEMON_LOCAL_PART.match(local)) or return_path == ""
-    if daemon and (_BOUNCE_WORDS.search(subject) or any(
-        a.content_type in ("message/rfc822", "text/rfc822-headers") for a in body().attachments
-    )):
-        return True
-    # Every multipart/report is machine-made: delivery status (DSN), read receipts
-    # (disposition-notification) and abuse complaints (ARF feedback-report) alike; a
-    # delivery-status part inside another multipart marks a report as well.
-    return _has_delivery_status(std)
-
-
-def _has_delivery_status(std: _StdMessage) -> bool:
     return std.is_multipart() and any(
         part.get_content_type() == "message/delivery-status" for part in _leaf_parts(std)
     )

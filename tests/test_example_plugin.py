@@ -11,15 +11,13 @@ own test suite runs there from outside the source tree, so ``commit_email`` and
 from __future__ import annotations
 
 import json
-import os
-import site
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from commit_email.testing import build_message
+from tests.venvs import clean_env, installed_venv
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "plugin-example"
@@ -40,29 +38,10 @@ CRDACME,Acme Corp,,,ACME-001,,,,,,account,,true
 """
 
 
-def clean_env() -> dict[str, str]:
-    """No PYTHONPATH: imports must resolve to what is installed in the venv."""
-    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTEST_ADDOPTS")}
-
-
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("example-venv")
-    venv = root / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
-                   timeout=120)
-    # The test runner's environment (a CI virtualenv or the system's) provides pluggy, lxml,
-    # attrs, pytest and hatchling; the venv's own site-packages still comes first.
-    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    own = venv / "lib" / version / "site-packages"
-    (own / "_test_runner_env.pth").write_text("\n".join(site.getsitepackages()) + "\n")
-    python = venv / "bin" / "python"
-    done = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet",
-         "--no-deps", "--no-build-isolation", "--no-index", str(ROOT), str(EXAMPLE)],
-        capture_output=True, text=True, timeout=300, check=False, env=clean_env(),
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    venv = tmp_path_factory.mktemp("example-venv") / "venv"
+    installed_venv(venv, ROOT, EXAMPLE)
     return venv
 
 

@@ -1,10 +1,9 @@
 """An installed plugin distribution adds an alert parser with no code change (SPEC §8).
 
 ``tests/plugin_pkg`` is a real distribution (its own pyproject.toml, entry point in group
-``commit_email``). It is pip-installed into a throw-away virtualenv that sees the global
-site-packages and, through a .pth file, the running suite's own (pluggy, lxml, … are there;
-``--no-deps --no-build-isolation`` keeps it offline), and ``python -m commit_email process``
-run in that venv picks the parser up.
+``commit_email``). It is pip-installed into a throw-away virtualenv (``tests/venvs.py``:
+offline, the running suite's dependencies visible after the venv's own), and
+``python -m commit_email process`` run in that venv picks the parser up.
 """
 
 from __future__ import annotations
@@ -13,10 +12,11 @@ import json
 import os
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
+
+from tests.venvs import installed_venv
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN_PKG = ROOT / "tests" / "plugin_pkg"
@@ -48,24 +48,7 @@ CRD-ACME,Acme Corp,it@acme.example,,ACME-001,acme,,,,,account,,true
 
 @pytest.fixture(scope="module")
 def plugin_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    venv = tmp_path_factory.mktemp("plugin-venv") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip",
-                    str(venv)], check=True, timeout=120)
-    python = venv / "bin" / "python"
-    # --system-site-packages reaches the base interpreter only; when the suite itself runs in
-    # a virtualenv (CI's .venv) the dependencies live there, so make them visible too.
-    child_site = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True, timeout=60,
-    ).stdout.strip()
-    ours = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
-    Path(child_site, "_commit_email_test_parent.pth").write_text("\n".join(sorted(ours)) + "\n")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet",
-         "--no-deps", "--no-build-isolation", "--no-index", str(PLUGIN_PKG)],
-        check=True, timeout=300, capture_output=True,
-    )
-    return python
+    return installed_venv(tmp_path_factory.mktemp("plugin-venv") / "venv", PLUGIN_PKG)
 
 
 def run_cli(python: Path | str, workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:

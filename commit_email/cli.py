@@ -88,11 +88,12 @@ def _print_unsent(connector: Connector, out: TextIO) -> None:
     waiting = pending()
     if not waiting:
         return
-    failed = [entry for entry in waiting if entry.last_error.startswith(PERMANENT_FAILURE)]
+    failed = sum(entry.last_error.startswith(PERMANENT_FAILURE) for entry in waiting)
     if failed:
-        print(f"\n{len(failed)} mails given up (refused or out of attempts); "
+        # Given-up mail is not retried by the next run: say where to deal with it.
+        print(f"\n{failed} mails given up (refused or out of attempts); "
               "see: commit-email outbox list", file=out)
-        waiting = [entry for entry in waiting if entry not in failed]
+        waiting = [e for e in waiting if not e.last_error.startswith(PERMANENT_FAILURE)]
     if not waiting:
         return
     kinds = Counter(entry.mail.kind for entry in waiting)

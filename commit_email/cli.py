@@ -330,7 +330,9 @@ def _print_mail(doc: dict[str, Any], out: TextIO) -> None:
 
 
 def _mail_id(text: str, store: SQLiteStore) -> OutboxEntry:
-    entry = store.get_mail(int(text)) if text.isdigit() else None
+    # An id is a SQLite rowid: at most 19 digits (a longer number would overflow the query).
+    is_id = text.isascii() and text.isdigit() and len(text) < 19
+    entry = store.get_mail(int(text)) if is_id else None
     if entry is None:
         raise InputError(f"no outbox mail {text!r} (see: commit-email outbox list)")
     return entry

@@ -379,6 +379,7 @@ def test_outbox_user_errors_are_one_line(cli: Cli) -> None:
 
     assert_user_error(cli.outbox("retry", "99"), "no outbox mail '99'")
     assert_user_error(cli.outbox("purge", "abc"), "no outbox mail 'abc'")
+    assert_user_error(cli.outbox("purge", "9" * 30), "no outbox mail")
     assert_user_error(cli.outbox("retry", "1"), "already sent")
     assert_user_error(cli.outbox("purge", "--sent-before", "last week"), "--sent-before")
     assert cli.outbox("list").stdout.strip() == "no mail waiting or failed"

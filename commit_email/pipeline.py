@@ -25,7 +25,7 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
 import attrs
@@ -91,6 +91,10 @@ class Stage(Protocol):
         ...
 
     def handle(self, message: Message, ctx: Context) -> Outcome | None: ...
+
+
+#: mails loaded from the outbox at a time (a flush after an outage may have thousands)
+_FLUSH_BATCH = 50
 
 
 def message_digest(message: Message) -> str:
@@ -335,6 +339,8 @@ class Connector:
         self.quarantine = quarantine or Quarantine(config.state_dir / "quarantine")
         self.clock = clock
         self.stages: Sequence[Stage] = self.host.stages(config)
+        #: after the SMTP server could not be reached, the outbox rests until then
+        self._smtp_resumes: datetime | None = None
 
     @classmethod
     def from_config(
@@ -481,7 +487,10 @@ class Connector:
         """Send queued mail, oldest first; returns how many were sent.
 
         A transient failure (server down, ``4xx``) stops the flush: the mail stays queued and
-        is tried again once ``smtp.retry_interval`` has passed. A permanent one (``5xx``, a
+        is tried again once ``smtp.retry_interval`` has passed. When the server could not be
+        reached at all (no SMTP reply), no mail is tried for that long: a backlog processed
+        during an outage does not pay a connection attempt per message. Only mail that may
+        be sent is read (``ConnectorState.due_mail``, in batches). A permanent one (``5xx``, a
         mailer error with ``permanent = True``), or the ``smtp.max_attempts``-th transient
         one, gives the mail up: it is recorded with ``permanent:`` before the error, is not
         sent again (``commit-email outbox retry`` puts it back), and does not hold back the
@@ -490,29 +499,27 @@ class Connector:
         if self.mailer is None:
             return 0
         now = self.clock()
+        if self._smtp_resumes is not None and now < self._smtp_resumes:
+            return 0
+        interval = timedelta(seconds=self.config.smtp.retry_interval)
         sent = 0
-        for entry in self.state.pending_mail():
-            if not entry.mail.recipients or entry.last_error.startswith(PERMANENT_FAILURE):
-                continue
-            if not self._retry_due(entry, now):
-                continue
-            try:
-                self.mailer.send(entry.mail)
-            except MailerError as exc:
-                if self._record_failure(entry, exc):
-                    continue
-                break  # the server is likely down; a later flush retries in order
-            with self.state.transaction():
-                self.state.mark_mail_sent(entry.id)
-            sent += 1
+        while batch := self.state.due_mail(tried_before=now - interval, limit=_FLUSH_BATCH):
+            for entry in batch:
+                try:
+                    self.mailer.send(entry.mail)
+                except MailerError as exc:
+                    if self._record_failure(entry, exc):
+                        continue
+                    if getattr(exc, "code", None) is None:
+                        # No SMTP reply at all (refused, timed out, dropped): the server is
+                        # down. Rest instead of paying a connection attempt, with the
+                        # mailer's own retries, after every processed message.
+                        self._smtp_resumes = now + interval
+                    return sent  # the rest waits for a later flush, in order
+                with self.state.transaction():
+                    self.state.mark_mail_sent(entry.id)
+                sent += 1
         return sent
-
-    def _retry_due(self, entry: QueuedMail, now: datetime) -> bool:
-        """Whether a mail that failed transiently has waited ``smtp.retry_interval``."""
-        if entry.last_attempt is None:  # never tried, or put back by ``outbox retry``
-            return True
-        waited = (now - entry.last_attempt).total_seconds()
-        return waited >= self.config.smtp.retry_interval
 
     def _record_failure(self, entry: QueuedMail, exc: MailerError) -> bool:
         """Record a failed send; True when the mail is given up (kept, never sent again)."""

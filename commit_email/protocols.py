@@ -201,6 +201,13 @@ class ConnectorState(Protocol):
         """Mails not yet sent, oldest first."""
         ...
 
+    def due_mail(self, *, tried_before: datetime, limit: int) -> Sequence[QueuedMail]:
+        """What the outbox should try now, oldest first, at most ``limit``: not sent, not
+        given up, with recipients, and never tried or last tried before ``tried_before``.
+        Asked after every processed message, so it must not cost more as given-up or
+        waiting mail accumulates (an index, a limit)."""
+        ...
+
     def mark_mail_sent(self, mail_id: int) -> None:
         """Record that the mail went out (an attempt, at the current time)."""
         ...

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import attrs
 import pytest
 
 from commit_email.model import Account, OutgoingMail, utcnow
@@ -21,7 +22,7 @@ from commit_email.pipeline import Connector
 from commit_email.smtp import SmtpMailer
 from commit_email.store import SQLiteStore
 from commit_email.testing import build_message, make_config, make_connector, memory_store
-from tests.smtp_fixtures import SmtpTestServer
+from tests.smtp_fixtures import SmtpTestServer, free_port
 
 pytestmark = pytest.mark.server
 
@@ -118,6 +119,56 @@ def test_a_transient_failure_is_retried_only_after_retry_interval(
     assert store.pending_mail() == []
     assert subjects(smtp_server) == ["[Ticket#2] Second", "[Ticket#1] First"]
 
+
+
+class CountingMailer:
+    def __init__(self, mailer: SmtpMailer) -> None:
+        self.mailer = mailer
+        self.tries = 0
+
+    def send(self, mail: OutgoingMail) -> None:
+        self.tries += 1
+        self.mailer.send(mail)
+
+
+def test_an_unreachable_server_is_not_tried_again_after_every_message(
+    smtp_server: SmtpTestServer,
+) -> None:
+    """With the SMTP server down, a backlog must not pay a connection attempt (and the
+    mailer's own retries) per processed message: the outbox rests for retry_interval,
+    then sends everything in order."""
+    store = memory_store()
+    c = connector_for(smtp_server, store, max_attempts=5, retry_interval=300)
+    reachable = c.mailer
+    down = CountingMailer(  # nothing listens on that port
+        SmtpMailer(attrs.evolve(c.config.smtp, port=free_port()), sleep=lambda s: None))
+    c.mailer = down
+    started = utcnow()
+    for n in range(3):  # three: loop protection allows three auto-responses per sender
+        c.process(build_message(sender="jane@customer.example", subject=f"Request {n}"))
+    assert down.tries == 1  # one attempt, then the outbox rests
+    [first, *waiting] = store.pending_mail()
+    assert first.attempts == 1 and "connection failed" in first.last_error
+    assert [m.attempts for m in waiting] == [0, 0]
+
+    c.mailer = reachable  # the server is back
+    c.clock = at(started + timedelta(seconds=299))
+    assert c.flush_outbox() == 0 and subjects(smtp_server) == []
+    c.clock = at(utcnow() + timedelta(seconds=300))
+    assert c.flush_outbox() == 3
+    assert subjects(smtp_server) == [f"[Ticket#{n + 1}] Request {n}" for n in range(3)]
+
+
+def test_given_up_mail_is_not_read_again_by_every_flush(smtp_server: SmtpTestServer) -> None:
+    """Refused mail piles up (customers with dead addresses); the flush after each message
+    reads only what it may still send (tests/test_store_indexes.py checks its index)."""
+    store = memory_store()
+    c = connector_for(smtp_server, store, max_attempts=1, retry_interval=0)
+    smtp_server.refuse("jane@customer.example", NO_SUCH_USER)
+    for n in range(3):
+        c.process(build_message(sender="jane@customer.example", subject=f"Dead {n}"))
+    assert [m.failed for m in store.pending_mail()] == [True, True, True]
+    assert store.due_mail(tried_before=utcnow() + timedelta(days=1), limit=10) == []
 
 # An existing database ------------------------------------------------------------------
 

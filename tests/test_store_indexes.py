@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from commit_email.accounts import read_accounts_csv
-from commit_email.model import Account, SourceRef
+from commit_email.model import Account, SourceRef, utcnow
 from commit_email.store import SQLiteStore
 from commit_email.testing import make_connector
 
@@ -61,6 +61,18 @@ def test_every_select_of_a_message_uses_an_index(tmp_path: Path) -> None:
             scans[sql] = plan
     assert not scans, scans
 
+
+
+def test_the_outbox_flush_reads_only_sendable_mail_through_its_index(tmp_path: Path) -> None:
+    """The flush after every message asks for due mail; given-up mail (which piles up)
+    must not be read by it. A scan of the partial index that holds only sendable mail,
+    in id order with a LIMIT, is the plan."""
+    store = SQLiteStore(tmp_path / "commit.db")
+    recorder = RecordingConnection(store._db)
+    store._db = recorder  # type: ignore[assignment]
+    store.due_mail(tried_before=utcnow(), limit=50)
+    (sql,) = [s for s in recorder.statements if "FROM outbox" in s]
+    assert _plan(recorder.db, sql) == ["SCAN outbox USING INDEX outbox_due"]
 
 def test_reimporting_accounts_replaces_cards_and_their_email_keys(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "commit.db")

@@ -234,7 +234,11 @@ class Context:
         kind: str = "email",
         text: str | None = None,
     ) -> None:
-        """File a message under a ticket: a history entry, the raw .eml and the attachments."""
+        """File a message under a ticket: a history entry, the raw .eml and the attachments.
+
+        Its Message-ID is remembered for the ticket, so that a reply to it without the token
+        (a colleague's reply-all, the customer's follow-up to their own mail) threads here.
+        """
         self.sink.add_history(
             ticket.rec_id,
             HistoryEntry(
@@ -258,6 +262,8 @@ class Context:
                 Document(filename=attachment.filename, content_type=attachment.content_type,
                          data=attachment.data, kind="attachment"),
             )
+        if message.message_id:
+            self.state.record_filed_message_id(message.message_id, ticket.rec_id)
 
     def open_ticket(
         self,

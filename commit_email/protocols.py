@@ -3,8 +3,9 @@
 An integrator wires commit-email to its own Commit database by implementing
 :class:`AccountDirectory` (read-only look-ups) and :class:`TicketSink` (tickets,
 history, documents, records). :class:`ConnectorState` is the connector's own
-bookkeeping (processed log, outbox, rate limits); the SQLite store implements all
-three and is the reference implementation (``commit_email.store``).
+bookkeeping (processed log, outbox, the Message-IDs it sent and filed, rate limits);
+the SQLite store implements all three and is the reference implementation
+(``commit_email.store``).
 
 Exactly-once: the pipeline wraps each message in ``state.transaction()`` and, if
 the sink is a different object, ``sink.transaction()`` too. When the sink lives in
@@ -223,6 +224,17 @@ class ConnectorState(Protocol):
 
     def ticket_for_sent_message_id(self, message_id: str) -> str | None:
         """The ticket rec_id a connector-generated Message-ID belongs to, or None."""
+        ...
+
+    def record_filed_message_id(self, message_id: str, ticket_rec_id: str) -> None:
+        """Remember that an incoming message was filed in this ticket (opened it, or was
+        filed as a reply or an alert), so that a reply naming its Message-ID threads there.
+        Kept apart from the sent Message-IDs: a customer's Message-ID is never our own. When
+        the Message-ID is already known, keep the ticket it was first filed in."""
+        ...
+
+    def ticket_for_filed_message_id(self, message_id: str) -> str | None:
+        """The ticket rec_id an incoming message with this Message-ID was filed in, or None."""
         ...
 
     def is_own_message_id(self, message_id: str) -> bool:

@@ -107,6 +107,9 @@ CREATE INDEX IF NOT EXISTS outbox_due ON outbox (id)
 CREATE TABLE IF NOT EXISTS sent_ids (
     message_id TEXT PRIMARY KEY, ticket TEXT NOT NULL, created TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS filed_ids (
+    message_id TEXT PRIMARY KEY, ticket TEXT NOT NULL, created TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS auto_responses (sender TEXT NOT NULL, at TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS auto_responses_sender ON auto_responses (sender, at);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -252,8 +255,11 @@ class SQLiteStore:
             self._db.execute("PRAGMA wal_autocheckpoint=10000")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.execute("PRAGMA foreign_keys=ON")
+            had_filed_ids = self._has_table("filed_ids")
             self._db.executescript(_SCHEMA)
             self._add_missing_columns()
+            if not had_filed_ids:
+                self._remember_filed_history()
             self._db.execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
@@ -271,6 +277,22 @@ class SQLiteStore:
             have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
             if column not in have:
                 self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+
+    def _has_table(self, name: str) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).fetchone()
+        return row is not None
+
+    def _remember_filed_history(self) -> None:
+        """Fill ``filed_ids`` from the history of a store that predates it: every entry with
+        a Message-ID was filed by the pipeline, so replies to mail filed before the upgrade
+        thread too. Runs once, when the table is created (a new store has no history)."""
+        self._db.execute(
+            "INSERT OR IGNORE INTO filed_ids (message_id, ticket, created)"
+            " SELECT message_id, ticket, created FROM history WHERE message_id != ''"
+            " ORDER BY id"
+        )
 
     @classmethod
     def in_memory(cls) -> SQLiteStore:
@@ -771,6 +793,21 @@ class SQLiteStore:
     def ticket_for_sent_message_id(self, message_id: str) -> str | None:
         row = self._execute(
             "SELECT ticket FROM sent_ids WHERE message_id = ?", (message_id.strip("<>"),)
+        ).fetchone()
+        return (row[0] or None) if row else None
+
+    def record_filed_message_id(self, message_id: str, ticket_rec_id: str) -> None:
+        # The first ticket wins: a later mail that reuses a Message-ID (a tool that recycles
+        # them, someone who copied one from a mailing list) must not take over the
+        # conversation of the mail that first carried it.
+        self._execute(
+            "INSERT OR IGNORE INTO filed_ids (message_id, ticket, created) VALUES (?, ?, ?)",
+            (message_id.strip("<>"), ticket_rec_id, _iso(utcnow())),
+        )
+
+    def ticket_for_filed_message_id(self, message_id: str) -> str | None:
+        row = self._execute(
+            "SELECT ticket FROM filed_ids WHERE message_id = ?", (message_id.strip("<>"),)
         ).fetchone()
         return (row[0] or None) if row else None
 

@@ -6,12 +6,19 @@ A message belongs to a ticket when
   ``[Ticket#{number}]``), found tolerantly: reply/forward prefixes in any language and
   case, changed case and extra spaces inside the token do not matter; or
 - its ``In-Reply-To`` / ``References`` name a Message-ID the connector generated
-  (an auto-response, a forward), which the store maps to the ticket.
+  (an auto-response, a forward), which the store maps to the ticket; or
+- they name the Message-ID of a message filed in a ticket (the mail that opened it, an
+  earlier reply): a colleague's reply-all to the customer's first mail, the customer's
+  follow-up to their own mail. Only from the ticket's Account (its contacts, its domain)
+  or an active employee: a Message-ID is no secret, and a stranger who quotes one must
+  not write into someone else's ticket.
 
 A customer's reply is filed with the quoted earlier text stripped (the raw message
 keeps everything) and forwarded to the internal address so a human sees it; an
 active employee's mail (a technician who BCCs the connector) is filed only. A token
-for a ticket that does not exist is not ours: the message goes on to email-to-ticket.
+or a filed Message-ID for a ticket that does not exist is not ours: the message goes on
+to email-to-ticket. A closed ticket is still the conversation's ticket: the reply is
+filed there, whichever way it was found.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from .model import Match, Outcome, OutcomeKind, Ticket
 from .pipeline import THREADING_ORDER, Context, Stage
 from .quoting import QuoteRule, StrippedText, cut_html_quote, rules_from_config, strip_quotes
 
-__all__ = ["ThreadingStage", "TicketToken", "reply_text"]
+__all__ = ["ThreadingStage", "TicketToken", "referenced_ids", "reply_text"]
 
 #: What a ticket number may look like inside a token: Commit numbers are digits, but
 #: integrators' sinks may add letters or dashes ("HD-1042").
@@ -107,18 +114,46 @@ class ThreadingStage:
         self.rules = rules_from_config(config.threading)
 
     def find_ticket(self, message: Message, ctx: Context) -> tuple[Ticket, str] | None:
-        """The ticket this message belongs to and how it was found, or None."""
+        """The ticket this message belongs to and how it was found, or None. The subject
+        token wins over references; our own Message-IDs win over the customer's."""
+        return (self._by_token(message, ctx) or self._by_sent_id(message, ctx)
+                or self._by_filed_id(message, ctx))
+
+    def _by_token(self, message: Message, ctx: Context) -> tuple[Ticket, str] | None:
         for number in self.token.numbers(message.subject):
             ticket = ctx.sink.get_ticket(number=number)
             if ticket is not None:
                 return ticket, f"subject token {self.token.format(number)}"
             ctx.note("threading", f"token for unknown ticket {number!r} ignored")
-        for message_id in (*message.in_reply_to, *reversed(message.references)):
+        return None
+
+    def _by_sent_id(self, message: Message, ctx: Context) -> tuple[Ticket, str] | None:
+        for message_id in referenced_ids(message):
             rec_id = ctx.state.ticket_for_sent_message_id(message_id)
             if rec_id:
                 ticket = ctx.sink.get_ticket(rec_id=rec_id)
                 if ticket is not None:
                     return ticket, f"reply to our message {message_id}"
+        return None
+
+    def _by_filed_id(self, message: Message, ctx: Context) -> tuple[Ticket, str] | None:
+        """A reply to a message filed in a ticket (the customer's first mail, an earlier
+        reply), from someone who may add to that ticket."""
+        for message_id in referenced_ids(message):
+            rec_id = ctx.state.ticket_for_filed_message_id(message_id)
+            if not rec_id:
+                continue
+            ticket = ctx.sink.get_ticket(rec_id=rec_id)
+            if ticket is None:
+                ctx.note("threading", f"reply to {message_id}, filed in a deleted ticket: ignored")
+                continue
+            who = _sender_may_join(message, ticket, ctx)
+            if who is None:
+                ctx.note("threading", f"reply to {message_id} (ticket {ticket.number}) ignored:"
+                         f" {message.sender or 'the sender'} is neither of the ticket's"
+                         " account nor an active employee")
+                continue
+            return ticket, f"reply to filed message {message_id}, sender {who}"
         return None
 
     def handle(self, message: Message, ctx: Context) -> Outcome | None:
@@ -148,13 +183,42 @@ class ThreadingStage:
         )
 
 
-def _active_employee(message: Message, ctx: Context) -> Match | None:
+def referenced_ids(message: Message) -> tuple[str, ...]:
+    """The Message-IDs a reply names, the one it answers first: ``In-Reply-To``, then
+    ``References`` newest first (each once)."""
+    return tuple(dict.fromkeys((*message.in_reply_to, *reversed(message.references))))
+
+
+def _sender_match(message: Message, ctx: Context) -> Match | None:
     try:
-        match = ctx.match_sender(message)
+        return ctx.match_sender(message)
     except AmbiguousMatch:
-        return None  # an ambiguous domain is a customer's, never an employee's
+        return None  # an ambiguous domain belongs to no one here, and never to an employee
+
+
+def _active_employee(message: Message, ctx: Context) -> Match | None:
+    match = _sender_match(message, ctx)
     if match is not None and match.is_employee and match.account.active:
         return match
+    return None
+
+
+def _sender_may_join(message: Message, ticket: Ticket, ctx: Context) -> str | None:
+    """Who the sender is, if they may add to ``ticket`` by replying to a mail filed in it;
+    None if not.
+
+    A Message-ID is no secret (a mailing list on Cc archives it, a forward quotes it), so
+    naming one is not enough: the sender must belong to the ticket's Account (a contact of
+    it, or a colleague when the Account has the domain) or be an active employee. Anyone
+    else goes on to normal processing, as if the reference were unknown.
+    """
+    match = _sender_match(message, ctx)
+    if match is None:
+        return None
+    if match.is_employee:
+        return "an active employee" if match.account.active else None
+    if match.account.rec_id == ticket.account:
+        return f"of the ticket's account {match.account.file_as or match.account.rec_id}"
     return None
 
 

@@ -54,6 +54,8 @@ def test_every_select_of_a_message_uses_an_index(tmp_path: Path) -> None:
     assert any("FROM tickets WHERE source_key" in s for s in selects)
     assert any("FROM processed WHERE source_name" in s for s in selects)
     assert any("uidl IN (" in s for s in selects)  # the runner's look-up of a whole session
+    # Replies in the corpus name Message-IDs: threading looks each one up among filed mail.
+    assert any("FROM filed_ids WHERE message_id" in s for s in selects)
     scans = {}
     for sql in selects:
         plan = _plan(recorder.db, sql)

@@ -79,6 +79,9 @@ class ConnectorConfig:
 
 @frozen(kw_only=True)
 class StoreConfig:
+    #: ``sqlite:///PATH`` (relative to this file) or ``memory:``; options:
+    #: ``?synchronous=FULL`` (survive power loss, slower commits) and ``mmap_size=BYTES``
+    #: (the part of the file read through a memory map; default 256 MB, 0 turns it off)
     url: str = "sqlite:///./commit.db"
 
 

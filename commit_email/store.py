@@ -237,10 +237,17 @@ def _dt(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
+#: bytes of the database file SQLite reads through a memory map (see SQLiteStore)
+DEFAULT_MMAP_SIZE = 256 * 1024 * 1024
+
+
 class SQLiteStore:
     """Accounts, tickets, records and the connector's state in one SQLite database."""
 
-    def __init__(self, path: str | Path = ":memory:", *, synchronous: str = "NORMAL") -> None:
+    def __init__(
+        self, path: str | Path = ":memory:", *, synchronous: str = "NORMAL",
+        mmap_size: int = DEFAULT_MMAP_SIZE,
+    ) -> None:
         self.path = str(path)
         try:
             if self.path != ":memory:":
@@ -254,6 +261,12 @@ class SQLiteStore:
             # Commit durability is the same (it is the WAL write, not the checkpoint).
             self._db.execute("PRAGMA wal_autocheckpoint=10000")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
+            # Reads through a memory map instead of a read() per page: a directory of
+            # 300,000 Cards does not fit SQLite's 2 MB page cache, and the per-page system
+            # calls made matching on it ~1.3x dearer than on 3,000 Cards (~1.15x mapped).
+            # The price, per SQLite's docs: an I/O error while reading the file ends the
+            # process (SIGBUS) instead of raising; ``?mmap_size=0`` in the URL turns it off.
+            self._db.execute(f"PRAGMA mmap_size={int(mmap_size)}")
             self._db.execute("PRAGMA foreign_keys=ON")
             had_filed_ids = self._has_table("filed_ids")
             self._db.executescript(_SCHEMA)
@@ -879,8 +892,10 @@ class SQLiteStore:
 
 
 def open_store(url: str, *, base_dir: Path | None = None) -> SQLiteStore:
-    """Open the store a ``[store] url`` names: ``sqlite:///PATH[?synchronous=FULL]`` or
-    ``memory:``. A relative PATH is relative to ``base_dir`` (the config file's folder)."""
+    """Open the store a ``[store] url`` names: ``sqlite:///PATH`` with optional
+    ``?synchronous=FULL`` (or OFF, NORMAL, EXTRA) and ``&mmap_size=BYTES`` (0: no memory
+    map; default 256 MB), or ``memory:``. A relative PATH is relative to ``base_dir``
+    (the config file's folder)."""
     if url in ("memory:", "sqlite://:memory:", "sqlite:///:memory:"):
         return SQLiteStore.in_memory()
     if not url.startswith("sqlite:///"):
@@ -889,9 +904,12 @@ def open_store(url: str, *, base_dir: Path | None = None) -> SQLiteStore:
     path_part, _, query = rest.partition("?")
     options = {k: v[-1] for k, v in parse_qs(query).items()}
     synchronous = options.pop("synchronous", "NORMAL").upper()
-    if options or synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+    mmap_size = options.pop("mmap_size", str(DEFAULT_MMAP_SIZE))
+    if options or synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA") or not (
+        mmap_size.isdigit()
+    ):
         raise ConfigError(f"unsupported store URL option in {url!r}", key="store.url")
     path = Path(path_part)
     if not path.is_absolute():
         path = (base_dir or Path.cwd()) / path
-    return SQLiteStore(path, synchronous=synchronous)
+    return SQLiteStore(path, synchronous=synchronous, mmap_size=int(mmap_size))

@@ -8,7 +8,7 @@ import pytest
 
 from commit_email.errors import ConfigError
 from commit_email.model import Account, AccountKind, Document, HistoryEntry, TicketDraft
-from commit_email.store import SQLiteStore, account_keys, open_store
+from commit_email.store import DEFAULT_MMAP_SIZE, SQLiteStore, account_keys, open_store
 
 
 def test_everything_survives_closing_and_reopening(tmp_path: Path) -> None:
@@ -113,3 +113,18 @@ def test_store_urls(tmp_path: Path) -> None:
         open_store("postgres://db/commit")
     with pytest.raises(ConfigError, match="option"):
         open_store("sqlite:///c.db?journal=off")
+
+
+def test_the_database_file_is_read_through_a_memory_map_unless_turned_off(
+    tmp_path: Path,
+) -> None:
+    def mapped(store: SQLiteStore) -> int:
+        (size,) = store._db.execute("PRAGMA mmap_size").fetchone()
+        return int(size)
+
+    assert mapped(open_store("sqlite:///a.db", base_dir=tmp_path)) == DEFAULT_MMAP_SIZE
+    assert mapped(open_store("sqlite:///b.db?mmap_size=0", base_dir=tmp_path)) == 0
+    both = open_store("sqlite:///c.db?synchronous=FULL&mmap_size=1048576", base_dir=tmp_path)
+    assert mapped(both) == 1048576
+    with pytest.raises(ConfigError, match="option"):
+        open_store("sqlite:///d.db?mmap_size=lots", base_dir=tmp_path)

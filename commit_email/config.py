@@ -81,7 +81,8 @@ class ConnectorConfig:
 class StoreConfig:
     #: ``sqlite:///PATH`` (relative to this file) or ``memory:``; options:
     #: ``?synchronous=FULL`` (survive power loss, slower commits) and ``mmap_size=BYTES``
-    #: (the part of the file read through a memory map; default 256 MB, 0 turns it off)
+    #: (read at most this much of the file, as it is when opened, through a memory map:
+    #: faster look-ups in a big directory; default 256 MB, 0 turns it off)
     url: str = "sqlite:///./commit.db"
 
 

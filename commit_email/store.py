@@ -261,16 +261,12 @@ class SQLiteStore:
             # Commit durability is the same (it is the WAL write, not the checkpoint).
             self._db.execute("PRAGMA wal_autocheckpoint=10000")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
-            # Reads through a memory map instead of a read() per page: a directory of
-            # 300,000 Cards does not fit SQLite's 2 MB page cache, and the per-page system
-            # calls made matching on it ~1.3x dearer than on 3,000 Cards (~1.15x mapped).
-            # The price, per SQLite's docs: an I/O error while reading the file ends the
-            # process (SIGBUS) instead of raising; ``?mmap_size=0`` in the URL turns it off.
-            self._db.execute(f"PRAGMA mmap_size={int(mmap_size)}")
             self._db.execute("PRAGMA foreign_keys=ON")
             had_filed_ids = self._has_table("filed_ids")
             self._db.executescript(_SCHEMA)
             self._add_missing_columns()
+            self._mmap_cap = max(int(mmap_size), 0)
+            self._map_the_file()
             if not had_filed_ids:
                 self._remember_filed_history()
             self._db.execute(
@@ -860,6 +856,20 @@ class SQLiteStore:
         ).fetchone()
         return (_dt(row[0]), _dt(row[1])) if row else None
 
+    def _map_the_file(self) -> None:
+        """Read the file as it is now (at most ``mmap_size`` of it) through a memory map.
+
+        A directory of 300,000 Cards does not fit SQLite's 2 MB page cache, and a read()
+        system call per page made sender matching on it ~1.3x dearer than on 3,000 Cards;
+        mapped, ~1.15x. Only what the file holds now is mapped (the directory, the older
+        mail): with the whole file mapped, every page read while a long run appends mail
+        stayed resident (RSS +33% over 20,000 messages, against +3% unmapped). The price,
+        per SQLite's docs: an I/O error while reading the mapped part ends the process
+        (SIGBUS) instead of raising; ``?mmap_size=0`` in the URL turns it off.
+        """
+        size = 0 if self.path == ":memory:" else Path(self.path).stat().st_size
+        self._db.execute(f"PRAGMA mmap_size={min(self._mmap_cap, size)}")
+
     def import_accounts(self, accounts: Iterable[Account]) -> int:
         """Insert or replace many Cards in one transaction; returns how many."""
         # Set-based rather than one upsert (savepoint, three statements) per Card: loading
@@ -888,6 +898,8 @@ class SQLiteStore:
                 )
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot import accounts: {exc}") from exc
+        if self._depth == 0:
+            self._map_the_file()  # the directory just written is what lookups read
         return n
 
 

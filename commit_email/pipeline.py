@@ -184,7 +184,13 @@ class Context:
     def send(self, mail: OutgoingMail) -> None:
         """Queue a mail; it is sent after the message's outcome is committed."""
         self.queued.append(mail)
-        self.state.enqueue_mail(mail)
+        mail_id = self.state.enqueue_mail(mail)
+        if not mail.recipients:
+            # Nothing could ever send it: give it up now, where `outbox list` shows
+            # failures, instead of leaving it pending for good.
+            self.state.mark_mail_failed(mail_id, PERMANENT_FAILURE + "no recipients")
+            log.error("%s mail %d (Message-ID %s) has no recipients; kept in the outbox as "
+                      "failed", mail.kind, mail_id, mail.message_id or "-")
 
     def match_sender(self, message: Message) -> Match | None:
         """Plugins' matchers first, then the built-in one (SPEC §3). May raise AmbiguousMatch."""

@@ -17,8 +17,8 @@ from pathlib import Path
 import attrs
 import pytest
 
-from commit_email.model import Account, OutgoingMail, utcnow
-from commit_email.pipeline import Connector
+from commit_email.model import Account, OutgoingMail, SourceRef, utcnow
+from commit_email.pipeline import Connector, Context
 from commit_email.smtp import SmtpMailer
 from commit_email.store import SQLiteStore
 from commit_email.testing import build_message, make_config, make_connector, memory_store
@@ -168,6 +168,18 @@ def test_given_up_mail_is_not_read_again_by_every_flush(smtp_server: SmtpTestSer
     for n in range(3):
         c.process(build_message(sender="jane@customer.example", subject=f"Dead {n}"))
     assert [m.failed for m in store.pending_mail()] == [True, True, True]
+    assert store.due_mail(tried_before=utcnow() + timedelta(days=1), limit=10) == []
+
+
+def test_a_mail_without_recipients_is_given_up_at_once_not_left_pending() -> None:
+    store = memory_store()
+    connector = make_connector(store=store)
+    ctx = Context(connector, source=SourceRef(kind="bytes"), digest="d")
+    with store.transaction():
+        ctx.send(OutgoingMail(kind="forward", sender="support@acme.example", recipients=(),
+                              raw=b"Subject: x\r\n\r\nx\r\n", message_id="m@acme.example"))
+    [mail] = store.pending_mail()
+    assert mail.status == "failed" and mail.error == "no recipients"
     assert store.due_mail(tried_before=utcnow() + timedelta(days=1), limit=10) == []
 
 # An existing database ------------------------------------------------------------------

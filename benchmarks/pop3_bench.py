@@ -1,6 +1,7 @@
 """Messages per second of ``run --once`` from Dovecot, against a bare poplib loop.
 
-    python benchmarks/pop3_bench.py [--count N] [--rounds R] [--seed S] [--smoke] [--json-only]
+    python benchmarks/pop3_bench.py [--count N] [--rounds R] [--seed S] [--rtt-ms MS]
+                                    [--smoke] [--json-only]
 
 In one run, on one private Dovecot (started here, as the tests do), the same N messages
 are put into three mailboxes and measured three ways:
@@ -17,6 +18,11 @@ Each round uses fresh mailboxes and stores; the order of the three rotates per r
 The ratio ``run_once / process_files`` is taken per round (the two ran minutes apart at
 most, so a neighbour's load hits both) and reported as min / median / max; the message
 rates are medians (the machine is shared, load comes and goes).
+``--rtt-ms MS`` puts the network of a real deployment between client and server: ``poplib``
+and ``run_once`` then talk to Dovecot through ``benchmarks/delay_proxy.py`` (in a child
+process), which delays every chunk by ``MS / 2`` each way, so each command waits ``MS`` for
+its reply unless it was pipelined. The bare loop pays two round trips per message (RETR,
+then DELE); the report adds what the round trips cost each side.
 The corpus is ``benchmarks/gen_corpus.py``'s when that module exists, else simple customer
 mail made here. Prints one JSON object, then one line for humans (``--json-only`` drops
 it). ``--smoke`` uses a few messages, for CI: it checks the benchmark runs, not the speed.
@@ -26,6 +32,7 @@ Needs root (Dovecot's Maildir is handed to the dovecot user) and ``dovecot-pop3d
 from __future__ import annotations
 
 import argparse
+import contextlib
 import email.policy
 import json
 import os
@@ -41,10 +48,14 @@ from collections.abc import Sequence
 from email.message import EmailMessage
 from functools import partial
 from pathlib import Path
+from typing import Any
+
+import attrs
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.delay_proxy import DelayProxy  # noqa: E402
 from commit_email.accounts import read_accounts_csv  # noqa: E402
 from commit_email.config import Config, parse_config  # noqa: E402
 from commit_email.model import Account, SourceRef  # noqa: E402
@@ -161,17 +172,64 @@ def bench_process(files: Sequence[Path], server: DovecotServer, work: Path,
     return time.perf_counter() - started
 
 
+def through(box: DovecotServer, proxy: DelayProxy | None) -> DovecotServer:
+    """The mailbox as the client sees it: behind the delay proxy when there is one."""
+    if proxy is None:
+        return box
+    return attrs.evolve(box, host=proxy.host, pop3_port=proxy.port, process=None)
+
+
+def measure(server: DovecotServer, proxy: DelayProxy | None, work: Path,
+            accounts: Sequence[Account], messages: Sequence[bytes], files: Sequence[Path],
+            rounds: int) -> dict[str, list[float]]:
+    """Seconds per round of each of the three, in fresh mailboxes and stores every round."""
+    count = len(messages)
+    times: dict[str, list[float]] = {"poplib": [], "run_once": [], "process_files": []}
+    for r in range(rounds):
+        bare_box, run_box = server.new_user(), server.new_user()
+        bare_box.deliver_many(list(messages))
+        run_box.deliver_many(list(messages))
+        steps = [
+            ("poplib", partial(bench_poplib, through(bare_box, proxy), count)),
+            ("run_once",
+             partial(bench_run_once, through(run_box, proxy), work, accounts, f"run{r}")),
+            ("process_files",
+             partial(bench_process, files, server, work, accounts, f"process{r}")),
+        ]
+        # Rotate the order per round: on a shared machine, load comes and goes, and no
+        # measurement should always get the same slot.
+        for name, step in steps[r % 3:] + steps[: r % 3]:
+            times[name].append(step())
+    return times
+
+
+def round_trip_costs(times: dict[str, list[float]], count: int, rtt: float) -> dict[str, float]:
+    """What the round trips cost, in round trips: the bare loop's per message (2 when the
+    server's work is nothing), and what ``run --once`` took beyond ``process`` on files."""
+    t_poplib, t_run, t_process = (statistics.median(times[k])
+                                  for k in ("poplib", "run_once", "process_files"))
+    return {
+        "poplib_rtts_per_message": round(t_poplib / count / rtt, 2),
+        "run_once_extra_seconds": round(t_run - t_process, 3),
+        "run_once_extra_rtts": round((t_run - t_process) / rtt, 1),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--rounds", type=int, default=3,
                         help="repetitions (order rotated); medians are reported")
+    parser.add_argument("--rtt-ms", type=float, default=0.0,
+                        help="round trip time to add between client and Dovecot (0: loopback)")
     parser.add_argument("--smoke", action="store_true", help="30 messages, 1 round, for CI")
     parser.add_argument("--json-only", action="store_true")
     args = parser.parse_args(argv)
     count = 30 if args.smoke else args.count
     rounds = 1 if args.smoke else max(1, args.rounds)
+    if args.rtt_ms < 0:
+        parser.error("--rtt-ms must not be negative")
     if dovecot_binary() is None:
         print("pop3_bench: dovecot is not installed (apt-get install dovecot-pop3d)",
               file=sys.stderr)
@@ -188,21 +246,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             path.write_bytes(raw)
             files.append(path)
         warm_up(server, work, accounts, messages[:20])
-        times: dict[str, list[float]] = {"poplib": [], "run_once": [], "process_files": []}
-        for r in range(rounds):
-            bare_box, run_box = server.new_user(), server.new_user()
-            bare_box.deliver_many(messages)
-            run_box.deliver_many(messages)
-            steps = [
-                ("poplib", partial(bench_poplib, bare_box, count)),
-                ("run_once", partial(bench_run_once, run_box, work, accounts, f"run{r}")),
-                ("process_files",
-                 partial(bench_process, files, server, work, accounts, f"process{r}")),
-            ]
-            # Rotate the order per round: on a shared machine, load comes and goes, and no
-            # measurement should always get the same slot.
-            for name, step in steps[r % 3:] + steps[: r % 3]:
-                times[name].append(step())
+        with contextlib.ExitStack() as stack:
+            proxy = None
+            if args.rtt_ms > 0:
+                proxy = stack.enter_context(
+                    DelayProxy(server.host, server.pop3_port, delay_ms=args.rtt_ms / 2))
+            times = measure(server, proxy, work, accounts, messages, files, rounds)
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -211,13 +260,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   for k in ("poplib", "run_once", "process_files"))
     per_round = [p / r for p, r in zip(times["process_files"], times["run_once"], strict=True)]
     vs_poplib = [b / r for b, r in zip(times["poplib"], times["run_once"], strict=True)]
-    result = {
+    result: dict[str, Any] = {
         "benchmark": "pop3",
         "messages": count,
         "bytes": total,
         "corpus": corpus_name,
         "seed": args.seed,
         "rounds": rounds,
+        "rtt_ms": args.rtt_ms,
         "seconds_per_round": {k: [round(t, 3) for t in v] for k, v in times.items()},
         "median_seconds": {"poplib": round(t_poplib, 3), "run_once": round(t_run, 3),
                            "process_files": round(t_process, 3)},
@@ -233,18 +283,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                     "platform": platform.platform()},
     }
+    if args.rtt_ms > 0:
+        result["round_trips"] = round_trip_costs(times, count, args.rtt_ms / 1000)
     print(json.dumps(result, indent=2))
     if not args.json_only:
-        rate = result["messages_per_s"]
-        assert isinstance(rate, dict)
-        print(
-            f"run --once: {rate['run_once']} msg/s from Dovecot = "
-            f"{result['run_once_vs_poplib']:.1%} of a bare poplib RETR loop "
-            f"({rate['poplib']} msg/s) and {result['run_once_vs_process_files']:.2f}x "
-            f"`process` on the same {count} messages as files ({rate['process_files']} msg/s)"
-            f"; per round min {min(per_round):.2f}x max {max(per_round):.2f}x"
-        )
+        print(human_line(result, per_round))
     return 0
+
+
+def human_line(result: dict[str, Any], per_round: Sequence[float]) -> str:
+    rate, count, rtt = result["messages_per_s"], result["messages"], result["rtt_ms"]
+    vs_poplib, vs_process = result["run_once_vs_poplib"], result["run_once_vs_process_files"]
+    spread = f"; per round min {min(per_round):.2f}x max {max(per_round):.2f}x"
+    if not rtt:
+        return (
+            f"run --once: {rate['run_once']} msg/s from Dovecot = "
+            f"{vs_poplib:.1%} of a bare poplib RETR loop "
+            f"({rate['poplib']} msg/s) and {vs_process:.2f}x "
+            f"`process` on the same {count} messages as files ({rate['process_files']} msg/s)"
+            + spread
+        )
+    trips = result["round_trips"]
+    return (
+        f"over a {rtt:g} ms round trip: run --once {rate['run_once']} msg/s = "
+        f"{vs_poplib:.2f}x a bare poplib RETR+DELE loop ({rate['poplib']} msg/s, "
+        f"{trips['poplib_rtts_per_message']} round trips per message) and {vs_process:.2f}x "
+        f"`process` on the same {count} messages as files ({rate['process_files']} msg/s); "
+        f"run --once took {trips['run_once_extra_seconds']} s "
+        f"(= {trips['run_once_extra_rtts']} round trips) more than `process`" + spread
+    )
 
 
 if __name__ == "__main__":

@@ -44,15 +44,19 @@ _MAX_STATUS = 4096
 #: a server offers APOP by putting a <timestamp> in its greeting (RFC 1939 §7); poplib's
 #: own pattern is the same, but typeshed declares it str while poplib matches bytes
 _APOP_TIMESTAMP = re.compile(rb"\+OK.*(<[^>]+>)")
-#: DELE commands written before their replies are read: enough to hide the round trips,
-#: few enough (about 1 KB of commands, 3 KB of replies) that neither side's socket buffer
-#: can fill up and deadlock the exchange (RFC 2449 §6.6 warns about that)
+#: DELE commands per write; up to ``_DELE_WINDOWS_AHEAD`` more windows go out before a
+#: window's replies are read, so 2,000 DELEs cost about four round trips, and at most
+#: 500 replies (about 14 KB) wait: too little for either side's socket buffer to fill up
+#: and deadlock the exchange (RFC 2449 §6.6 warns about that)
 _PIPELINE_WINDOW = 100
+_DELE_WINDOWS_AHEAD = 4
 #: RETR commands in flight at most when the server allows pipelining: the server streams
 #: these while the caller processes one, and the kernel's socket buffers hold what has
 #: arrived (no thread, no queue of our own). Bounded by count and by the LIST sizes, so
-#: a high-latency link is kept busy and a run of large messages is not all in flight.
-_RETR_AHEAD = 32
+#: a high-latency link is kept busy and a run of large messages is not all in flight:
+#: refilled at half, 64 messages (~80 ms of processing) cover a 40 ms round trip, where
+#: 16 left a third of the time waiting (benchmarks/pop3_bench.py --rtt-ms 40).
+_RETR_AHEAD = 128
 _RETR_AHEAD_BYTES = 8 * 1024 * 1024
 #: a bare LF (not preceded by CR) in a lax server's reply
 _BARE_LF = re.compile(rb"(?<!\r)\n")
@@ -252,8 +256,9 @@ class Pop3Mailbox:
     def delete_many(self, uidls: Sequence[str]) -> list[tuple[str, str]]:
         """Mark the messages deleted; the server removes them at QUIT.
 
-        With PIPELINING the DELE commands go out in windows and their replies are read
-        afterwards, so a batch costs a few round trips instead of one per message. Returns
+        With PIPELINING the DELE commands go out in windows, a few written ahead of the
+        replies being read, so a batch costs a few round trips instead of one per message.
+        Returns
         the messages the server refused (``-ERR``) with its reason: every reply is read
         even after a refusal, so the session stays in step and QUIT still applies the
         others. A broken connection raises :class:`SourceError` (and nothing is applied).
@@ -261,11 +266,15 @@ class Pop3Mailbox:
         numbers = [(uidl, self._number(uidl)) for uidl in uidls]
         pop = self._session()
         window = _PIPELINE_WINDOW if self.pipelining else 1
+        batches = [numbers[start:start + window] for start in range(0, len(numbers), window)]
+        ahead = _DELE_WINDOWS_AHEAD if self.pipelining else 0
+        written = 0
         refused: list[tuple[str, str]] = []
-        for start in range(0, len(numbers), window):
-            batch = numbers[start:start + window]
+        for i, batch in enumerate(batches):
             with self._errors(f"DELE {batch[0][0]}"):
-                pop.sock.sendall(b"".join(b"DELE %d\r\n" % n for _, n in batch))
+                while written < len(batches) and written <= i + ahead:
+                    pop.sock.sendall(b"".join(b"DELE %d\r\n" % n for _, n in batches[written]))
+                    written += 1
                 for uidl, _ in batch:
                     try:
                         _read_status(pop.file)

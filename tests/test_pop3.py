@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from commit_email import pop3
 from commit_email.config import Pop3Config
 from commit_email.errors import ConfigError, SourceError
 from commit_email.pop3 import (
@@ -296,6 +297,37 @@ def test_deletes_are_pipelined_and_a_refused_one_leaves_the_others_applied(
         assert box.retrieve(uidls[2]) == message(2)
 
 
+
+def test_the_next_dele_windows_go_out_before_the_last_ones_replies_are_read(
+    dovecot: DovecotServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over a link with latency a window costs a round trip; writing the next windows
+    first hides it. Never more than 1 + ``_DELE_WINDOWS_AHEAD`` windows of replies wait."""
+    monkeypatch.setattr(pop3, "_PIPELINE_WINDOW", 2)
+    monkeypatch.setattr(pop3, "_DELE_WINDOWS_AHEAD", 1)
+    dovecot.deliver_many([message(n) for n in range(5)])
+    events: list[str] = []
+    with Pop3Mailbox(dovecot.pop3_config()) as box:
+        pop = box._pop
+        assert pop is not None
+        sock, file = pop.sock, pop.file
+
+        class Writes:
+            def sendall(self, data: bytes) -> None:
+                events.append(f"write {data.count(b'DELE')}")
+                sock.sendall(data)
+
+        class Reads:
+            def readline(self, size: int = -1) -> bytes:
+                events.append("read")
+                return file.readline(size)
+
+        pop.sock, pop.file = Writes(), Reads()  # type: ignore[assignment]
+        assert box.delete_many(box.uidls()) == []
+        pop.sock, pop.file = sock, file
+    assert events == ["write 2", "write 2", "read", "read", "write 1", "read", "read", "read"]
+    assert dovecot.message_files() == []
+
 def test_without_pipelining_deletes_go_one_at_a_time(dovecot: DovecotServer) -> None:
     dovecot.deliver_many([message(n) for n in range(3)])
     with FaultProxy(dovecot.host, dovecot.pop3_port) as proxy:
@@ -404,7 +436,7 @@ def test_the_retr_window_is_bounded_by_count_and_by_listed_size() -> None:
     """Which RETRs go out ahead: one at a time without PIPELINING; with it, groups up to
     the count bound, refilled at half, and never more than the byte bound in flight by
     LIST size - except one message larger than that, which goes alone."""
-    small = {f"s{n}": 1000 for n in range(100)}
+    small = {f"s{n}": 1000 for n in range(3 * _RETR_AHEAD)}
     plain = _Window(small, pipelined=False)
     queued, in_flight = deque(small), deque[str]()
     assert plain.next_batch(in_flight, queued) == ["s0"]

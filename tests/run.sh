@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what the tests need (Python packages in a
-# private venv, Debian's dovecot-pop3d for the real POP3 server), then lint, types, tests.
+# private venv, Debian's Dovecot and PostgreSQL for the real servers), then lint, types, tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-# A real POP3 server for the POP3 tests (the fixtures start private instances of it).
-if ! command -v dovecot >/dev/null 2>&1; then
+# Real servers for the tests (the fixtures start private instances of each): Debian's Dovecot
+# for POP3 and IMAP (its oauth2 passdb included) and PostgreSQL.
+missing=()
+for pkg in dovecot-pop3d dovecot-imapd postgresql; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
-        echo "== installing dovecot-pop3d"
+        echo "== installing ${missing[*]}"
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
-        apt-get install -y -qq dovecot-pop3d >/dev/null || true   # the service start is refused in containers
+        apt-get install -y -qq "${missing[@]}" >/dev/null || true   # the service start is refused in containers
     else
-        echo "!! dovecot is not installed and this is not root: POP3 tests will skip (fail under CI=true)"
+        echo "!! ${missing[*]} not installed and this is not root: server tests will skip (fail under CI=true)"
     fi
 fi
 command -v openssl >/dev/null 2>&1 || { [ "$(id -u)" = 0 ] && apt-get install -y -qq openssl >/dev/null; } || true

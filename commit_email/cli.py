@@ -1,4 +1,4 @@
-"""The ``commit-email`` command (SPEC §9).
+"""The ``commit-email`` command (see docs/reference/cli.md).
 
 User mistakes (bad config, missing file, malformed CSV) print one line naming the key or
 line and exit with status 2; there is no traceback for them.
@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from . import __version__
 from .accounts import read_accounts_csv
 from .config import Config, check_secrets, load_config
 from .errors import CommitEmailError, InputError
@@ -23,7 +24,7 @@ from .message import Message
 from .model import PERMANENT_FAILURE, Outcome, OutcomeKind, SourceRef
 from .pipeline import Connector
 from .runner import Runner
-from .sources import iter_messages
+from .sources import iter_messages, one_message
 from .store import OutboxEntry, SQLiteStore, open_store
 
 __all__ = ["main"]
@@ -60,7 +61,7 @@ def cmd_process(args: argparse.Namespace, out: TextIO) -> int:
     connector = _connector(config)
     tally: Counter[str] = Counter()
     created: list[str] = []
-    for source, raw in iter_messages(args.paths):
+    for source, raw in iter_messages(args.paths, mbox=args.mbox):
         outcome = connector.process(raw, source)
         tally[outcome.kind.value] += 1
         if args.json:
@@ -73,7 +74,7 @@ def cmd_process(args: argparse.Namespace, out: TextIO) -> int:
     if not args.json:
         total = sum(tally.values())
         summary = ", ".join(f"{n} {k}" for k, n in sorted(tally.items()))
-        print(f"\n{total} messages: {summary or 'none'}", file=out)
+        print(f"\n{_count(total, 'message')}: {summary or 'none'}", file=out)
         if created:
             print(file=out)
             _print_tickets(connector.sink, out, only=set(created))
@@ -91,7 +92,7 @@ def _print_unsent(connector: Connector, out: TextIO) -> None:
     failed = sum(entry.last_error.startswith(PERMANENT_FAILURE) for entry in waiting)
     if failed:
         # Given-up mail is not retried by the next run: say where to deal with it.
-        print(f"\n{failed} mails given up (refused or out of attempts); "
+        print(f"\n{_count(failed, 'mail')} given up (refused or out of attempts); "
               "see: commit-email outbox list", file=out)
         waiting = [e for e in waiting if not e.last_error.startswith(PERMANENT_FAILURE)]
     if not waiting:
@@ -99,33 +100,103 @@ def _print_unsent(connector: Connector, out: TextIO) -> None:
     kinds = Counter(entry.mail.kind for entry in waiting)
     what = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
     if connector.mailer is None:
-        print(f"\n{len(waiting)} mails queued in the outbox ({what}); "
+        print(f"\n{_count(len(waiting), 'mail')} queued in the outbox ({what}); "
               "configure [smtp] to send them.", file=out)
         return
     # Sending failed: say so, with the server's last answer, instead of only logging it.
     last = waiting[0].last_error or "not sent yet"
-    print(f"\n{len(waiting)} mails still in the outbox ({what}), retried on the next run; "
-          f"last error: {last}", file=out)
+    print(f"\n{_count(len(waiting), 'mail')} still in the outbox ({what}), "
+          f"retried on the next run; last error: {last}", file=out)
 
 
 def _print_tickets(sink: Any, out: TextIO, only: set[str] | None = None) -> None:
     counts = sink.history_counts() if hasattr(sink, "history_counts") else {}
     accounts: dict[str, str] = {}
+    printed = False
     for ticket in sink.list_tickets():
         if only is not None and ticket.number not in only:
             continue
         if ticket.account not in accounts:
             account = sink.get_account(ticket.account) if hasattr(sink, "get_account") else None
             accounts[ticket.account] = account.file_as if account else ticket.account
+        if not printed:
+            print(f"{'TICKET':<7} {'STATE':<6} {'ACCOUNT':<28} {'HISTORY':>7}  DESCRIPTION",
+                  file=out)
+            printed = True
         state = "closed" if ticket.closed else "open"
         print(
-            f"#{ticket.number:<6} {state:<6} {accounts[ticket.account][:28]:<28} "
-            f"{counts.get(ticket.rec_id, 0):>2} entries  {ticket.description[:60]}",
+            f"#{ticket.number:<6} {state:<6} {_shorten(accounts[ticket.account], 28):<28} "
+            f"{counts.get(ticket.rec_id, 0):>7}  {_shorten(ticket.description, 60)}",
             file=out,
         )
 
 
+def _shorten(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters at a word boundary, with an ellipsis."""
+    text = " ".join(text.split())
+    if len(text) <= width:
+        return text
+    cut = text[: width - 1]
+    if " " in cut[width // 2 :]:
+        cut = cut[: cut.rindex(" ")]
+    return cut.rstrip() + "…"
+
+
+def _count(n: int, noun: str, plural: str = "") -> str:
+    """``1 message``, ``2 messages``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {plural or noun + 's'}"
+
+
+def cmd_ticket_show(args: argparse.Namespace, out: TextIO) -> int:
+    config = load_config(args.config)
+    store = _store(config)
+    ticket = store.get_ticket(number=args.number)
+    if ticket is None:
+        raise InputError(f"no ticket number {args.number}")
+    history = store.history(ticket.rec_id)
+    documents = store.documents(ticket.rec_id)
+    doc = {
+        "number": ticket.number,
+        "rec_id": ticket.rec_id,
+        "account": ticket.account,
+        "contact": ticket.contact,
+        "status": ticket.status,
+        "closed": ticket.closed,
+        "description": ticket.description,
+        "created": ticket.created.isoformat(),
+        "alert_key": ticket.alert_key,
+        "history": [
+            {"kind": h.kind, "created": h.created.isoformat(), "author": h.author,
+             "subject": h.subject, "message_id": h.message_id, "text": h.text}
+            for h in history
+        ],
+        "documents": [
+            {"filename": d.filename, "content_type": d.content_type, "size": d.size,
+             "kind": d.kind}
+            for d in documents
+        ],
+    }
+    if args.json:
+        print(json.dumps(doc, indent=2, ensure_ascii=False), file=out)
+        return 0
+    for key in ("number", "rec_id", "account", "contact", "status", "closed", "created",
+                "description"):
+        print(f"{key + ':':<14}{doc[key]}", file=out)
+    print(f"\n{_count(len(history), 'history entry', 'history entries')}",
+          file=out)
+    for h in history:
+        print(f"\n-- {h.created.isoformat()} {h.kind} {h.author} {h.subject}".rstrip(),
+              file=out)
+        print(h.text, file=out)
+    print(f"\n{_count(len(documents), 'document')}", file=out)
+    for d in documents:
+        print(f"  {d.filename} ({d.content_type}, {_count(d.size, 'byte')})", file=out)
+    return 0
+
+
 def cmd_tickets(args: argparse.Namespace, out: TextIO) -> int:
+    if getattr(args, "action", None) == "show":
+        return cmd_ticket_show(args, out)
     config = load_config(args.config)
     store = _store(config)
     if args.json:
@@ -200,7 +271,7 @@ def cmd_inspect(args: argparse.Namespace, out: TextIO) -> int:
     config = load_config(args.config)
     path = Path(args.file)
     try:
-        raw = path.read_bytes()
+        raw = one_message(path.read_bytes())
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror}", path=str(path)) from None
     doc = inspection_json(_connector(config), raw)
@@ -419,6 +490,47 @@ def cmd_outbox(args: argparse.Namespace, out: TextIO) -> int:
     return _outbox_purge(args, store, out)
 
 
+# Options every command takes, accepted before or after the command and its action: they
+# are moved behind the last word of the command line, where the innermost parser reads them.
+_VALUE_OPTIONS = frozenset({"--config"})
+_FLAG_OPTIONS = frozenset({"--json"})
+
+
+def _common_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                   help="the TOML configuration (required)")
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                   help="machine-readable output (JSON)")
+
+
+def _normalise_argv(argv: Sequence[str]) -> list[str]:
+    """Move ``--config FILE``, ``--json`` and ``-v`` wherever they stand to where the parser
+    reads them: ``-v`` first, the others last (before a ``--``, which ends options)."""
+    front: list[str] = []
+    words: list[str] = []
+    back: list[str] = []
+    rest: list[str] = []
+    items = list(argv)
+    i = 0
+    while i < len(items):
+        word = items[i]
+        if word == "--":
+            rest = items[i:]
+            break
+        if word in _VALUE_OPTIONS and i + 1 < len(items):
+            back += [word, items[i + 1]]
+            i += 2
+            continue
+        if word.split("=", 1)[0] in _VALUE_OPTIONS or word in _FLAG_OPTIONS:
+            back.append(word)
+        elif word == "--verbose" or (word.startswith("-v") and set(word[1:]) == {"v"}):
+            front.append(word)
+        else:
+            words.append(word)
+        i += 1
+    return front + words + back + rest
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="commit-email",
@@ -426,11 +538,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="log more (-v: each message, -vv: debug)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, func: Command, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--config", required=True, metavar="FILE", help="the TOML configuration")
+        _common_options(p)
         p.set_defaults(func=func)
         return p
 
@@ -438,41 +551,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="one complete pass, then exit")
 
     p = command("process", cmd_process, "process .eml files, Maildir folders and mbox files")
-    p.add_argument("--json", action="store_true", help="one JSON object per message")
-    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--mbox", action="store_true",
+                   help="read every file given as an mbox, whatever its name")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help=".eml files, Maildir folders and mbox files (*.mbox, *.mbx), in order")
 
     p = command("inspect", cmd_inspect,
                 "show a message's parsed fields and the route it would take; writes nothing")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", help="one message (a leading mbox From line is dropped)")
 
     p = command("accounts", cmd_accounts_import, "load Accounts into the configured store")
     acc = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     imp = acc.add_parser("import", help="import Accounts from a CSV file")
-    imp.add_argument("csv", metavar="CSV")
+    _common_options(imp)
+    imp.add_argument("csv", metavar="CSV", help="Accounts CSV (columns: see docs/reference/cli.md)")
 
-    p = command("tickets", cmd_tickets, "list tickets with their history count")
-    p.add_argument("--json", action="store_true")
+    p = command("tickets", cmd_tickets, "list tickets, or show one with 'show NUMBER'")
+    t = p.add_subparsers(dest="action", required=False, metavar="ACTION")
+    show = t.add_parser("show", help="one ticket with its history and documents")
+    _common_options(show)
+    show.add_argument("number", metavar="NUMBER", help="the ticket number")
 
     p = command("quarantine", cmd_quarantine, "list or replay quarantined messages")
-    p.add_argument("--json", action="store_true")
     q = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    q.add_parser("list", help="list quarantined messages")
+    _common_options(q.add_parser("list", help="list quarantined messages"))
     rp = q.add_parser("replay", help="process a quarantined message again")
-    rp.add_argument("id", metavar="ID")
+    _common_options(rp)
+    rp.add_argument("id", metavar="ID", help="the id shown by 'quarantine list'")
 
     p = command("outbox", cmd_outbox, "list, retry or purge outgoing mail")
-    p.add_argument("--json", action="store_true")
     o = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     ls = o.add_parser("list", help="mail waiting to be sent or given up (failed)")
+    _common_options(ls)
     ls.add_argument("--all", action="store_true", help="include mail already sent")
     rt = o.add_parser("retry", help="put failed mail back in the queue and send it now")
+    _common_options(rt)
     which = rt.add_mutually_exclusive_group(required=True)
-    which.add_argument("id", nargs="?", metavar="ID")
+    which.add_argument("id", nargs="?", metavar="ID", help="the outbox id")
     which.add_argument("--all-failed", action="store_true", help="every failed mail")
     pg = o.add_parser("purge", help="remove a failed mail, or old sent mail")
+    _common_options(pg)
     which = pg.add_mutually_exclusive_group(required=True)
-    which.add_argument("id", nargs="?", metavar="ID")
+    which.add_argument("id", nargs="?", metavar="ID", help="the outbox id")
     which.add_argument("--sent-before", metavar="DATE",
                        help="every mail sent before DATE (ISO 8601, UTC unless given)")
     pg.add_argument("--force", action="store_true",
@@ -484,7 +604,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_normalise_argv(sys.argv[1:] if argv is None else argv))
+    if not hasattr(args, "config"):
+        parser.error("the following arguments are required: --config")
+    if not hasattr(args, "json"):
+        args.json = False
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s",
                         stream=sys.stderr)

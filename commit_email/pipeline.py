@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import signal
 import threading
 import traceback
@@ -122,6 +123,34 @@ _OLE_SIGNATURE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 
 class _DryRun(Exception):
     """Raised inside the transaction of ``inspect`` so that every write is rolled back."""
+
+
+# Header fields that mail carries; a file with none of them in its header block is not mail
+# (a note, a binary, a CSV), however many "word: text" lines it has.
+_MAIL_FIELDS = frozenset({
+    b"from", b"to", b"cc", b"bcc", b"subject", b"date", b"message-id", b"received",
+    b"return-path", b"sender", b"reply-to", b"mime-version", b"content-type",
+    b"delivered-to", b"in-reply-to", b"references", b"x-mailer", b"auto-submitted",
+})
+_FIELD_NAME = re.compile(rb"([!-9;-~]+)[ \t]*:")
+
+
+def not_mail_reason(raw: bytes) -> str:
+    """Why ``raw`` is not an RFC 822 message (empty, binary, no header), or ``""``."""
+    if not raw.strip():
+        return "an empty file"
+    end = raw.find(b"\n\n")
+    crlf = raw.find(b"\r\n\r\n")
+    if crlf >= 0 and (end < 0 or crlf < end):
+        end = crlf
+    head = raw[: end if 0 <= end < 65536 else 65536]
+    if b"\x00" in head:
+        return "binary data"
+    for line in head.splitlines()[:200]:
+        match = _FIELD_NAME.match(line)
+        if match and match.group(1).lower() in _MAIL_FIELDS:
+            return ""
+    return "no mail header fields"
 
 
 class MessageTimeout(CommitEmailError):
@@ -402,6 +431,9 @@ class Connector:
             raise MessageError(f"message of {len(raw)} bytes exceeds max_message_bytes={limit}")
         if raw.startswith(_OLE_SIGNATURE):
             raise MessageError("an Outlook .msg file (OLE compound document), not RFC 822 mail")
+        not_mail = not_mail_reason(raw)
+        if not_mail:
+            raise MessageError(f"{not_mail}, not an RFC 822 message")
         return Message.from_bytes(raw)
 
     def process(

@@ -9,16 +9,28 @@ from pathlib import Path
 from .errors import InputError
 from .model import SourceRef
 
-__all__ = ["iter_messages"]
+__all__ = ["iter_messages", "one_message"]
 
 
 def _is_maildir(path: Path) -> bool:
     return (path / "cur").is_dir() and (path / "new").is_dir()
 
 
+MBOX_SUFFIXES = frozenset({".mbox", ".mbx"})
+
+
 def _is_mbox(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(5) == b"From "
+    """An mbox is recognised by its name: a body line starting with ``From `` must never
+    split a single message in two, so the content is not sniffed."""
+    return path.suffix.lower() in MBOX_SUFFIXES or path.name.lower() == "mbox"
+
+
+def one_message(raw: bytes) -> bytes:
+    """The message in a single-message file, its leading mbox ``From `` line dropped."""
+    if raw.startswith(b"From "):
+        end = raw.find(b"\n")
+        return b"" if end < 0 else raw[end + 1 :]
+    return raw
 
 
 def _maildir(path: Path) -> Iterator[tuple[SourceRef, bytes]]:
@@ -28,7 +40,8 @@ def _maildir(path: Path) -> Iterator[tuple[SourceRef, bytes]]:
             if entry.name.startswith("."):
                 continue
             key = entry.name.split(box.colon)[0]
-            yield SourceRef(kind="maildir", name=str(path), uidl=key), entry.read_bytes()
+            raw = one_message(entry.read_bytes())
+            yield SourceRef(kind="maildir", name=str(path), uidl=key), raw
 
 
 def _mbox(path: Path) -> Iterator[tuple[SourceRef, bytes]]:
@@ -40,12 +53,15 @@ def _mbox(path: Path) -> Iterator[tuple[SourceRef, bytes]]:
         box.close()
 
 
-def iter_messages(paths: Iterable[str | Path]) -> Iterator[tuple[SourceRef, bytes]]:
+def iter_messages(
+    paths: Iterable[str | Path], *, mbox: bool = False
+) -> Iterator[tuple[SourceRef, bytes]]:
     """Every message under ``paths``, in a stable order, with where it came from.
 
     A folder with ``cur/`` and ``new/`` is a Maildir; any other folder is read file by file
-    (hidden files skipped, sub-folders recursed); a file starting with ``From `` is an mbox;
-    any other file is one message.
+    (hidden files skipped, sub-folders recursed); a file named ``*.mbox``, ``*.mbx`` or
+    ``mbox`` is an mbox, and so is every other file when ``mbox`` is true; any other file
+    (``.eml`` included) is one message, a leading mbox ``From `` line dropped.
     """
     for item in paths:
         path = Path(item)
@@ -56,12 +72,12 @@ def iter_messages(paths: Iterable[str | Path]) -> Iterator[tuple[SourceRef, byte
                 yield from _maildir(path)
                 continue
             children = sorted(p for p in path.iterdir() if not p.name.startswith("."))
-            yield from iter_messages(children)
-        elif _is_mbox(path):
+            yield from iter_messages(children, mbox=mbox)
+        elif _is_mbox(path) or (mbox and path.suffix.lower() != ".eml"):
             yield from _mbox(path)
         else:
             try:
                 raw = path.read_bytes()
             except OSError as exc:
                 raise InputError(f"cannot read: {exc.strerror}", path=str(path)) from exc
-            yield SourceRef(kind="file", name=str(path)), raw
+            yield SourceRef(kind="file", name=str(path)), one_message(raw)

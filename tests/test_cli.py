@@ -184,3 +184,88 @@ def test_quarantine_list_and_replay(demo: Path) -> None:
     assert code == 0 and json.loads(out)["outcome"] == "ticket_created"
     code, out = run("quarantine", "--config", str(config), "list")
     assert "[replayed: ticket_created]" in out
+
+
+# -- one message per file, options anywhere, reading a ticket ----------------------------
+
+def test_an_eml_file_is_one_message_even_with_from_lines_in_its_body(
+    demo: Path, tmp_path: Path
+) -> None:
+    config = str(demo / "commit-email.toml")
+    eml = tmp_path / "saved.eml"
+    eml.write_bytes(
+        b"From jane@customer.example Mon Dec  7 10:00:00 2026\n"
+        b"From: Jane <jane@customer.example>\nTo: support@acme.example\n"
+        b"Subject: Two paragraphs\nMessage-ID: <one-file@customer.example>\n\n"
+        b"First paragraph.\n\nFrom what I can tell the printer is broken.\n"
+    )
+    code, output = run("process", "--config", config, "--json", str(eml))
+    assert code == 0
+    (line,) = output.splitlines()
+    assert json.loads(line)["message_id"] == "one-file@customer.example"
+    code, output = run("inspect", "--config", config, str(eml))
+    assert code == 0
+    assert "jane@customer.example" in output and "Two paragraphs" in output
+    assert "From what I can tell" in output
+
+
+def test_a_file_is_read_as_mbox_by_name_or_when_asked(demo: Path, tmp_path: Path) -> None:
+    config = str(demo / "commit-email.toml")
+    two = (b"From a@x Mon Dec  7 10:00:00 2026\nFrom: a@customer.example\nSubject: one\n"
+           b"Message-ID: <m1@x>\n\nbody\n\n"
+           b"From b@x Mon Dec  7 10:00:00 2026\nFrom: b@customer.example\nSubject: two\n"
+           b"Message-ID: <m2@x>\n\nbody\n")
+    (tmp_path / "archive").write_bytes(two)
+    code, output = run("process", "--config", config, "--json", str(tmp_path / "archive"))
+    assert code == 0 and len(output.splitlines()) == 1
+    code, output = run("process", "--config", config, "--json", "--mbox",
+                       str(tmp_path / "archive"))
+    ids = [json.loads(line)["message_id"] for line in output.splitlines()]
+    assert code == 0 and ids[-1] == "m2@x"
+
+
+def test_version() -> None:
+    from commit_email import __version__
+
+    with pytest.raises(SystemExit) as exit_:
+        run("--version")
+    assert exit_.value.code == 0
+    result = subprocess.run([sys.executable, "-m", "commit_email", "--version"],
+                            capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == f"commit-email {__version__}"
+
+
+@pytest.mark.parametrize("argv", [
+    ["--config", "{c}", "accounts", "import", "{csv}"],
+    ["accounts", "--config", "{c}", "import", "{csv}"],
+    ["accounts", "import", "{csv}", "--config", "{c}"],
+    ["-v", "accounts", "import", "--config={c}", "{csv}"],
+])
+def test_config_is_accepted_before_or_after_the_command(demo: Path, argv: list[str]) -> None:
+    values = {"c": str(demo / "commit-email.toml"), "csv": str(demo / "accounts.csv")}
+    code, output = run(*(a.format(**values) for a in argv))
+    assert code == 0 and "imported 6 cards" in output
+
+
+def test_tickets_show_prints_history_and_documents(demo: Path) -> None:
+    config = str(demo / "commit-email.toml")
+    run("accounts", "import", str(demo / "accounts.csv"), "--config", config)
+    code, _ = run("process", str(demo / "messages" / "03-attachment.eml"), "--config", config)
+    assert code == 0
+    code, listing = run("tickets", "--config", config)
+    assert code == 0 and listing.splitlines()[0].split()[:2] == ["TICKET", "STATE"]
+    code, output = run("tickets", "show", "1", "--json", "--config", config)
+    assert code == 0
+    ticket = json.loads(output)
+    assert ticket["number"] == "1" and ticket["history"][0]["text"]
+    assert {d["kind"] for d in ticket["documents"]} >= {"attachment"}
+    assert all(d["size"] > 0 for d in ticket["documents"])
+    code, text = run("--config", config, "tickets", "show", "1")
+    assert code == 0 and "1 history entry" in text and ticket["description"] in text
+    assert run("tickets", "show", "999", "--config", config)[0] == 2
+
+
+def test_summaries_count_in_the_singular(demo: Path) -> None:
+    config = str(demo / "commit-email.toml")
+    code, output = run("process", "--config", config, str(demo / "messages" / "08-bounce.eml"))
+    assert code == 0 and "\n1 message: 1 ignored" in output

@@ -320,7 +320,7 @@ def test_process_says_when_mail_was_given_up(cli: Cli, smtp_server: SmtpTestServ
     result = cli("process", str(eml))
 
     assert result.returncode == 0
-    assert "1 mails given up" in result.stdout and "commit-email outbox list" in result.stdout
+    assert "1 mail given up" in result.stdout and "commit-email outbox list" in result.stdout
 
 
 def test_list_all_includes_sent_mail(cli: Cli, smtp_server: SmtpTestServer) -> None:

@@ -208,6 +208,23 @@ def test_time_limit_quarantines_a_pathological_message(
     assert "longer than 0.2 s" in outcome.detail
 
 
-@pytest.mark.parametrize("raw", [b"", b"\x00\x01\x02", b"From: \r\n\r\n", b"garbage" * 100])
-def test_junk_gets_an_outcome(connector: Connector, raw: bytes) -> None:
-    assert connector.process(raw).kind in (OutcomeKind.FORWARDED, OutcomeKind.DUPLICATE)
+def test_a_bare_header_block_is_still_mail(connector: Connector) -> None:
+    assert connector.process(b"From: \r\n\r\n").kind is OutcomeKind.FORWARDED
+
+
+@pytest.mark.parametrize(("raw", "why"), [
+    (b"", "an empty file"),
+    (b"  \r\n\r\n", "an empty file"),
+    (b"\x00\x01\x02", "binary data"),
+    (b"\x7fELF\x02\x01\x01\x00\x00\x00" + bytes(range(256)) * 40, "binary data"),
+    (b"garbage" * 100, "no mail header fields"),
+    (b"Shopping list: milk\nTodo: call Bob\n\nnothing else\n", "no mail header fields"),
+])
+def test_non_mail_is_quarantined_not_forwarded(
+    connector: Connector, raw: bytes, why: str
+) -> None:
+    outcome = connector.process(raw)
+    assert outcome.kind is OutcomeKind.QUARANTINED
+    assert f"{why}, not an RFC 822 message" in outcome.detail
+    (entry,) = connector.quarantine.entries()
+    assert connector.quarantine.get(entry.id)[1] == raw  # kept byte for byte, replayable

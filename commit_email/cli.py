@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__
-from .accounts import read_accounts_csv
+from .accounts import read_accounts_csv, reconcile
 from .config import Config, check_secrets, load_config
 from .errors import CommitEmailError, InputError
 from .message import Message
@@ -297,8 +297,9 @@ def cmd_inspect(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_accounts_import(args: argparse.Namespace, out: TextIO) -> int:
     config = load_config(args.config)
-    accounts = read_accounts_csv(args.csv)
     store = _store(config)
+    result = reconcile(read_accounts_csv(args.csv, assign_ids=False), store.list_accounts())
+    accounts = result.accounts
     in_file = {a.rec_id for a in accounts}
     for line, account in enumerate(accounts, start=2):
         if account.parent and account.parent not in in_file and not store.get_account(
@@ -309,7 +310,8 @@ def cmd_accounts_import(args: argparse.Namespace, out: TextIO) -> int:
     n = store.import_accounts(accounts)
     kinds = Counter(a.kind.value for a in accounts)
     detail = ", ".join(f"{k} {v}" for v, k in sorted(kinds.items()))
-    print(f"imported {n} cards ({detail}) into {config.store.url}", file=out)
+    print(f"imported {_count(n, 'card')} ({detail}; {result.created} new, "
+          f"{result.updated} updated) into {config.store.url}", file=out)
     return 0
 
 

@@ -269,3 +269,60 @@ def test_summaries_count_in_the_singular(demo: Path) -> None:
     config = str(demo / "commit-email.toml")
     code, output = run("process", "--config", config, str(demo / "messages" / "08-bounce.eml"))
     assert code == 0 and "\n1 message: 1 ignored" in output
+
+
+@pytest.mark.parametrize(("csv_text", "line"), [
+    # the quote opened on line 3 swallows line 4 into Bob's file_as
+    ('file_as,email1\nAcme,acme.example\n"Bob Builder,bob@b.example\nCarol,carol@c.example\n',
+     3),
+    ('file_as,email1\nAcme,acme.example\nGlobex,"it@globex.example\n', 3),
+])
+def test_a_csv_with_an_unclosed_quote_is_rejected_whole_naming_the_line(
+    demo: Path, tmp_path: Path, csv_text: str, line: int
+) -> None:
+    config = str(demo / "commit-email.toml")
+    bad = tmp_path / "bad.csv"
+    bad.write_text(csv_text)
+    code, output = run("accounts", "import", str(bad), "--config", config)
+    assert code == 2 and "imported" not in output
+    code, _ = run("accounts", "import", str(demo / "accounts.csv"), "--config", config)
+    assert code == 0
+    from commit_email.config import load_config
+    from commit_email.store import open_store
+
+    cfg = load_config(config)
+    names = {a.file_as for a in open_store(cfg.store.url, base_dir=cfg.base_dir).list_accounts()}
+    assert "Bob Builder" not in names and "Globex" not in names  # nothing of the bad file
+    err = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sys, "stderr", err)
+        run("accounts", "import", str(bad), "--config", config)
+    assert f"{bad}:{line}:" in err.getvalue()
+
+
+def test_importing_the_same_csv_twice_updates_instead_of_duplicating(
+    demo: Path, tmp_path: Path
+) -> None:
+    config = str(demo / "commit-email.toml")
+    csv_path = tmp_path / "no-ids.csv"
+    csv_path.write_text("file_as,email1,account_number\nAcme,acme.example,A-1\n"
+                        "Solo Shop,owner@solo.example,S-1\nNo Mail Ltd,,N-1\n")
+    code, first = run("accounts", "import", str(csv_path), "--config", config)
+    assert code == 0 and "3 new, 0 updated" in first
+    csv_path.write_text("file_as,email1,account_number\nAcme,acme.example,A-2\n"
+                        "Solo Shop,owner@solo.example,S-1\nno mail ltd,,N-2\n")
+    code, second = run("accounts", "import", str(csv_path), "--config", config)
+    assert code == 0 and "0 new, 3 updated" in second
+    from commit_email.config import load_config
+    from commit_email.store import open_store
+
+    cfg = load_config(config)
+    stored = open_store(cfg.store.url, base_dir=cfg.base_dir).list_accounts()
+    assert sorted((a.file_as.lower(), a.account_number) for a in stored) == [
+        ("acme", "A-2"), ("no mail ltd", "N-2"), ("solo shop", "S-1")]
+    # the domain is still on one Account, so Acme's mail still opens tickets
+    mail = tmp_path / "m.eml"
+    mail.write_bytes(b"From: x@acme.example\nTo: support@acme.example\nSubject: help\n"
+                     b"Message-ID: <twice@acme.example>\n\nplease\n")
+    code, output = run("process", str(mail), "--config", config, "--json")
+    assert json.loads(output)["outcome"] == "ticket_created"

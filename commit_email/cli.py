@@ -18,8 +18,8 @@ from typing import Any, TextIO
 
 from . import __version__
 from .accounts import read_accounts_csv, reconcile
-from .config import Config, check_secrets, load_config
-from .errors import CommitEmailError, InputError
+from .config import Config, check_secrets, deployment_problems, load_config
+from .errors import CommitEmailError, ConfigError, InputError
 from .message import Message
 from .model import PERMANENT_FAILURE, Outcome, OutcomeKind, SourceRef
 from .pipeline import Connector
@@ -327,6 +327,9 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_check_config(args: argparse.Namespace, out: TextIO) -> int:
     config = load_config(args.config)
+    problems = deployment_problems(config)
+    if problems:
+        raise ConfigError(problems[0], path=args.config)
     checked = check_secrets(config)
     store_url = config.store.url
     if store_url.startswith("sqlite:///") and ":memory:" not in store_url:

@@ -9,6 +9,7 @@ are needed (``check-config`` asks for all of them).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -21,6 +22,7 @@ from attrs import field, frozen
 
 from .alerts import BUILTIN_PARSERS
 from .errors import ConfigError
+from .store import sqlite_url_options
 
 __all__ = [
     "AccountRule",
@@ -330,6 +332,8 @@ def _coerce(default: object, value: object, key: str) -> object:
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"expected a number, got {value!r}", key=key)
+        if not math.isfinite(value):
+            raise ConfigError(f"must be a finite number, got {value}", key=key)
         if value < 0:
             raise ConfigError(f"must not be negative, got {value}", key=key)
         return float(value)
@@ -455,10 +459,71 @@ def _validate(config: Config) -> None:
         raise ConfigError(
             f"unsupported store URL {url!r} (use sqlite:///PATH or memory:)", key="store.url"
         )
+    sqlite_url_options(url)
     for name in ("public_address", "internal_address"):
         value = getattr(config.connector, name)
-        if value and "@" not in value:
+        if value and not _is_address(value):
             raise ConfigError(f"not an email address: {value!r}", key=f"connector.{name}")
+    _validate_servers(config)
+    xml = config.xml_api
+    for i, entry in enumerate(xml.allowed_senders):
+        bare = entry.strip()
+        if not (_is_address(bare) or (bare.startswith("*@") and _is_domain(bare[2:]))):
+            raise ConfigError(f"expected an address or *@domain, got {entry!r}",
+                              key=f"xml_api.allowed_senders[{i}]")
+    if xml.response_bcc and not _is_address(xml.response_bcc.strip()):
+        raise ConfigError(f"not an email address: {xml.response_bcc!r}",
+                          key="xml_api.response_bcc")
+
+
+_DOMAIN = re.compile(r"(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*"
+                     r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$", re.IGNORECASE)
+_LOCAL_PART = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}$")
+
+
+def _is_domain(value: str) -> bool:
+    return bool(_DOMAIN.match(value))
+
+
+def _is_address(value: str) -> bool:
+    """A bare ``local@domain`` address, the only form the connector writes to or matches."""
+    local, at, domain = value.rpartition("@")
+    return bool(at) and bool(_LOCAL_PART.match(local)) and _is_domain(domain)
+
+
+def _validate_servers(config: Config) -> None:
+    """Ports, time-outs, retry counts and CA files of the configured servers."""
+    for section, server in (("pop3", config.pop3), ("smtp", config.smtp)):
+        if not server.host:
+            continue
+        if server.port > 65535:
+            raise ConfigError(f"must be a TCP port (1-65535), got {server.port}",
+                              key=f"{section}.port")
+        if server.timeout <= 0:
+            raise ConfigError("must be more than 0 seconds (it bounds every network wait)",
+                              key=f"{section}.timeout")
+        if server.ca_file and not config.resolve_path(server.ca_file).is_file():
+            raise ConfigError(f"no such file: {config.resolve_path(server.ca_file)}",
+                              key=f"{section}.ca_file")
+    # Each retry waits for the server's time-out; past these counts a poll or a send would
+    # hang for hours, which is never what was meant.
+    if config.smtp.retries > 100:
+        raise ConfigError(f"at most 100, got {config.smtp.retries}", key="smtp.retries")
+    if config.pop3.once_attempts > 100:
+        raise ConfigError(f"at most 100, got {config.pop3.once_attempts}",
+                          key="pop3.once_attempts")
+
+
+def deployment_problems(config: Config) -> list[str]:
+    """What makes a valid configuration unusable for running a help desk (``check-config``
+    reports these; a library user may have reasons to leave them)."""
+    problems = []
+    c = config.connector
+    if not c.internal_address and not c.public_address:
+        problems.append("connector.internal_address: not set, and neither is "
+                        "connector.public_address: mail that opens no ticket could not be "
+                        "forwarded to anyone")
+    return problems
 
 
 def parse_config(data: Mapping[str, object], *, path: str = "") -> Config:

@@ -903,6 +903,31 @@ class SQLiteStore:
         return n
 
 
+SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+def sqlite_url_options(url: str) -> tuple[str, str, int]:
+    """The path, ``synchronous`` mode and ``mmap_size`` of a ``sqlite:///PATH?…`` URL
+    (``memory:`` gives an empty path); an unknown option or a bad value names the key."""
+    if url in ("memory:", "sqlite://:memory:", "sqlite:///:memory:"):
+        return "", "NORMAL", 0
+    rest = url.removeprefix("sqlite:///")
+    path, _, query = rest.partition("?")
+    options = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
+    synchronous = options.pop("synchronous", "NORMAL").upper()
+    mmap_size = options.pop("mmap_size", str(DEFAULT_MMAP_SIZE))
+    if options:
+        raise ConfigError(f"unknown store URL option {sorted(options)[0]!r} "
+                          "(options: synchronous, mmap_size)", key="store.url")
+    if synchronous not in SQLITE_SYNCHRONOUS:
+        raise ConfigError(f"synchronous must be one of {', '.join(SQLITE_SYNCHRONOUS)}, "
+                          f"got {synchronous!r}", key="store.url")
+    if not mmap_size.isdigit():
+        raise ConfigError(f"mmap_size must be a number of bytes, got {mmap_size!r}",
+                          key="store.url")
+    return path, synchronous, int(mmap_size)
+
+
 def open_store(url: str, *, base_dir: Path | None = None) -> SQLiteStore:
     """Open the store a ``[store] url`` names: ``sqlite:///PATH`` with optional
     ``?synchronous=FULL`` (or OFF, NORMAL, EXTRA) and ``&mmap_size=BYTES`` (0: no memory
@@ -912,16 +937,8 @@ def open_store(url: str, *, base_dir: Path | None = None) -> SQLiteStore:
         return SQLiteStore.in_memory()
     if not url.startswith("sqlite:///"):
         raise ConfigError(f"unsupported store URL {url!r}", key="store.url")
-    rest = url.removeprefix("sqlite:///")
-    path_part, _, query = rest.partition("?")
-    options = {k: v[-1] for k, v in parse_qs(query).items()}
-    synchronous = options.pop("synchronous", "NORMAL").upper()
-    mmap_size = options.pop("mmap_size", str(DEFAULT_MMAP_SIZE))
-    if options or synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA") or not (
-        mmap_size.isdigit()
-    ):
-        raise ConfigError(f"unsupported store URL option in {url!r}", key="store.url")
+    path_part, synchronous, mmap_size = sqlite_url_options(url)
     path = Path(path_part)
     if not path.is_absolute():
         path = (base_dir or Path.cwd()) / path
-    return SQLiteStore(path, synchronous=synchronous, mmap_size=int(mmap_size))
+    return SQLiteStore(path, synchronous=synchronous, mmap_size=mmap_size)

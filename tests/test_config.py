@@ -141,3 +141,47 @@ def test_missing_secret_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> N
 def test_config_errors_are_value_errors() -> None:
     with pytest.raises(ValueError):
         parse_config({"nope": {}})
+
+
+# -- values that parse but cannot work -------------------------------------------------------
+
+@pytest.mark.parametrize(("toml", "key"), [
+    ("[connector]\nmessage_time_limit = nan\n", "connector.message_time_limit"),
+    ("[connector]\nmessage_time_limit = inf\n", "connector.message_time_limit"),
+    ("[pop3]\nhost = 'h'\nport = 70000\n", "pop3.port"),
+    ("[smtp]\nhost = 'h'\nport = 65536\n", "smtp.port"),
+    ("[smtp]\nhost = 'h'\nretries = 1000000000\n", "smtp.retries"),
+    ("[pop3]\nhost = 'h'\ntimeout = 0\n", "pop3.timeout"),
+    ("[smtp]\nhost = 'h'\ntimeout = 0\n", "smtp.timeout"),
+    ("[pop3]\nhost = 'h'\nca_file = 'no-such-ca.pem'\n", "pop3.ca_file"),
+    ("[xml_api]\nallowed_senders = ['forms at acme']\n", "xml_api.allowed_senders[0]"),
+    ("[xml_api]\nallowed_senders = ['*@']\n", "xml_api.allowed_senders[0]"),
+    ("[xml_api]\nresponse_bcc = 'audit@'\n", "xml_api.response_bcc"),
+    ("[store]\nurl = 'sqlite:///x.db?synchronous=BOGUS'\n", "store.url"),
+    ("[store]\nurl = 'sqlite:///x.db?mmap_size=abc'\n", "store.url"),
+    ("[store]\nurl = 'sqlite:///x.db?colour=red'\n", "store.url"),
+])
+def test_values_that_cannot_work_are_refused_naming_the_key(
+    tmp_path: Path, toml: str, key: str
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert err.value.key == key or f"{key}:" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_check_config_refuses_a_config_that_can_forward_to_nobody(tmp_path: Path) -> None:
+    import io
+
+    from commit_email.cli import main
+
+    path = tmp_path / "c.toml"
+    path.write_text(f"[connector]\nstate_dir = '{tmp_path}/state'\n"
+                    f"[store]\nurl = 'sqlite:///{tmp_path}/c.db'\n")
+    assert main(["check-config", "--config", str(path)], out=io.StringIO()) == 2
+    path.write_text(f"[connector]\nstate_dir = '{tmp_path}/state'\n"
+                    "internal_address = 'helpdesk@msp.example'\n"
+                    f"[store]\nurl = 'sqlite:///{tmp_path}/c.db'\n")
+    assert main(["check-config", "--config", str(path)], out=io.StringIO()) == 0

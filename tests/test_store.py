@@ -142,5 +142,5 @@ def test_the_file_as_it_is_is_read_through_a_memory_map_unless_turned_off(
     assert mapped(again) == grown
     assert mapped(open_store("sqlite:///a.db?mmap_size=4096", base_dir=tmp_path)) == 4096
     assert mapped(open_store("sqlite:///b.db?mmap_size=0", base_dir=tmp_path)) == 0
-    with pytest.raises(ConfigError, match="option"):
+    with pytest.raises(ConfigError, match="mmap_size must be a number"):
         open_store("sqlite:///d.db?mmap_size=lots", base_dir=tmp_path)

@@ -465,7 +465,10 @@ def _validate(config: Config) -> None:
         if value and not _is_address(value):
             raise ConfigError(f"not an email address: {value!r}", key=f"connector.{name}")
     _validate_servers(config)
-    xml = config.xml_api
+    _validate_xml_addresses(config.xml_api)
+
+
+def _validate_xml_addresses(xml: XmlApiConfig) -> None:
     for i, entry in enumerate(xml.allowed_senders):
         bare = entry.strip()
         if not (_is_address(bare) or (bare.startswith("*@") and _is_domain(bare[2:]))):

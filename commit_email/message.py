@@ -366,11 +366,30 @@ class Attachment:
 _BOUNCE_WORDS = re.compile(
     r"undeliver|returned mail|returned to sender|delivery (?:status|failure|failed|has failed"
     r"|notification|problem)|failure notice|mail delivery (?:failed|failure|subsystem)"
-    r"|non-?delivery|could not be delivered|message not delivered|mail system error"
+    r"|non-?delivery|could not be delivered|message not delivered|mail system (?:error|notice)"
+    r"|delayed mail|still being retried|could not send message|errors from "
+    r"|delivery (?:delayed|warning)|warning: message .* delayed"
     r"|unzustellbar|nicht zugestellt|nicht zustellbar|non remis|no entregado",
     re.IGNORECASE,
 )
 _DAEMON_LOCAL_PART = re.compile(r"^(?:mailer-daemon|mail-daemon|postmaster)$", re.IGNORECASE)
+#: The display names mail servers sign their reports with, for ``From: MAILER-DAEMON <>``
+#: (DragonFly Mail Agent) and other forms without a usable address.
+_DAEMON_NAME = re.compile(
+    r"^\W*(?:mailer-daemon|mail-daemon|postmaster|mail delivery (?:system|subsystem)"
+    r"|mail administrator)\W*$", re.IGNORECASE)
+#: What a mail daemon writes in the body of a report that is neither ``multipart/report``
+#: nor titled like one, in the first few kilobytes.
+_BOUNCE_BODY = re.compile(
+    r"this is the mail system at host|qmail-send program|could not be delivered"
+    r"|original message was received at|^\s*final-recipient:|^\s*action:\s*(?:failed|delayed)"
+    r"|^\s*status:\s*[45]\.\d|user unknown|permanent error|delivery to the following"
+    r"|message (?:was )?not (?:been )?delivered|mailbox (?:unavailable|full|not found)",
+    re.IGNORECASE | re.MULTILINE,
+)
+#: Amazon SES / SNS bounce and complaint notifications: JSON in a text/plain mail.
+_SES_NOTIFICATION = re.compile(r'"notificationType"\s*:\s*"(?:Bounce|Complaint)"')
+_SES_DOMAINS = ("amazonses.com", "amazonaws.com")
 #: The subject prefix Outlook and Exchange put on out-of-office replies, in the user's
 #: language: with its colon it is a robot's, without one it may be a person's words.
 _OOF_PREFIX = re.compile(
@@ -518,12 +537,19 @@ class Message:
         daemon returning a message. Decodes the body only for a daemon's mail."""
         if self._report:
             return True
-        # Non-standard bounces (qmail, old Exchange, "Mail System Error"): a mail daemon,
-        # or an empty envelope sender, whose subject says so or that returns the message.
-        return self._daemon and (bool(_BOUNCE_WORDS.search(self.subject)) or any(
-            a.content_type in ("message/rfc822", "text/rfc822-headers")
-            for a in self.attachments
-        ))
+        # Non-standard bounces (qmail, DragonFly, old Exchange, "Mail System Error"): a mail
+        # daemon, or an empty envelope sender, whose subject or body says so or that returns
+        # the message.
+        if self._daemon:
+            return bool(_BOUNCE_WORDS.search(self.subject)) or any(
+                a.content_type in ("message/rfc822", "text/rfc822-headers")
+                for a in self.attachments
+            ) or bool(_BOUNCE_BODY.search((self.text or "")[:8192]))
+        # Amazon SES's bounce and complaint notifications (through SNS) come from an
+        # ordinary no-reply address; the JSON inside says what they are.
+        domain = self.from_.normalized.rpartition("@")[2] if self.from_ else ""
+        return domain.endswith(_SES_DOMAINS) and bool(
+            _SES_NOTIFICATION.search((self.text or "")[:8192]))
 
     @property
     def defects(self) -> tuple[str, ...]:
@@ -628,9 +654,22 @@ class Message:
             tree=[std],
             header_defects=tuple(defects),
             report=_is_report(std),
-            daemon=bool(from_ and _DAEMON_LOCAL_PART.match(from_.normalized.partition("@")[0]))
-            or return_path == "",
+            daemon=_is_daemon(from_, all_of("from"), return_path),
         )
+
+
+def _is_daemon(from_: Address | None, from_headers: list[str],
+               return_path: str | None) -> bool:
+    """Whether the mail comes from a mail server rather than a person: an empty envelope
+    sender, a daemon's address (``MAILER-DAEMON@``, ``postmaster@``) in From or Return-Path,
+    or a daemon's name over an address that is empty (``From: MAILER-DAEMON <>``)."""
+    if return_path == "" or (return_path is not None and _DAEMON_LOCAL_PART.match(
+            return_path.partition("@")[0])):
+        return True
+    if from_ is not None:
+        return bool(_DAEMON_LOCAL_PART.match(from_.normalized.partition("@")[0])
+                    or _DAEMON_NAME.match(from_.name))
+    return any(_DAEMON_NAME.match(decode_header_value(v)) for v in from_headers)
 
 
 def _bodies(std: _StdMessage) -> _Body:

@@ -268,3 +268,34 @@ def test_any_report_is_ignored_never_quarantined(
 
     assert outcome.kind is OutcomeKind.IGNORED, outcome.detail
     assert mailer.sent == []
+
+
+BOUNCE_SET = sorted((Path(__file__).parent / "data" / "bounces").glob("*.eml"))
+
+
+@pytest.mark.parametrize("path", BOUNCE_SET, ids=lambda p: p.stem)
+def test_reports_that_are_not_multipart_report_are_still_reports(path: Path) -> None:
+    """One report per MTA family that writes no ``multipart/report``: DragonFly's
+    ``From: MAILER-DAEMON <>``, qmail, Exim, Sendmail and Postfix warnings, Exchange, a
+    carrier's notice, Amazon SES and its SNS JSON. None is forwarded to a human or answered."""
+    mailer = RecordingMailer()
+    c = connector(mailer)
+    outcome = c.process(path.read_bytes())
+    assert Message.from_bytes(path.read_bytes()).is_bounce
+    assert outcome.kind is OutcomeKind.IGNORED, outcome
+    c.flush_outbox()
+    assert mailer.sent == []
+
+
+@pytest.mark.parametrize("sender, name, body", [
+    ("jane@customer.example", "", "My mail to the bank could not be delivered, user unknown."),
+    ("no-reply@sns.amazonaws.com", "AWS", "Your AWS bill is ready."),
+    ("pat@customer.example", "Postmaster Pat", "Mail to the bank could not be delivered."),
+])
+def test_a_person_writing_about_a_bounce_is_not_a_bounce(sender: str, name: str,
+                                                          body: str) -> None:
+    """The body phrases count only for a mail daemon; a customer quoting them gets a ticket
+    (or, for an unknown sender, the usual forward), never silence."""
+    raw = build_message(sender=sender, sender_name=name, subject="Mail problem", body=body)
+    assert not Message.from_bytes(raw).is_bounce
+    assert connector(RecordingMailer()).process(raw).kind is not OutcomeKind.IGNORED

@@ -41,6 +41,7 @@ from .config import (
     SkipRule,
     compile_regex,
 )
+from .deadline import check as check_time
 from .errors import AmbiguousMatch
 from .hookspecs import hookimpl
 from .message import Message
@@ -672,6 +673,7 @@ class AutomatedStage:
         """The first parser's alert and that parser's name. A parser that raises is logged
         and skipped: one broken plugin must not stop the message or the other parsers."""
         for parser in self._parsers_of(ctx):
+            check_time()
             name = str(getattr(parser, "name", type(parser).__name__))
             try:
                 alert = parser.parse(message)

@@ -7,13 +7,17 @@ line and exit with status 2; there is no traceback for them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import signal
 import sys
+import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any, TextIO
 
 from . import __version__
@@ -322,7 +326,36 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     runner_log = logging.getLogger("commit_email.runner")
     if runner_log.getEffectiveLevel() > logging.INFO:
         runner_log.setLevel(logging.INFO)
-    return Runner(config, _connector(config)).run(once=args.once)
+    stop = threading.Event()
+    with _stop_on_signals(stop):
+        return Runner(config, _connector(config), stop=stop).run(once=args.once)
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM (and SIGINT, Ctrl+C, Ctrl+Break on Windows) set ``stop``: the run ends after
+    the message in hand. A second SIGINT interrupts at once. Installed by the command, never
+    by the library, and only from the main thread (where Python delivers signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        log.warning("%s: stopping after the message in hand", signal.Signals(signum).name)
+        # Event.set() takes the event's lock, which the interrupted main thread may hold
+        # (inside stop.wait()): set it from another thread so that it can never deadlock.
+        threading.Thread(target=stop.set, name="commit-email-stop", daemon=True).start()
+
+    names = ("SIGTERM", "SIGINT", "SIGBREAK")  # SIGBREAK: Ctrl+Break, Windows only
+    signals = [getattr(signal, name) for name in names if hasattr(signal, name)]
+    previous = {sig: signal.signal(sig, on_signal) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def cmd_check_config(args: argparse.Namespace, out: TextIO) -> int:

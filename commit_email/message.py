@@ -32,6 +32,7 @@ from functools import cached_property
 import attrs
 from attrs import field, frozen
 
+from .deadline import check as check_time
 from .htmltext import html_to_text
 
 __all__ = ["Address", "Attachment", "Message", "decode_bytes", "decode_header_value"]
@@ -679,6 +680,7 @@ def _bodies(std: _StdMessage) -> _Body:
     attachments: list[Attachment] = []
     defects: list[str] = []
     for part in _leaf_parts(std):
+        check_time()
         ctype = part.get_content_type()
         maintype = part.get_content_maintype()
         disposition = str(part.get("content-disposition", "")).split(";")[0].strip().lower()

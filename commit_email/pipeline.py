@@ -21,8 +21,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import signal
-import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -33,6 +31,8 @@ import attrs
 from attrs import frozen
 
 from .config import Config
+from .deadline import MessageTimeout, time_limit
+from .deadline import check as check_time
 from .errors import CommitEmailError, MailerError, MessageError
 from .message import Message
 from .model import (
@@ -153,29 +153,6 @@ def not_mail_reason(raw: bytes) -> str:
     return "no mail header fields"
 
 
-class MessageTimeout(CommitEmailError):
-    """A message took longer than ``connector.message_time_limit``."""
-
-
-@contextmanager
-def _time_limit(seconds: float) -> Iterator[None]:
-    """Interrupt a pathological message (main thread only: SIGALRM is per process)."""
-    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def on_alarm(signum: int, frame: object) -> None:
-        raise MessageTimeout(f"processing took longer than {seconds:g} s")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 class Context:
     """What a stage can see and do while it handles one message."""
 
@@ -202,6 +179,13 @@ class Context:
         #: The name of the stage handling the message now (hooks it fires can tell who opened
         #: a ticket: the auto-responder answers email-to-ticket, never an alert).
         self.stage = ""
+
+    @staticmethod
+    def check_time() -> None:
+        """Raise ``MessageTimeout`` once the message is over ``connector.message_time_limit``.
+        A stage with a loop of its own calls this in it: the limit has no other way to stop
+        Python code on every platform."""
+        check_time()
 
     def note(self, key: str, value: Any) -> None:
         """Record an explanation (``inspect`` shows them in order)."""
@@ -416,6 +400,7 @@ class Connector:
 
     def _route(self, message: Message, ctx: Context) -> Outcome:
         for stage in self.stages:
+            check_time()
             ctx.stage = stage.name
             outcome = stage.handle(message, ctx)
             if outcome is not None:
@@ -443,11 +428,11 @@ class Connector:
         source = source or SourceRef(kind="bytes")
         message: Message | None = None
         try:
-            with _time_limit(self.config.connector.message_time_limit):
+            with time_limit(self.config.connector.message_time_limit):
                 message = self.parse(raw)
                 digest = message_digest(message)
                 outcome = self._process_parsed(message, digest, source, replay=replay)
-        except Exception as exc:  # one bad message must never stop the run
+        except (Exception, MessageTimeout) as exc:  # one bad message must never stop the run
             outcome = self._quarantine(raw, source, message, exc)
         if message is not None:
             outcome = attrs.evolve(outcome, message_id=message.message_id)
@@ -497,7 +482,8 @@ class Connector:
         )
 
     def _quarantine(
-        self, raw: bytes, source: SourceRef, message: Message | None, exc: Exception
+        self, raw: bytes, source: SourceRef, message: Message | None,
+        exc: Exception | MessageTimeout,
     ) -> Outcome:
         reason = f"{type(exc).__name__}: {exc}"
         message_id = message.message_id if message else ""

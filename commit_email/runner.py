@@ -19,8 +19,9 @@ backlog frees the mailbox as it goes. A crash or dropped connection anywhere re-
 some messages on the next poll, and step 1 (or the connector's Message-ID digest) turns
 them into no-ops: no message is lost and none is processed twice. Network and server
 errors end the poll; the next one is tried after an exponential, jittered and capped
-back-off. SIGTERM/SIGINT stop the run after the message in hand (then the DELE batch and
-QUIT). See docs/explanation/delivery-guarantees.md.
+back-off. ``request_stop()`` (or setting the ``stop`` event from any thread) ends the run
+after the message in hand, then the DELE batch and QUIT; the CLI maps SIGTERM/SIGINT onto it,
+the library installs no signal handler. See docs/explanation/delivery-guarantees.md.
 """
 
 from __future__ import annotations
@@ -28,12 +29,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-import signal
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from types import FrameType
 
 from attrs import frozen
 
@@ -120,6 +119,7 @@ class Runner:
         clock: Callable[[], float] = time.monotonic,
         progress_interval: float = 10.0,
         messages_per_session: int | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         self.config = config
         self.connector = connector
@@ -130,20 +130,20 @@ class Runner:
         self.progress_interval = progress_interval
         #: QUIT (applying the deletions) and reconnect after this many fetched messages
         self.messages_per_session = max(1, messages_per_session or config.pop3.messages_per_session)
-        # A plain flag, not a threading.Event: the signal handler sets it, and Event.set()
-        # could deadlock if the signal lands while the main thread holds the Event's lock.
-        self._stop_requested = False
+        #: Set to stop after the message in hand (from any thread). The library installs no
+        #: signal handler: the CLI maps SIGTERM/SIGINT onto this event, a host its own way.
+        self.stop_event = stop if stop is not None else threading.Event()
         self.last_error: Exception | None = None
 
     # -- control -----------------------------------------------------------------------------
 
     @property
     def stopping(self) -> bool:
-        return self._stop_requested
+        return self.stop_event.is_set()
 
     def request_stop(self) -> None:
-        """Finish the message in hand, QUIT, and return from :meth:`run`."""
-        self._stop_requested = True
+        """Finish the message in hand, QUIT, and return from :meth:`run` (from any thread)."""
+        self.stop_event.set()
 
     def run(self, *, once: bool = False) -> int:
         """Poll until stopped (or one complete pass with ``once``); returns an exit status.
@@ -155,25 +155,24 @@ class Runner:
         password can be fixed on the server while the connector waits.
         """
         failures = 0
-        with self._stop_on_signals():
-            while not self.stopping:
-                summary = self.poll()
-                if summary.failed:
-                    error = self.last_error
-                    if once and isinstance(error, LoginError) and error.permanent:
-                        raise error  # a wrong password: say so now, not after the back-off
-                    failures += 1
-                    if once and failures >= self.config.pop3.once_attempts:
-                        log.error("giving up after %d attempts: %s", failures, summary.failure)
-                        return 1
-                    delay = self.backoff(failures)
-                    log.warning("reconnecting in %.1f s (attempt %d)", delay, failures + 1)
-                    self._sleep_for(delay)
-                    continue
-                failures = 0
-                if once or self.stopping:
-                    return 1 if summary.errors else 0
-                self._sleep_for(self.config.pop3.poll_interval)
+        while not self.stopping:
+            summary = self.poll()
+            if summary.failed:
+                error = self.last_error
+                if once and isinstance(error, LoginError) and error.permanent:
+                    raise error  # a wrong password: say so now, not after the back-off
+                failures += 1
+                if once and failures >= self.config.pop3.once_attempts:
+                    log.error("giving up after %d attempts: %s", failures, summary.failure)
+                    return 1
+                delay = self.backoff(failures)
+                log.warning("reconnecting in %.1f s (attempt %d)", delay, failures + 1)
+                self._sleep_for(delay)
+                continue
+            failures = 0
+            if once or self.stopping:
+                return 1 if summary.errors else 0
+            self._sleep_for(self.config.pop3.poll_interval)
         return 0
 
     def backoff(self, failures: int) -> float:
@@ -346,33 +345,7 @@ class Runner:
     # -- stopping ----------------------------------------------------------------------------
 
     def _interruptible_sleep(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while not self.stopping:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            time.sleep(min(left, 0.2))
-
-    @contextlib.contextmanager
-    def _stop_on_signals(self) -> Iterator[None]:
-        """SIGTERM/SIGINT ask for a clean stop; a second SIGINT interrupts at once."""
-        if threading.current_thread() is not threading.main_thread():
-            yield  # signal handlers can only be installed from the main thread
-            return
-
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            if self.stopping and signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            log.warning("%s: stopping after the message in hand",
-                        signal.Signals(signum).name)
-            self.request_stop()
-
-        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        self.stop_event.wait(seconds)
 
 
 class _Progress:

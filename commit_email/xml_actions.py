@@ -41,6 +41,7 @@ import attrs
 from attrs import frozen
 
 from .config import Config, XmlApiConfig
+from .deadline import check as check_time
 from .hookspecs import hookimpl
 from .message import Message
 from .model import (
@@ -325,6 +326,7 @@ class XmlApiStage:
         allowed: bool,
         secrets: _Secrets,
     ) -> _Applied:
+        check_time()  # thousands of transactions in one mail stop at the time limit
         echo = TransactionResult(
             external_application_name=transaction.external_application_name,
             return_transaction_id=transaction.return_transaction_id,

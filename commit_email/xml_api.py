@@ -33,6 +33,7 @@ import attrs
 from attrs import field, frozen
 from lxml import etree
 
+from .deadline import check as check_time
 from .errors import CommitEmailError
 from .htmltext import html_to_text
 
@@ -339,6 +340,7 @@ def _parse_tree(data: bytes, max_depth: int) -> etree._Element:
     depth = 0
     try:
         for offset in range(0, len(data), _CHUNK):
+            check_time()
             parser.feed(data[offset : offset + _CHUNK])
             for event, _element in parser.read_events():
                 depth += 1 if event == "start" else -1

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -181,31 +185,118 @@ def test_no_stage_claims_it_then_forward(connector_factory: ConnectorFactory) ->
     assert outcome.kind is OutcomeKind.FORWARDED and outcome.stage == "forward"
 
 
-def test_time_limit_quarantines_a_pathological_message(
-    connector_factory: ConnectorFactory,
-) -> None:
-    import time
+class RunawayStage:
+    """A stage that never ends by itself and swallows every ``Exception`` on the way."""
 
-    class SlowStage:
-        name = "slow"
-        order = 5
+    name = "runaway"
+    order = 5
 
-        def handle(self, message: Message, ctx: Context) -> Outcome | None:
-            time.sleep(5)
-            return None
+    def handle(self, message: Message, ctx: Context) -> Outcome | None:
+        while True:
+            with contextlib.suppress(Exception):
+                ctx.check_time()
 
-    class SlowPlugin:
+
+class SlowStage:
+    """A stage that takes longer than the limit and has no loop to check in."""
+
+    name = "slow"
+    order = 5
+
+    def handle(self, message: Message, ctx: Context) -> Outcome | None:
+        time.sleep(0.4)
+        return None
+
+
+def _with_stage(stage: object) -> object:
+    class StagePlugin:
         @hookimpl
         def commit_email_register_stages(self, config: Config) -> Sequence[Any]:
-            return [SlowStage()]
+            return [stage]
 
-    connector = connector_factory(plugins=[SlowPlugin()],
+    return StagePlugin()
+
+
+@pytest.mark.parametrize("stage", [RunawayStage(), SlowStage()], ids=["runaway", "slow"])
+def test_time_limit_quarantines_a_pathological_message(
+    connector_factory: ConnectorFactory, stage: object
+) -> None:
+    connector = connector_factory(plugins=[_with_stage(stage)],
                                   connector={"message_time_limit": 0.2})
     started = time.monotonic()
     outcome = connector.process(build_message(sender="it@globex.example"))
     assert time.monotonic() - started < 3
     assert outcome.kind is OutcomeKind.QUARANTINED
-    assert "longer than 0.2 s" in outcome.detail
+    assert "MessageTimeout: processing took longer than 0.2 s" in outcome.detail
+    assert connector.sink.list_tickets() == []  # rolled back, nothing half-done
+    # The store is usable right after: the next message opens its ticket.
+    follow_up = connector_factory(connector={"message_time_limit": 0.2})
+    assert follow_up.process(build_message(sender="it@globex.example")).ticket
+
+
+def test_time_limit_needs_no_signals(
+    connector_factory: ConnectorFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As on Windows: no SIGALRM, no setitimer. Ordinary mail still works and a runaway
+    stage is still stopped."""
+    for name in ("SIGALRM", "setitimer", "getitimer", "alarm", "ITIMER_REAL"):
+        monkeypatch.delattr(signal, name, raising=False)
+    plain = connector_factory()
+    assert plain.process(build_message(sender="it@globex.example")).kind is \
+        OutcomeKind.TICKET_CREATED
+    runaway = connector_factory(plugins=[_with_stage(RunawayStage())],
+                                connector={"message_time_limit": 0.2})
+    assert runaway.process(build_message(sender="it@globex.example",
+                                         message_id="r@x")).kind is OutcomeKind.QUARANTINED
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="a POSIX interval timer")
+def test_a_hosts_interval_timer_and_alarm_handler_survive_process(
+    connector_factory: ConnectorFactory,
+) -> None:
+    fired: list[int] = []
+    previous = signal.signal(signal.SIGALRM, lambda signum, frame: fired.append(signum))
+    signal.setitimer(signal.ITIMER_REAL, 300)
+    try:
+        connector = connector_factory(connector={"message_time_limit": 0.5})
+        connector.process(build_message(sender="it@globex.example"))
+        remaining, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 290 < remaining <= 300  # the host's timer still runs, untouched
+        assert signal.getsignal(signal.SIGALRM) is not signal.SIG_DFL
+        assert fired == []
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_time_limit_holds_in_a_worker_thread(connector_factory: ConnectorFactory) -> None:
+    connector = connector_factory(plugins=[_with_stage(RunawayStage())],
+                                  connector={"message_time_limit": 0.2})
+    outcomes: list[Outcome] = []
+    worker = threading.Thread(
+        target=lambda: outcomes.append(connector.process(build_message(sender="it@globex.example")))
+    )
+    worker.start()
+    worker.join(timeout=5)
+    assert not worker.is_alive()
+    assert [o.kind for o in outcomes] == [OutcomeKind.QUARANTINED]
+
+
+def test_thousands_of_xml_transactions_stop_at_the_time_limit(
+    connector_factory: ConnectorFactory,
+) -> None:
+    """No plugin involved: the engine's own loops check the time."""
+    one = ("<CommitCRMTransaction><ExternalApplicationName>x</ExternalApplicationName>"
+           "<SendResponseToEmail>it@globex.example</SendResponseToEmail><Password>p</Password>"
+           "<ReturnTransactionID>{n}</ReturnTransactionID><DataKind>ACCOUNT</DataKind>"
+           "<RecordData><FLDCRDFULLNAME>x{n}</FLDCRDFULLNAME></RecordData>"
+           "</CommitCRMTransaction>")
+    body = "".join(one.format(n=n) for n in range(20000))
+    connector = connector_factory(connector={"message_time_limit": 0.05},
+                                  xml_api={"enabled": True, "password": "secret"})
+    outcome = connector.process(build_message(sender="it@globex.example", body=body))
+    assert outcome.kind is OutcomeKind.QUARANTINED, outcome
+    assert "longer than 0.05 s" in outcome.detail
 
 
 def test_a_bare_header_block_is_still_mail(connector: Connector) -> None:

@@ -2,7 +2,7 @@
 
 The mix mirrors a real MSP support mailbox after an outage: customer requests (plain and
 HTML alternative), replies carrying ticket tokens, monitoring alerts (Nagios, Icinga 2, Monit),
-XML transactions (SPEC §6), auto-replies and bounces, about 10% with 20-200 KB attachments and
+XML transactions, auto-replies and bounces, about 10% with 20-200 KB attachments and
 a few percent in legacy charsets (iso-8859-1, windows-1252, iso-2022-jp, koi8-r). The average
 message is about 24 KB, the size the issue's floor figure was measured on.
 
@@ -14,7 +14,7 @@ Importable API (other benchmarks use it)::
 
     generate(count, seed) -> list[bytes]
     iter_messages(count, seed) -> Iterator[bytes]      # streaming, for the memory benchmark
-    accounts(n, seed, contacts=None) -> list[dict[str, str]]   # SPEC §9 CSV rows
+    accounts(n, seed, contacts=None) -> list[dict[str, str]]   # rows of the accounts CSV
     write_accounts_csv(path, rows)
     write_corpus(out_dir, count, seed) -> list[Path]
 
@@ -132,8 +132,8 @@ def accounts(
     n: int = 5000, seed: int = SEED, *, contacts: int | None = None, employees: int = 20
 ) -> list[dict[str, str]]:
     """``n`` Accounts (unique domains), ``contacts`` secondary contacts (default ``n``) and a
-    few employees, as SPEC §9 CSV rows. About a third of the Accounts carry their bare domain
-    in email2, so domain matching (SPEC §3) is exercised too."""
+    few employees, as rows of the accounts CSV. About a third of the Accounts carry their
+    bare domain in email2, so domain matching is exercised too."""
     rng = random.Random(seed ^ 0xACC0)
     contacts = n if contacts is None else contacts
     rows: list[dict[str, str]] = []

@@ -5,7 +5,7 @@ path): 1,000 Accounts + 2,000 secondary contacts, and 100,000 Accounts + 200,000
 Each gets the same number of generated messages whose senders are drawn from its own
 directory (contacts, Account addresses, domain matches, strangers at public domains). The
 timed work is what the pipeline does per message: ``host.match_account(message, directory,
-config)`` (plugins first, then the built-in matcher of SPEC §3). Target: the big directory
+config)`` (plugins first, then the built-in matcher). Target: the big directory
 costs at most 1.2x the small one per message.
 
     python benchmarks/matching_bench.py                  # 3,000 senders, 5 repetitions

@@ -27,9 +27,10 @@ from .model import (
     Ticket,
     TicketDraft,
 )
-from .pipeline import Connector, Context, Inspection, Stage
+from .pipeline import Connector, Inspection
 from .plugins import PluginHost
 from .protocols import AccountDirectory, ConnectorState, Mailer, TicketSink
+from .stages import Context, Stage
 from .store import SQLiteStore, open_store
 
 __version__ = "0.1.0.dev0"

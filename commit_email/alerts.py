@@ -1,4 +1,4 @@
-"""Monitoring alerts: the :class:`Alert` value and the built-in alert parsers (SPEC §5).
+"""Monitoring alerts: the :class:`Alert` value and the built-in alert parsers.
 
 An alert parser is any object with a ``name`` and ``parse(message) -> Alert | None``
 (:class:`AlertParser`); it returns None for mail that is not its tool's. The built-ins read
@@ -100,7 +100,7 @@ class Alert:
         return f"{_key_part(self.source)}/{_key_part(self.host)}/{_key_part(self.service)}"
 
     def correlation_key(self, account: str) -> str:
-        """The key an alert ticket carries (SPEC §5): (account, source, host, service) or the
+        """The key an alert ticket carries: (account, source, host, service) or the
         external id. Alerts about the same check for two customers never share a ticket."""
         return f"{account}|{self.identity}"
 
@@ -423,7 +423,7 @@ _MONIT_HEADLINE = re.compile(r"^\s*(?P<event>\S.*?)\s+Service\s+(?P<service>\S+)
 _MONIT_SIGNATURE = re.compile(r"Your\s+faithful\s+employee,?\s*\n\s*Monit", re.I)
 
 # Monit's event table: each event has a failed and a succeeded name. "Action done" is what
-# Monit sends after an administrator's start/restart, which SPEC §5 treats as the fix.
+# Monit sends after an administrator's start/restart, which counts as the fix.
 _MONIT_RECOVERY_EXACT = frozenset(
     {"exists", "timeout recovery", "link up", "action done", "type succeeded"}
 )

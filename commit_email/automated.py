@@ -1,4 +1,4 @@
-"""Automated emails & MSP integration (SPEC §5): Commit's rule lists and alert correlation.
+"""Automated emails & MSP integration: Commit's rule lists and alert correlation.
 
 :class:`AutomatedRules` compiles the ``[automated]`` detection, skip and account rules
 once, when the connector is built, and answers per message — which detection rule matched,
@@ -46,8 +46,8 @@ from .errors import AmbiguousMatch
 from .hookspecs import hookimpl
 from .message import Message
 from .model import AccountKind, Match, Outcome, OutcomeKind, Ticket
-from .pipeline import AUTOMATED_ORDER, Context, Stage, describe
 from .protocols import ConnectorState
+from .stages import AUTOMATED_ORDER, AUTOMATED_STAGE, Context, Stage, describe
 
 __all__ = [
     "NOTICE_ENTRY",
@@ -651,7 +651,7 @@ class AutomatedStage:
     decides between a new ticket, appending to the open one, resolving it, or nothing.
     """
 
-    name = "automated"
+    name = AUTOMATED_STAGE
     order = AUTOMATED_ORDER
 
     def __init__(self, config: Config) -> None:

@@ -1,4 +1,4 @@
-"""The auto-response to a customer whose mail opened a ticket (SPEC §3).
+"""The auto-response to a customer whose mail opened a ticket.
 
 Sent when ``[email_to_ticket] auto_response`` is on, SMTP is configured and
 :class:`~commit_email.loops.LoopGuard` finds no reason against it. The mail:
@@ -33,7 +33,7 @@ from .loops import LOOP_HEADER, LoopGuard
 from .message import Message
 from .model import Match, OutgoingMail, Ticket
 from .outgoing import serialize
-from .pipeline import Context, Stage
+from .stages import EMAIL_TO_TICKET_STAGE, Context, Stage
 from .threading import TicketToken
 
 __all__ = ["DEFAULT_SUBJECT", "DEFAULT_TEMPLATE", "AutoResponder", "build_auto_response"]
@@ -55,9 +55,9 @@ PLACEHOLDERS = frozenset(
     {"number", "token", "description", "account", "contact", "name", "subject", "address"}
 )
 
-#: Only tickets email-to-ticket opens for a customer's mail are answered: an alert ticket's
-#: sender is a monitoring tool, and matches by rule or default are not the sender's own.
-EMAIL_TO_TICKET = "email_to_ticket"
+#: Only tickets email-to-ticket opens for a customer's mail are answered (``ctx.stage`` is
+#: EMAIL_TO_TICKET_STAGE): an alert ticket's sender is a monitoring tool, and matches by rule
+#: or default are not the sender's own.
 _NOT_A_CUSTOMER = frozenset({"rule", "default", "employee"})
 
 
@@ -148,7 +148,7 @@ class AutoResponder:
             return "auto_response is off"
         if not self.config.smtp_configured:
             return "SMTP is not configured"
-        if ctx.stage != EMAIL_TO_TICKET or ticket.alert_key or match is None or (
+        if ctx.stage != EMAIL_TO_TICKET_STAGE or ticket.alert_key or match is None or (
             match.how in _NOT_A_CUSTOMER
         ):
             return f"the ticket was opened by {ctx.stage or 'a plugin'}, not for a customer's mail"

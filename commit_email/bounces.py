@@ -23,7 +23,7 @@ from .hookspecs import hookimpl
 from .loops import auto_reply_reason, is_report
 from .message import Message
 from .model import Outcome, OutcomeKind, Ticket
-from .pipeline import FILTER_ORDER, Context, Stage
+from .stages import BOUNCES_STAGE, FILTER_ORDER, Context, Stage
 
 __all__ = ["BounceStage", "delivery_summary", "embedded_message_ids"]
 
@@ -109,7 +109,7 @@ def _report_kind(message: Message) -> str:
 class BounceStage:
     """Order 9: reports about our own mail are filed; other reports are ignored."""
 
-    name = "bounces"
+    name = BOUNCES_STAGE
     order = FILTER_ORDER - 1
 
     def our_ticket(self, message: Message, ctx: Context) -> tuple[Ticket, str] | None:

@@ -1,4 +1,4 @@
-"""The TOML configuration (SPEC §10), loaded into frozen attrs classes.
+"""The TOML configuration, loaded into frozen attrs classes.
 
 Every section is a class whose fields are the section's keys with their defaults;
 the loader is generic over them, so adding a key is adding a field. Unknown keys are

@@ -1,7 +1,7 @@
 """The first stage: mail that must never open a ticket or get an answer.
 
 Bounces (DSNs and other delivery reports) and auto-replies (``Auto-Submitted:
-auto-replied``, out-of-office notices) are ``ignored`` (SPEC §1), and so is mail that
+auto-replied``, out-of-office notices) are ``ignored``, and so is mail that
 carries the connector's own loop header or comes from its own address, which would
 otherwise start a loop. Auto-generated mail passes on: it can still be an alert.
 """
@@ -17,7 +17,7 @@ from .hookspecs import hookimpl
 from .message import Message
 from .model import Outcome, OutcomeKind
 from .outgoing import LOOP_HEADER
-from .pipeline import FILTER_ORDER, Context, Stage
+from .stages import FILTER_ORDER, FILTER_STAGE, Context, Stage
 
 __all__ = ["FilterStage", "ignore_reason"]
 
@@ -39,7 +39,7 @@ def ignore_reason(message: Message, config: Config) -> str | None:
 @frozen
 class FilterStage:
     config: Config
-    name: str = "filter"
+    name: str = FILTER_STAGE
     order: int = FILTER_ORDER
 
     def handle(self, message: Message, ctx: Context) -> Outcome | None:

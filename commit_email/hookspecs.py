@@ -10,16 +10,17 @@ installed plugin's implementation runs first.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pluggy
 
 if TYPE_CHECKING:
+    from .alerts import AlertParser
     from .config import Config
     from .message import Message
     from .model import Match, Outcome, Ticket
-    from .pipeline import Context, Stage
     from .protocols import AccountDirectory
+    from .stages import Context, Stage, XmlAction
 
 __all__ = ["PROJECT", "hookimpl", "hookspec"]
 
@@ -37,7 +38,7 @@ def commit_email_match_account(
     """Match a message's sender to an Account. Stops at the first non-None result.
 
     Called by email-to-ticket and by automated-email account detection before the
-    built-in matcher (SPEC §3), which is itself the last implementation.
+    built-in matcher, which is itself the last implementation.
 
     :param message: the message being processed.
     :param directory: the account directory to look in.
@@ -50,7 +51,7 @@ def commit_email_match_account(
 
 
 @hookspec
-def commit_email_register_alert_parsers(config: Config) -> Sequence[Any]:
+def commit_email_register_alert_parsers(config: Config) -> Sequence[AlertParser]:
     """Return alert parser objects. Called once when the connector is built.
 
     :param config: the connector's configuration.
@@ -62,7 +63,7 @@ def commit_email_register_alert_parsers(config: Config) -> Sequence[Any]:
 
 
 @hookspec
-def commit_email_register_xml_actions(config: Config) -> Mapping[str, Any]:
+def commit_email_register_xml_actions(config: Config) -> Mapping[str, XmlAction]:
     """Return ``{DataKind: handler}`` for the API by email. Called once per connector.
 
     :param config: the connector's configuration.

@@ -1,4 +1,4 @@
-"""Loop and bounce protection (SPEC §3): may this message get an automatic answer?
+"""Loop and bounce protection: may this message get an automatic answer?
 
 An auto-responder that answers the wrong mail starts a loop with another robot, so
 the checks are layered, cheapest and most certain first, and every layer returns a

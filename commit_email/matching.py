@@ -1,4 +1,4 @@
-"""The built-in sender matcher of SPEC §3, registered as the last ``match_account`` hook.
+"""The built-in sender matcher, registered as the last ``match_account`` hook.
 
 Order: the full From address against email1/email2 of Accounts, secondary contacts (which
 resolve to their parent Account) and employees; only when nothing matched, a bare domain

@@ -186,7 +186,8 @@ class Match:
 
 
 class OutcomeKind(enum.StrEnum):
-    """The outcome words of SPEC §9: every processed message gets exactly one."""
+    """The outcome words: every processed message gets exactly one (see the outcomes
+    reference page)."""
 
     TICKET_CREATED = "ticket_created"
     TICKET_UPDATED = "ticket_updated"

@@ -25,7 +25,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timedelta
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import attrs
 from attrs import frozen
@@ -37,22 +37,25 @@ from .errors import CommitEmailError, MailerError, MessageError
 from .message import Message
 from .model import (
     PERMANENT_FAILURE,
-    Document,
-    HistoryEntry,
-    Match,
     Outcome,
     OutcomeKind,
     OutgoingMail,
     SourceRef,
-    Ticket,
-    TicketDraft,
     utcnow,
 )
-from .outgoing import build_forward, make_message_id
 from .plugins import PluginHost
 from .protocols import AccountDirectory, ConnectorState, Mailer, QueuedMail, TicketSink
 from .quarantine import Quarantine
 from .smtp import SmtpMailer
+from .stages import (
+    AUTOMATED_ORDER,
+    EMAIL_TO_TICKET_ORDER,
+    FILTER_ORDER,
+    THREADING_ORDER,
+    XML_ORDER,
+    Context,
+    Stage,
+)
 from .store import open_store
 
 __all__ = [
@@ -71,27 +74,6 @@ __all__ = [
 
 log = logging.getLogger("commit_email")
 
-FILTER_ORDER = 10
-AUTOMATED_ORDER = 100
-XML_ORDER = 200
-THREADING_ORDER = 300
-EMAIL_TO_TICKET_ORDER = 400
-
-
-class Stage(Protocol):
-    """One step of the pipeline. Return an Outcome to decide, None to pass the message on."""
-
-    @property
-    def name(self) -> str:
-        """Shown in outcomes and ``inspect``."""
-        ...
-
-    @property
-    def order(self) -> int:
-        """Position in the pipeline; lower runs first."""
-        ...
-
-    def handle(self, message: Message, ctx: Context) -> Outcome | None: ...
 
 
 #: mails loaded from the outbox at a time (a flush after an outage may have thousands)
@@ -151,181 +133,6 @@ def not_mail_reason(raw: bytes) -> str:
         if match and match.group(1).lower() in _MAIL_FIELDS:
             return ""
     return "no mail header fields"
-
-
-class Context:
-    """What a stage can see and do while it handles one message."""
-
-    def __init__(
-        self,
-        connector: Connector,
-        *,
-        source: SourceRef,
-        digest: str,
-        dry_run: bool = False,
-    ) -> None:
-        self.connector = connector
-        self.config: Config = connector.config
-        self.directory: AccountDirectory = connector.directory
-        self.sink: TicketSink = connector.sink
-        self.state: ConnectorState = connector.state
-        self.host: PluginHost = connector.host
-        self.source = source
-        self.digest = digest
-        self.dry_run = dry_run
-        self.now: datetime = connector.clock()
-        self.notes: list[tuple[str, Any]] = []
-        self.queued: list[OutgoingMail] = []
-        #: The name of the stage handling the message now (hooks it fires can tell who opened
-        #: a ticket: the auto-responder answers email-to-ticket, never an alert).
-        self.stage = ""
-
-    @staticmethod
-    def check_time() -> None:
-        """Raise ``MessageTimeout`` once the message is over ``connector.message_time_limit``.
-        A stage with a loop of its own calls this in it: the limit has no other way to stop
-        Python code on every platform."""
-        check_time()
-
-    def note(self, key: str, value: Any) -> None:
-        """Record an explanation (``inspect`` shows them in order)."""
-        self.notes.append((key, value))
-
-    def new_message_id(self) -> str:
-        return make_message_id(self.config.message_id_domain)
-
-    def send(self, mail: OutgoingMail) -> None:
-        """Queue a mail; it is sent after the message's outcome is committed."""
-        self.queued.append(mail)
-        mail_id = self.state.enqueue_mail(mail)
-        if not mail.recipients:
-            # Nothing could ever send it: give it up now, where `outbox list` shows
-            # failures, instead of leaving it pending for good.
-            self.state.mark_mail_failed(mail_id, PERMANENT_FAILURE + "no recipients")
-            log.error("%s mail %d (Message-ID %s) has no recipients; kept in the outbox as "
-                      "failed", mail.kind, mail_id, mail.message_id or "-")
-
-    def match_sender(self, message: Message) -> Match | None:
-        """Plugins' matchers first, then the built-in one (SPEC §3). May raise AmbiguousMatch."""
-        return self.host.match_account(message, self.directory, self.config)
-
-    def forward(
-        self,
-        message: Message,
-        reason: str,
-        *,
-        kind: OutcomeKind = OutcomeKind.FORWARDED,
-        ticket: str | None = None,
-        account: str | None = None,
-        stage: str = "",
-    ) -> Outcome:
-        """Forward the message, unchanged, to the internal address; returns the outcome."""
-        connector = self.config.connector
-        sender = self.config.smtp.from_address or connector.public_address
-        to = connector.internal_address
-        message_id = self.new_message_id()
-        raw = build_forward(
-            message,
-            sender=sender or "commit-email@localhost",
-            to=to or "undisclosed-recipients:;",
-            reason=reason,
-            message_id=message_id,
-            loop_token=self.config.message_id_domain,
-        )
-        self.send(
-            OutgoingMail(
-                kind="forward",
-                sender=sender,
-                recipients=[to] if to else [],
-                raw=raw,
-                message_id=message_id,
-                ticket="",
-            )
-        )
-        self.note("forwarded", reason)
-        return Outcome(kind=kind, detail=reason, ticket=ticket, account=account, stage=stage)
-
-    def file_message(
-        self,
-        ticket: Ticket,
-        message: Message,
-        *,
-        kind: str = "email",
-        text: str | None = None,
-    ) -> None:
-        """File a message under a ticket: a history entry, the raw .eml and the attachments.
-
-        Its Message-ID is remembered for the ticket, so that a reply to it without the token
-        (a colleague's reply-all, the customer's follow-up to their own mail) threads here.
-        """
-        self.sink.add_history(
-            ticket.rec_id,
-            HistoryEntry(
-                kind=kind,
-                subject=message.subject,
-                text=message.text if text is None else text,
-                author=message.sender,
-                message_id=message.message_id,
-                created=message.date or self.now,
-            ),
-        )
-        stem = (message.message_id or self.digest[2:18]).replace("/", "_")[:80]
-        self.sink.add_document(
-            ticket.rec_id,
-            Document(filename=f"{stem}.eml", content_type="message/rfc822", data=message.raw,
-                     kind="raw"),
-        )
-        for attachment in message.attachments:
-            self.sink.add_document(
-                ticket.rec_id,
-                Document(filename=attachment.filename, content_type=attachment.content_type,
-                         data=attachment.data, kind="attachment"),
-            )
-        if message.message_id:
-            self.state.record_filed_message_id(message.message_id, ticket.rec_id)
-
-    def open_ticket(
-        self,
-        message: Message,
-        match: Match,
-        *,
-        description: str | None = None,
-        alert_key: str = "",
-        text: str | None = None,
-        **overrides: str,
-    ) -> Ticket:
-        """Open a ticket for ``match`` with the configured defaults and file the message in it.
-
-        ``overrides`` set ticket attributes (status, priority, kind, source, manager) over the
-        ``[email_to_ticket] ticket_defaults``. Fires ``commit_email_ticket_created``.
-        """
-        defaults = dict(self.config.email_to_ticket.ticket_defaults)
-        defaults.update(overrides)
-        draft = TicketDraft(
-            account=match.account.rec_id,
-            contact=match.contact.rec_id if match.contact else "",
-            description=description if description is not None else describe(message),
-            status=defaults.get("status", ""),
-            priority=defaults.get("priority", ""),
-            kind=defaults.get("kind", ""),
-            source=defaults.get("source", ""),
-            manager=defaults.get("manager", ""),
-            alert_key=alert_key,
-            source_key=self.digest,
-        )
-        ticket = self.sink.create_ticket(draft)
-        self.file_message(ticket, message, text=text)
-        self.host.ticket_created(message, ticket, match, self)
-        return ticket
-
-
-def describe(message: Message, limit: int = 250) -> str:
-    """A ticket description: the subject, or the first line of the body when there is none."""
-    description = message.subject.strip()
-    if not description:
-        first = next((line.strip() for line in message.text.splitlines() if line.strip()), "")
-        description = first or "(no subject)"
-    return description if len(description) <= limit else description[: limit - 1] + "…"
 
 
 @frozen(kw_only=True)
@@ -398,6 +205,11 @@ class Connector:
                 stack.enter_context(self.sink.transaction())
             yield
 
+    def _context(self, source: SourceRef, digest: str, *, dry_run: bool = False) -> Context:
+        return Context(config=self.config, directory=self.directory, sink=self.sink,
+                       state=self.state, host=self.host, source=source, digest=digest,
+                       now=self.clock(), dry_run=dry_run)
+
     def _route(self, message: Message, ctx: Context) -> Outcome:
         for stage in self.stages:
             check_time()
@@ -449,7 +261,7 @@ class Connector:
                 replay and previous.outcome.kind is OutcomeKind.QUARANTINED
             ):
                 return self._duplicate(message, digest, source, previous.outcome)
-            ctx = Context(self, source=source, digest=digest)
+            ctx = self._context(source, digest)
             outcome = self._route(message, ctx)
             if previous is not None:  # a replayed quarantine entry gets its real outcome
                 self._forget(digest)
@@ -580,7 +392,7 @@ class Connector:
         """Parse and route a message without writing anything (every write is rolled back)."""
         message = self.parse(raw)
         digest = message_digest(message)
-        ctx = Context(self, source=SourceRef(kind="inspect"), digest=digest, dry_run=True)
+        ctx = self._context(SourceRef(kind="inspect"), digest, dry_run=True)
         previous = self.state.processed(digest)
         result: Outcome | None = None
         try:

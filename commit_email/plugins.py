@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pluggy
 
@@ -18,11 +18,12 @@ from . import hookspecs
 from .errors import PluginError
 
 if TYPE_CHECKING:
+    from .alerts import AlertParser
     from .config import Config
     from .message import Message
     from .model import Match, Outcome, Ticket
-    from .pipeline import Context, Stage
     from .protocols import AccountDirectory
+    from .stages import Context, Stage, XmlAction
 
 __all__ = ["BUILTIN_PLUGINS", "ENTRY_POINT_GROUP", "PluginHost"]
 
@@ -121,18 +122,18 @@ class PluginHost:
         )
         return result
 
-    def alert_parsers(self, config: Config) -> list[Any]:
-        results: list[Sequence[Any]] = self._pm.hook.commit_email_register_alert_parsers(
+    def alert_parsers(self, config: Config) -> list[AlertParser]:
+        results: list[Sequence[AlertParser]] = self._pm.hook.commit_email_register_alert_parsers(
             config=config
         )
         # pluggy returns the last registered first; keep registration order (built-ins first).
         return [parser for group in reversed(results) for parser in (group or ())]
 
-    def xml_actions(self, config: Config) -> dict[str, Any]:
-        results: list[Mapping[str, Any]] = self._pm.hook.commit_email_register_xml_actions(
+    def xml_actions(self, config: Config) -> dict[str, XmlAction]:
+        results: list[Mapping[str, XmlAction]] = self._pm.hook.commit_email_register_xml_actions(
             config=config
         )
-        actions: dict[str, Any] = {}
+        actions: dict[str, XmlAction] = {}
         for group in reversed(results):  # later registrations override earlier ones
             for kind, handler in (group or {}).items():
                 actions[kind.upper()] = handler

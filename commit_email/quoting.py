@@ -1,4 +1,4 @@
-"""Quote stripping for replies filed under a ticket (SPEC §4).
+"""Quote stripping for replies filed under a ticket.
 
 A reply usually drags the whole conversation along below (or, bottom-posted,
 above) the new text. The ticket history already holds that conversation, so only

@@ -24,7 +24,7 @@ What is here:
   :func:`build_message` (plain, HTML, attachments, any header), :func:`build_html_message`,
   :func:`build_reply` (a customer reply carrying a ticket token), :func:`build_nagios_alert`
   (Nagios/Icinga 1 notification mails), :func:`xml_transaction` and
-  :func:`build_xml_message` (API by email, SPEC §6).
+  :func:`build_xml_message` (API by email).
 - **Collaborators**: :func:`memory_store` (directory, sink and state in one in-memory SQLite
   store), :class:`RecordingMailer`, :func:`make_host` (entry-point autoloading off),
   :func:`make_config`, :func:`make_connector`.
@@ -220,7 +220,7 @@ def build_reply(
     """A customer's reply to a ticket: ``Re: [Ticket#N] subject`` with the earlier text quoted.
 
     ``in_reply_to`` (a Message-ID the connector sent) also sets ``References``, the other way a
-    reply finds its ticket (SPEC §4). ``subject_format`` must match ``[threading]
+    reply finds its ticket. ``subject_format`` must match ``[threading]
     subject_format``.
     """
     token = subject_format.format(number=number)
@@ -280,7 +280,7 @@ def xml_transaction(
     send_response_to: str = "",
     return_transaction_id: str = "",
 ) -> str:
-    """One ``<CommitCRMTransaction>`` document (SPEC §6). A REC ID field in ``fields``
+    """One ``<CommitCRMTransaction>`` document. A REC ID field in ``fields``
     (``FLDTKTRECID``, ``FLDCRDRECID``, …) makes it an update, its absence an add."""
     envelope = [
         ("ExternalApplicationName", external_application_name),

@@ -1,4 +1,4 @@
-"""Threading (SPEC §4): a reply that belongs to a ticket is filed under it.
+"""Threading: a reply that belongs to a ticket is filed under it.
 
 A message belongs to a ticket when
 
@@ -34,8 +34,8 @@ from .hookspecs import hookimpl
 from .htmltext import html_to_text
 from .message import Message
 from .model import Match, Outcome, OutcomeKind, Ticket
-from .pipeline import THREADING_ORDER, Context, Stage
 from .quoting import QuoteRule, StrippedText, cut_html_quote, rules_from_config, strip_quotes
+from .stages import THREADING_ORDER, THREADING_STAGE, Context, Stage
 
 __all__ = ["ThreadingStage", "TicketToken", "referenced_ids", "reply_text"]
 
@@ -105,7 +105,7 @@ def reply_text(message: Message, rules: Sequence[QuoteRule]) -> StrippedText:
 class ThreadingStage:
     """Order 300: files replies under their ticket (``ticket_updated``)."""
 
-    name = "threading"
+    name = THREADING_STAGE
     order = THREADING_ORDER
 
     def __init__(self, config: Config) -> None:

@@ -1,4 +1,4 @@
-"""Email to ticket (SPEC §3): a matched sender opens a ticket; an employee is forwarded."""
+"""Email to ticket: a matched sender opens a ticket; an employee is forwarded."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from .errors import AmbiguousMatch
 from .hookspecs import hookimpl
 from .message import Message
 from .model import Outcome, OutcomeKind
-from .pipeline import EMAIL_TO_TICKET_ORDER, Context, Stage
+from .stages import EMAIL_TO_TICKET_ORDER, EMAIL_TO_TICKET_STAGE, Context, Stage
 
 __all__ = ["EmailToTicketStage"]
 
 
 @frozen
 class EmailToTicketStage:
-    name: str = "email_to_ticket"
+    name: str = EMAIL_TO_TICKET_STAGE
     order: int = EMAIL_TO_TICKET_ORDER
 
     def handle(self, message: Message, ctx: Context) -> Outcome | None:

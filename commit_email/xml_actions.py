@@ -1,4 +1,4 @@
-"""API by email, the Commit side (SPEC §6): authorise each transaction, apply it, answer it.
+"""API by email, the Commit side: authorise each transaction, apply it, answer it.
 
 :class:`XmlApiStage` (order 200) claims every mail that carries a transaction (see
 :func:`commit_email.xml_api.find_payload`); such a mail never becomes a ticket, whatever
@@ -33,7 +33,7 @@ from __future__ import annotations
 import email.utils
 import hmac
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from email.message import EmailMessage
 from typing import Any
 
@@ -54,7 +54,7 @@ from .model import (
     TicketDraft,
 )
 from .outgoing import LOOP_HEADER, serialize
-from .pipeline import XML_ORDER, Context, Stage
+from .stages import XML_ORDER, XML_STAGE, Context, Stage, XmlAction
 from .xml_api import (
     ErrorCode,
     InvalidTransaction,
@@ -86,9 +86,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("commit_email.xml")
-
-#: A DataKind handler: applies one authorised transaction and returns the record's REC ID.
-XmlAction = Callable[[Transaction, Context], str]
 
 _REDACTED = "********"
 
@@ -285,7 +282,7 @@ class _Applied:
 class XmlApiStage:
     """Claims mail carrying a CommitCRMTransaction and applies it (order 200)."""
 
-    name = "xml_api"
+    name = XML_STAGE
     order = XML_ORDER
 
     def handle(self, message: Message, ctx: Context) -> Outcome | None:

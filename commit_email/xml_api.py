@@ -1,4 +1,4 @@
-"""API by email, the XML side (SPEC §6): find a transaction in a mail, parse it safely, answer it.
+"""API by email, the XML side: find a transaction in a mail, parse it safely, answer it.
 
 This is the only module that imports lxml. Everything that arrives here is hostile until
 proven otherwise, so the parser is built to refuse rather than to cope:

@@ -2,7 +2,7 @@
 
 Commit's XML API names every record field by its database field name (``FLDTKTPROBLEM``);
 each DataKind has a REC ID field whose presence turns a transaction from "add" into
-"update". ACCOUNT and TICKET fields are validated against the catalogues below (SPEC §6);
+"update". ACCOUNT and TICKET fields are validated against the catalogues below;
 the other kinds accept any well-formed Commit field name, because their schemas vary
 between Commit versions and the store keeps them as plain name/value pairs.
 

@@ -1,4 +1,4 @@
-"""The third-party message corpus (../shared/corpus), read in place.
+"""The third-party message corpus (the directory in COMMIT_EMAIL_CORPUS), read in place.
 
 ``COMMIT_EMAIL_CORPUS`` names its folder (``.ci/run`` sets it). Without it the tests that
 need the corpus are skipped locally, and fail under CI=true.

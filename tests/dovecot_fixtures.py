@@ -1,4 +1,4 @@
-"""A private Dovecot POP3 server for tests (see /work/shared/NOTES.md for the recipe).
+"""A private Dovecot POP3 server for tests.
 
 Each server lives in its own temp directory with its own config, user file, Maildir and
 port, is started with ``dovecot -c`` and stopped through ``master.pid``. Nothing of the

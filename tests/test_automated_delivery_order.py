@@ -1,4 +1,4 @@
-"""Delivery order decides nothing (SPEC §5, the rule in docs/reference/automated.md):
+"""Delivery order decides nothing (the rule in docs/reference/automated.md):
 whatever order a PROBLEM, its repeat, its RECOVERY and a later PROBLEM arrive in, exactly
 one ticket stays open, and it holds the later problem — no ticket for the recovered
 episode stays open forever, and a late all-clear never closes the newer problem."""

@@ -1,4 +1,4 @@
-"""Commit's detection, skip and account rules (SPEC §5), compiled by AutomatedRules."""
+"""Commit's detection, skip and account rules, compiled by AutomatedRules."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The automated stage end to end: real alert mails through a connector (SPEC §5)."""
+"""The automated stage end to end: real alert mails through a connector."""
 
 from __future__ import annotations
 

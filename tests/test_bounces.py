@@ -144,7 +144,7 @@ def test_embedded_ids_and_summary_of_a_dsn() -> None:
 
 AUTOREPLIES = Path(__file__).parent / "data" / "autoreplies"
 
-#: file -> outcome; a mailing list may open a ticket (SPEC §3 only forbids answering it).
+#: file -> outcome; a mailing list may open a ticket (only answering it is forbidden).
 AUTOREPLY_OUTCOMES = {
     "exchange-oof.eml": OutcomeKind.IGNORED,  # "Automatische Antwort:", auto-generated
     "freshdesk-ack.eml": OutcomeKind.IGNORED,  # another help desk's acknowledgement

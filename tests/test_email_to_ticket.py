@@ -1,4 +1,4 @@
-"""SPEC §3: every matching rule, with real RFC 822 bytes, through the whole pipeline."""
+"""Email to ticket: every matching rule, with real RFC 822 bytes, through the whole pipeline."""
 
 from __future__ import annotations
 

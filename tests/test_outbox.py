@@ -18,7 +18,7 @@ import attrs
 import pytest
 
 from commit_email.model import Account, OutgoingMail, SourceRef, utcnow
-from commit_email.pipeline import Connector, Context
+from commit_email.pipeline import Connector
 from commit_email.smtp import SmtpMailer
 from commit_email.store import SQLiteStore
 from commit_email.testing import build_message, make_config, make_connector, memory_store
@@ -174,7 +174,7 @@ def test_given_up_mail_is_not_read_again_by_every_flush(smtp_server: SmtpTestSer
 def test_a_mail_without_recipients_is_given_up_at_once_not_left_pending() -> None:
     store = memory_store()
     connector = make_connector(store=store)
-    ctx = Context(connector, source=SourceRef(kind="bytes"), digest="d")
+    ctx = connector._context(SourceRef(kind="bytes"), "d")
     with store.transaction():
         ctx.send(OutgoingMail(kind="forward", sender="support@acme.example", recipients=(),
                               raw=b"Subject: x\r\n\r\nx\r\n", message_id="m@acme.example"))

@@ -1,4 +1,4 @@
-"""An installed plugin distribution adds an alert parser with no code change (SPEC §8).
+"""An installed plugin distribution adds an alert parser with no code change.
 
 ``tests/plugin_pkg`` is a real distribution (its own pyproject.toml, entry point in group
 ``commit_email``). It is pip-installed into a throw-away virtualenv (``tests/venvs.py``:

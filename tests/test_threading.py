@@ -1,4 +1,4 @@
-"""Threading (SPEC §4): replies are filed under their ticket, employees are not forwarded."""
+"""Threading: replies are filed under their ticket, employees are not forwarded."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The XML API through the whole pipeline, against the SQLite store (SPEC §6, issue 5)."""
+"""The XML API through the whole pipeline, against the SQLite store."""
 
 from __future__ import annotations
 

@@ -259,7 +259,7 @@ CONFIG_DESCRIPTIONS: Mapping[str, str] = {
     "smtp.verify_certificate": "Verify the server's certificate and host name.",
     "smtp.retries": "Attempts for a transient SMTP failure before the mail stays queued for "
     "the next run.",
-    "email_to_ticket.enabled": "Open tickets for mail from known senders (SPEC §3).",
+    "email_to_ticket.enabled": "Open tickets for mail from known senders.",
     "email_to_ticket.match_domains": "Let a bare domain typed into an Account's email field "
     "match every sender of that domain.",
     "email_to_ticket.public_domains": "Domains added to the built-in list of public mail "
@@ -274,7 +274,7 @@ CONFIG_DESCRIPTIONS: Mapping[str, str] = {
     "built-in one).",
     "email_to_ticket.auto_response_template_file": "A file holding the body template, "
     "relative to the config file.",
-    "threading.enabled": "File replies that carry a ticket token under their ticket (SPEC §4).",
+    "threading.enabled": "File replies that carry a ticket token under their ticket.",
     "threading.subject_format": "How the ticket token is written into subjects; must contain "
     "`{number}`.",
     "threading.quote_patterns": "Extra regexes that mark where quoted earlier text starts in "
@@ -288,7 +288,7 @@ CONFIG_DESCRIPTIONS: Mapping[str, str] = {
     "loop_protection.auto_response_window": "The window of the rate limit, in seconds.",
     "loop_protection.ignore_senders": "Senders that never get an auto-response: addresses, "
     "`*@domain`, or regexes.",
-    "xml_api.enabled": "Accept XML transactions by mail (SPEC §6).",
+    "xml_api.enabled": "Accept XML transactions by mail.",
     "xml_api.password": "The password a transaction must carry (prefer `password_env`).",
     "xml_api.password_env": "Name of the environment variable that holds the password.",
     "xml_api.allowed_senders": "When set, only these senders may send transactions.",
@@ -296,7 +296,7 @@ CONFIG_DESCRIPTIONS: Mapping[str, str] = {
     "xml_api.response_bcc": "Also send every response to this address.",
     "xml_api.max_bytes": "Largest XML document accepted, in bytes.",
     "xml_api.max_depth": "Deepest element nesting accepted.",
-    "automated.enabled": "Recognise automated mail and monitoring alerts (SPEC §5).",
+    "automated.enabled": "Recognise automated mail and monitoring alerts.",
     "automated.account_by_sender": "After the account rules, match the sender as email to "
     "ticket does.",
     "automated.default_account": "rec_id of the Account that gets alerts no rule placed (empty: "
@@ -415,7 +415,7 @@ ARG_HELP = {
     "action": "what to do (described below)",
 }
 
-#: What a command prints, beyond its arguments (SPEC §9).
+#: What a command prints, beyond its arguments.
 COMMAND_NOTES = {
     "run": "Polls the `[pop3]` mailbox: each message is processed and deleted on the server "
     "only after its outcome is recorded (or kept, with `leave_on_server`). Runs until "
@@ -616,7 +616,9 @@ API_TYPES = {
     "commit_email.message": ("Message", "Address", "Attachment"),
     "commit_email.model": ("Account", "AccountKind", "Match", "Ticket", "TicketDraft",
                            "HistoryEntry", "Document", "Outcome", "OutgoingMail", "SourceRef"),
-    "commit_email.pipeline": ("Context", "Stage", "Connector"),
+    "commit_email.stages": ("Stage", "Context", "Hooks"),
+    "commit_email.pipeline": ("Connector",),
+    "commit_email.deadline": ("MessageTimeout",),
     "commit_email.alerts": ("Alert", "AlertState"),
     "commit_email.xml_api": ("Transaction", "XmlApiError", "ErrorCode"),
 }

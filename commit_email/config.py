@@ -201,6 +201,11 @@ class XmlApiConfig:
     response_bcc: str = ""
     max_bytes: int = 5_242_880
     max_depth: int = 32
+    #: Wrong passwords accepted from one sender within ``failed_login_window``; after that
+    #: every mail of the sender is refused unread (error 202), without a response.
+    max_failed_logins: int = 5
+    #: The window of ``max_failed_logins``, in seconds; older failures are forgotten.
+    failed_login_window: float = 3600.0
 
     def resolved_password(self) -> str:
         return _secret(self.password, self.password_env, "xml_api")

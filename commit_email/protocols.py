@@ -247,6 +247,15 @@ class ConnectorState(Protocol):
 
     def record_auto_response(self, sender: str, at: datetime) -> None: ...
 
+    def count_failed_logins(self, sender: str, since: datetime) -> int:
+        """XML API logins with a wrong password from ``sender`` since ``since``."""
+        ...
+
+    def record_failed_login(self, sender: str, at: datetime, *, expire_before: datetime) -> None:
+        """Count a failed XML API login from ``sender`` at ``at``; forget every failed login
+        before ``expire_before`` (the window has passed for them)."""
+        ...
+
     def remember_recovery(
         self, key: str, event_time: datetime, at: datetime, *, expire_before: datetime
     ) -> None:

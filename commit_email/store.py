@@ -112,6 +112,8 @@ CREATE TABLE IF NOT EXISTS filed_ids (
 );
 CREATE TABLE IF NOT EXISTS auto_responses (sender TEXT NOT NULL, at TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS auto_responses_sender ON auto_responses (sender, at);
+CREATE TABLE IF NOT EXISTS failed_logins (sender TEXT NOT NULL, at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS failed_logins_sender ON failed_logins (sender, at);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS recoveries (
     key TEXT PRIMARY KEY, event_time TEXT NOT NULL, remembered TEXT NOT NULL
@@ -836,6 +838,20 @@ class SQLiteStore:
     def record_auto_response(self, sender: str, at: datetime) -> None:
         self._execute(
             "INSERT INTO auto_responses (sender, at) VALUES (?, ?)", (sender.lower(), _iso(at))
+        )
+
+    def count_failed_logins(self, sender: str, since: datetime) -> int:
+        row = self._execute(
+            "SELECT count(*) FROM failed_logins WHERE sender = ? AND at >= ?",
+            (sender.lower(), _iso(_utc(since))),
+        ).fetchone()
+        return int(row[0])
+
+    def record_failed_login(self, sender: str, at: datetime, *, expire_before: datetime) -> None:
+        self._execute("DELETE FROM failed_logins WHERE at < ?", (_iso(_utc(expire_before)),))
+        self._execute(
+            "INSERT INTO failed_logins (sender, at) VALUES (?, ?)",
+            (sender.lower(), _iso(_utc(at))),
         )
 
     def remember_recovery(

@@ -18,8 +18,13 @@ the failures in its detail. A fault that is not the sender's (the store failing,
 raising something else) propagates: the pipeline rolls the whole mail back and quarantines
 it, so that it can be replayed once the fault is fixed.
 
-A response about a transaction that was not authenticated goes only to the mail's own
-sender: otherwise anybody could make the connector mail arbitrary addresses.
+One mail is one guess: after a wrong password no later transaction of the mail is tried
+(``NOT_TRIED``), and a sender with ``max_failed_logins`` failures within
+``failed_login_window`` (counted in the store) is refused unread (``TOO_MANY_FAILED_LOGINS``).
+A transaction that was not authenticated is answered at most once per mail, only to the
+mail's own sender and only where an auto-response would go (the loop protection and rate
+limit of :class:`~commit_email.loops.LoopGuard`): otherwise anybody could make the
+connector mail arbitrary addresses, or one address many times.
 
 Writing a handler: a callable ``handler(transaction, ctx) -> rec_id`` (``transaction`` is a
 :class:`~commit_email.xml_api.Transaction`, ``ctx`` the pipeline's context with ``sink`` and
@@ -33,7 +38,9 @@ from __future__ import annotations
 import email.utils
 import hmac
 import logging
+import re
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from email.message import EmailMessage
 from typing import Any
 
@@ -43,6 +50,7 @@ from attrs import frozen
 from .config import Config, XmlApiConfig
 from .deadline import check as check_time
 from .hookspecs import hookimpl
+from .loops import LoopGuard
 from .message import Message
 from .model import (
     ACCOUNT_FIELDS,
@@ -259,6 +267,18 @@ def _password_matches(given: str, expected: str) -> bool:
     return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
 
 
+def _not_tried(transaction: Transaction | InvalidTransaction) -> _Applied:
+    result = TransactionResult(
+        external_application_name=transaction.external_application_name,
+        return_transaction_id=transaction.return_transaction_id,
+        data_kind=transaction.data_kind,
+        error_code=ErrorCode.NOT_TRIED,
+        error_message="not tried: an earlier transaction of this mail failed to log in",
+    )
+    return _Applied(result=result, response_to=transaction.send_response_to,
+                    authenticated=False)
+
+
 def _plain_address(value: str) -> str:
     """``value`` if it is a single bare address fit for a header, else ""."""
     _name, address = email.utils.parseaddr(value)
@@ -285,6 +305,16 @@ class XmlApiStage:
     name = XML_STAGE
     order = XML_ORDER
 
+    def __init__(self) -> None:
+        self._guards: dict[int, LoopGuard] = {}
+
+    def _guard(self, ctx: Context) -> LoopGuard:
+        # The auto-responses' loop protection, built once per configuration.
+        guard = self._guards.get(id(ctx.config))
+        if guard is None or guard.config is not ctx.config:
+            guard = self._guards[id(ctx.config)] = LoopGuard(ctx.config)
+        return guard
+
     def handle(self, message: Message, ctx: Context) -> Outcome | None:
         payload = find_payload(text=message.text, html=message.html,
                                attachments=message.attachments)
@@ -304,15 +334,63 @@ class XmlApiStage:
             ctx.note("xml", detail)
             log.info("xml_rejected %s: %s", message.message_id or ctx.digest, detail)
             return Outcome(kind=OutcomeKind.XML_REJECTED, detail=detail, stage=self.name)
+        for transaction in transactions:
+            if isinstance(transaction, Transaction):
+                secrets.seen(transaction.password)
+        locked = self._locked_out(message, ctx)
+        if locked is not None:
+            detail = secrets.scrub(locked)
+            ctx.note("xml", f"{detail}: nothing tried, no response")
+            log.warning("xml_rejected %s: %s", message.message_id or ctx.digest, detail)
+            return Outcome(kind=OutcomeKind.XML_REJECTED, detail=detail, stage=self.name)
         actions = ctx.host.xml_actions(ctx.config)
         allowed = sender_allowed(message.sender, settings.allowed_senders)
-        applied = [
-            self._apply(t, ctx, actions=actions, allowed=allowed, secrets=secrets)
-            for t in transactions
-        ]
+        applied: list[_Applied] = []
+        guessed = False
+        for transaction in transactions:
+            if guessed:
+                # One mail is one guess: after a wrong password nothing else is tried.
+                applied.append(_not_tried(transaction))
+                continue
+            applied.append(self._apply(transaction, ctx, actions=actions, allowed=allowed,
+                                       expected=secrets.expected))
+            if applied[-1].result.error_code == ErrorCode.AUTH_FAILED:
+                guessed = True
+                self._count_failed_login(message, ctx)
+        unauthenticated_answered = False
         for item in applied:
-            self._respond(item, message, ctx, secrets)
+            if item.authenticated:
+                self._respond(item, message, ctx, secrets)
+            elif not unauthenticated_answered and item.result.error_code != ErrorCode.NOT_TRIED:
+                # At most one answer per mail to a sender who did not prove anything, and only
+                # where an auto-response would go: otherwise one forged mail makes us mail
+                # its victim once per transaction.
+                unauthenticated_answered = self._respond_unauthenticated(
+                    item, message, ctx, secrets)
         return self._outcome(applied, secrets)
+
+    def _failed_login_key(self, message: Message, ctx: Context) -> str:
+        # The sender as the loop guard sees it; a mail without one still counts, together.
+        key = message.sender or self._guard(ctx).responder_address(message)
+        return (key or "<no sender>").lower()
+
+    def _locked_out(self, message: Message, ctx: Context) -> str | None:
+        settings = ctx.config.xml_api
+        key = self._failed_login_key(message, ctx)
+        since = ctx.now - timedelta(seconds=settings.failed_login_window)
+        failed = ctx.state.count_failed_logins(key, since)
+        if failed < settings.max_failed_logins:
+            return None
+        return (f"error {int(ErrorCode.TOO_MANY_FAILED_LOGINS)} (TOO_MANY_FAILED_LOGINS): "
+                f"{failed} failed logins from {key} in the last "
+                f"{settings.failed_login_window:g} s (max {settings.max_failed_logins})")
+
+    def _count_failed_login(self, message: Message, ctx: Context) -> None:
+        settings = ctx.config.xml_api
+        ctx.state.record_failed_login(
+            self._failed_login_key(message, ctx), ctx.now,
+            expire_before=ctx.now - timedelta(seconds=settings.failed_login_window),
+        )
 
     def _apply(
         self,
@@ -321,7 +399,7 @@ class XmlApiStage:
         *,
         actions: Mapping[str, Any],
         allowed: bool,
-        secrets: _Secrets,
+        expected: str,
     ) -> _Applied:
         check_time()  # thousands of transactions in one mail stop at the time limit
         echo = TransactionResult(
@@ -334,12 +412,11 @@ class XmlApiStage:
             return _Applied(result=attrs.evolve(echo, error_code=transaction.code,
                                                 error_message=transaction.message),
                             response_to=response_to, authenticated=False)
-        secrets.seen(transaction.password)
         try:
             if not allowed:
                 raise XmlApiError(ErrorCode.SENDER_NOT_ALLOWED,
                                   "the sender may not use the XML API")
-            if not _password_matches(transaction.password, secrets.expected):
+            if not _password_matches(transaction.password, expected):
                 raise XmlApiError(ErrorCode.AUTH_FAILED, "authentication failed")
         except XmlApiError as exc:
             return _Applied(result=attrs.evolve(echo, error_code=exc.code,
@@ -349,7 +426,7 @@ class XmlApiStage:
             rec_id = self._run(transaction, ctx, actions)
         except XmlApiError as exc:
             return _Applied(result=attrs.evolve(echo, error_code=exc.code,
-                                                error_message=secrets.scrub(exc.message)),
+                                                error_message=exc.message),
                             response_to=response_to, authenticated=True)
         ticket = account = None
         if transaction.data_kind == DataKind.TICKET:
@@ -382,13 +459,28 @@ class XmlApiStage:
                               f"the {transaction.data_kind} handler returned no REC ID")
         return rec_id
 
+    def _respond_unauthenticated(
+        self, item: _Applied, message: Message, ctx: Context, secrets: _Secrets
+    ) -> bool:
+        """Answer a transaction that proved nothing, if that is safe; whether one was sent."""
+        to = _plain_address(item.response_to)
+        if not ctx.config.xml_api.send_response or not to:
+            return False
+        if to.lower() not in {message.sender, self._guard(ctx).responder_address(message)}:
+            ctx.note("xml", f"no response to {to}: only the sender gets unauthenticated answers")
+            return False
+        reason = self._guard(ctx).no_response_reason(message, ctx.state, ctx.now)
+        if reason is not None:
+            ctx.note("xml", f"no response to {to}: {reason}")
+            return False
+        self._guard(ctx).record_response(message, ctx.state, ctx.now)
+        self._respond(item, message, ctx, secrets)
+        return True
+
     def _respond(self, item: _Applied, message: Message, ctx: Context, secrets: _Secrets) -> None:
         settings = ctx.config.xml_api
         to = _plain_address(item.response_to)
         if not settings.send_response or not to:
-            return
-        if not item.authenticated and to.lower() != message.sender:
-            ctx.note("xml", f"no response to {to}: only the sender gets unauthenticated answers")
             return
         sender = ctx.config.smtp.from_address or ctx.config.connector.public_address
         message_id = ctx.new_message_id()
@@ -427,15 +519,24 @@ class _Secrets:
     def __init__(self, settings: XmlApiConfig) -> None:
         self.expected = settings.resolved_password()
         self._all = {self.expected} - {""}
+        self._pattern: re.Pattern[str] | None = None
 
     def seen(self, password: str) -> None:
-        if password:
+        if password and password not in self._all:
             self._all.add(password)
+            self._pattern = None
 
     def scrub(self, text: str) -> str:
-        for secret in sorted(self._all, key=len, reverse=True):
-            text = text.replace(secret, _REDACTED)
-        return text
+        """``text`` with every password in play replaced, in any letter case (a password
+        written in capitals in another element must not leak either)."""
+        if not self._all or not text:
+            return text
+        if self._pattern is None:
+            self._pattern = re.compile(
+                "|".join(re.escape(s) for s in sorted(self._all, key=len, reverse=True)),
+                re.IGNORECASE,
+            )
+        return self._pattern.sub(_REDACTED, text)
 
 
 def _response_mail(

@@ -76,6 +76,12 @@ class ErrorCode(enum.IntEnum):
     """The password is missing or wrong."""
     SENDER_NOT_ALLOWED = 201
     """The sender is not in ``xml_api.allowed_senders``."""
+    TOO_MANY_FAILED_LOGINS = 202
+    """The sender had ``xml_api.max_failed_logins`` wrong passwords within
+    ``xml_api.failed_login_window``: the mail is refused unread and gets no response."""
+    NOT_TRIED = 203
+    """An earlier transaction of the same mail had a wrong password: one mail is one guess,
+    so nothing after it was tried."""
     UNKNOWN_DATAKIND = 300
     """The DataKind is not one of the registered kinds."""
     UNKNOWN_FIELD = 301

@@ -182,6 +182,11 @@ class ThreadingConfig:
     quote_patterns: tuple[str, ...] = ()
     builtin_quote_patterns: bool = True
     forward_customer_replies: bool = True
+    #: Who may write into a ticket by replying: ``"ticket"`` — its Account's addresses,
+    #: contacts and domain, an address the ticket's mail went to, active employees (anyone
+    #: else is forwarded as an unverified reply and filed nowhere); ``"anyone"`` — whoever
+    #: knows the ticket number, as Commit itself does.
+    accept_replies_from: str = field(default="ticket", metadata={"choices": ("ticket", "anyone")})
 
 
 @frozen(kw_only=True)

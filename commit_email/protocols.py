@@ -247,6 +247,15 @@ class ConnectorState(Protocol):
 
     def record_auto_response(self, sender: str, at: datetime) -> None: ...
 
+    def record_ticket_recipient(self, ticket_rec_id: str, address: str) -> None:
+        """Remember that mail about this ticket went to ``address`` (case-insensitive), so
+        that its replies may be filed in the ticket."""
+        ...
+
+    def ticket_mailed_to(self, ticket_rec_id: str, address: str) -> bool:
+        """Whether mail about this ticket went to ``address``."""
+        ...
+
     def count_failed_logins(self, sender: str, since: datetime) -> int:
         """XML API logins with a wrong password from ``sender`` since ``since``."""
         ...

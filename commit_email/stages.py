@@ -166,6 +166,10 @@ class Context:
         """Queue a mail; it is sent after the message's outcome is committed."""
         self.queued.append(mail)
         mail_id = self.state.enqueue_mail(mail)
+        if mail.ticket:
+            # Whoever the ticket's mail goes to may answer into the ticket.
+            for address in mail.recipients:
+                self.state.record_ticket_recipient(mail.ticket, address)
         if not mail.recipients:
             # Nothing could ever send it: give it up now, where `outbox list` shows
             # failures, instead of leaving it pending for good.

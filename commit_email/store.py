@@ -112,6 +112,9 @@ CREATE TABLE IF NOT EXISTS filed_ids (
 );
 CREATE TABLE IF NOT EXISTS auto_responses (sender TEXT NOT NULL, at TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS auto_responses_sender ON auto_responses (sender, at);
+CREATE TABLE IF NOT EXISTS ticket_recipients (
+    ticket TEXT NOT NULL, address TEXT NOT NULL, PRIMARY KEY (ticket, address)
+);
 CREATE TABLE IF NOT EXISTS failed_logins (sender TEXT NOT NULL, at TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS failed_logins_sender ON failed_logins (sender, at);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -839,6 +842,19 @@ class SQLiteStore:
         self._execute(
             "INSERT INTO auto_responses (sender, at) VALUES (?, ?)", (sender.lower(), _iso(at))
         )
+
+    def record_ticket_recipient(self, ticket_rec_id: str, address: str) -> None:
+        self._execute(
+            "INSERT OR IGNORE INTO ticket_recipients (ticket, address) VALUES (?, ?)",
+            (ticket_rec_id, address.strip().lower()),
+        )
+
+    def ticket_mailed_to(self, ticket_rec_id: str, address: str) -> bool:
+        row = self._execute(
+            "SELECT 1 FROM ticket_recipients WHERE ticket = ? AND address = ?",
+            (ticket_rec_id, address.strip().lower()),
+        ).fetchone()
+        return row is not None
 
     def count_failed_logins(self, sender: str, since: datetime) -> int:
         row = self._execute(

@@ -39,6 +39,8 @@ from .stages import THREADING_ORDER, THREADING_STAGE, Context, Stage
 
 __all__ = ["ThreadingStage", "TicketToken", "referenced_ids", "reply_text"]
 
+_BY_FILED_ID = "reply to filed message"
+
 #: What a ticket number may look like inside a token: Commit numbers are digits, but
 #: integrators' sinks may add letters or dashes ("HD-1042").
 _NUMBER = r"([A-Za-z0-9][A-Za-z0-9._-]*?)"
@@ -148,12 +150,14 @@ class ThreadingStage:
                 ctx.note("threading", f"reply to {message_id}, filed in a deleted ticket: ignored")
                 continue
             who = _sender_may_join(message, ticket, ctx)
+            if who is None and self.config.threading.accept_replies_from == "anyone":
+                who = "anyone (accept_replies_from)"
             if who is None:
                 ctx.note("threading", f"reply to {message_id} (ticket {ticket.number}) ignored:"
                          f" {message.sender or 'the sender'} is neither of the ticket's"
                          " account nor an active employee")
                 continue
-            return ticket, f"reply to filed message {message_id}, sender {who}"
+            return ticket, f"{_BY_FILED_ID} {message_id}, sender {who}"
         return None
 
     def handle(self, message: Message, ctx: Context) -> Outcome | None:
@@ -162,6 +166,18 @@ class ThreadingStage:
             return None
         ticket, how = found
         ctx.note("threading", f"ticket {ticket.number} by {how}")
+        if self.config.threading.accept_replies_from == "ticket" and not how.startswith(
+                _BY_FILED_ID):
+            who = _sender_may_join(message, ticket, ctx)
+            if who is None:
+                # A ticket number is no secret (they are sequential), nor is a Message-ID we
+                # sent: a human decides whether this sender may write into the ticket.
+                ctx.note("threading", f"{message.sender or 'the sender'} does not belong to "
+                         f"ticket {ticket.number}: not filed")
+                return ctx.forward(message, f"unverified reply to ticket {ticket.number}",
+                                   stage=self.name)
+            ctx.note("reply_from", f"may write into ticket {ticket.number}: sender {who}")
+            how = f"{how}, sender {who}"
         stripped = reply_text(message, self.rules)
         if stripped.stripped:
             ctx.note("quote", f"stripped {stripped.removed} characters ({stripped.rule})")
@@ -204,21 +220,23 @@ def _active_employee(message: Message, ctx: Context) -> Match | None:
 
 
 def _sender_may_join(message: Message, ticket: Ticket, ctx: Context) -> str | None:
-    """Who the sender is, if they may add to ``ticket`` by replying to a mail filed in it;
-    None if not.
+    """Who the sender is, if they may write into ``ticket``; None if not.
 
-    A Message-ID is no secret (a mailing list on Cc archives it, a forward quotes it), so
-    naming one is not enough: the sender must belong to the ticket's Account (a contact of
-    it, or a colleague when the Account has the domain) or be an active employee. Anyone
-    else goes on to normal processing, as if the reference were unknown.
+    A ticket number or a Message-ID is no secret (numbers are sequential, a mailing list on
+    Cc archives a Message-ID, a forward quotes it), so naming one is not enough: the sender
+    must belong to the ticket's Account (its addresses, a contact of it, a colleague when
+    the Account has the domain), be an address the ticket's mail went to, or be an active
+    employee.
     """
     match = _sender_match(message, ctx)
-    if match is None:
-        return None
-    if match.is_employee:
-        return "an active employee" if match.account.active else None
-    if match.account.rec_id == ticket.account:
-        return f"of the ticket's account {match.account.file_as or match.account.rec_id}"
+    if match is not None:
+        if match.is_employee:
+            if match.account.active:
+                return "an active employee"
+        elif match.account.rec_id == ticket.account:
+            return f"of the ticket's account {match.account.file_as or match.account.rec_id}"
+    if message.sender and ctx.state.ticket_mailed_to(ticket.rec_id, message.sender):
+        return f"{message.sender}, whom the ticket's mail went to"
     return None
 
 

@@ -147,9 +147,23 @@ def test_active_employee_is_filed_but_not_forwarded() -> None:
     assert c.sink.history(ticket.rec_id)[-1].author == "tom@acme.example"
 
 
-def test_inactive_employee_is_treated_like_a_customer() -> None:
+def test_inactive_employee_writes_into_no_ticket() -> None:
     mailer = RecordingMailer()
     c = connector(mailer)
+    number = open_ticket(c)
+    mailer.sent.clear()
+
+    outcome = c.process(build_message(sender="fay@acme.example",
+                                      subject=f"Re: [Ticket#{number}]", body="Hello\n"))
+
+    assert outcome.kind is OutcomeKind.FORWARDED
+    assert outcome.detail == f"unverified reply to ticket {number}"
+    assert [m.kind for m in mailer.sent] == ["forward"]
+
+
+def test_inactive_employee_is_treated_like_a_customer_when_anyone_may_reply() -> None:
+    mailer = RecordingMailer()
+    c = connector(mailer, accept_replies_from="anyone")
     number = open_ticket(c)
     mailer.sent.clear()
 

@@ -108,7 +108,7 @@ def test_the_tickets_own_people_are_filed_and_forwarded(mailer, sender, how):
 
 def test_an_active_employee_is_filed_without_a_forward(mailer):
     c = connector(mailer)
-    number, rec_id = acme_ticket(c)
+    number, _rec_id = acme_ticket(c)
     mailer.sent.clear()
 
     outcome = c.process(reply("tina@msp.example", number))
@@ -122,7 +122,7 @@ def test_an_address_the_tickets_mail_went_to_may_answer(mailer):
     c = connector(mailer)
     # Alice writes from her Acme address with a private envelope sender: the auto-response
     # goes to the Return-Path (RFC 3834), an address the Account does not list.
-    number, rec_id = acme_ticket(c, headers={"Return-Path": "<alice.home@private.example>"})
+    number, _rec_id = acme_ticket(c, headers={"Return-Path": "<alice.home@private.example>"})
     (auto_response,) = mailer.of_kind("auto_response")
     assert auto_response.recipients == ("alice.home@private.example",)
     mailer.sent.clear()

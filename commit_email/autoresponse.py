@@ -118,6 +118,16 @@ def build_auto_response(
     return serialize(out)
 
 
+#: How much of what the sender wrote an auto-response repeats: a 5 MB subject must not come
+#: back whole (nor make the answer a vehicle for the sender's text).
+_MAX_QUOTED_SUBJECT = 200
+_MAX_QUOTED_NAME = 100
+
+
+def _bounded(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
 class AutoResponder:
     """Answers the mail that opened a ticket, unless the loop guard objects."""
 
@@ -134,11 +144,11 @@ class AutoResponder:
         return {
             "number": ticket.number,
             "token": self.token.format(ticket.number),
-            "description": ticket.description,
+            "description": _bounded(ticket.description, _MAX_QUOTED_SUBJECT),
             "account": account,
             "contact": contact,
-            "name": name,
-            "subject": message.subject,
+            "name": _bounded(name, _MAX_QUOTED_NAME),
+            "subject": _bounded(message.subject, _MAX_QUOTED_SUBJECT),
             "address": self.config.connector.public_address,
         }
 

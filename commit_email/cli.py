@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import logging
+import re
 import signal
 import sys
 import threading
@@ -18,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from . import __version__
 from .accounts import read_accounts_csv, reconcile
@@ -640,6 +642,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: What must not reach a terminal from a mail: C0 and C1 controls (escape sequences move the
+#: cursor, retitle the window, or on some terminals answer back), DEL, and the Unicode line
+#: separators and bidi overrides that make a line read differently from what it holds.
+#: Newline and tab are the output's own.
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(text: str) -> str:
+    return _UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                       else f"\\u{ord(m.group()):04x}", text)
+
+
+class _SafeOutput(io.TextIOBase):
+    """The command's output stream with control characters escaped: subjects, names and
+    file names come from mail, and mail is written by strangers."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(_escape(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+
+class _SafeFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return _escape(super().format(record))
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(_normalise_argv(sys.argv[1:] if argv is None else argv))
@@ -648,10 +682,11 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     if not hasattr(args, "json"):
         args.json = False
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s",
-                        stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_SafeFormatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     try:
-        return int(args.func(args, out or sys.stdout))
+        return int(args.func(args, cast(TextIO, _SafeOutput(out or sys.stdout))))
     except CommitEmailError as exc:
         print(f"commit-email: error: {exc}", file=sys.stderr)
         return 2

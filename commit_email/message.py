@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import codecs
 import email
+import email.errors
 import email.header
 import email.message
 import email.parser
@@ -260,6 +261,8 @@ def _strip_line_break(text: str) -> str:
     return text
 
 
+#: Longest header whose encoded words are decoded (characters); the rest is cut.
+_MAX_ENCODED_HEADER = 65_536
 _ENCODED_WORD_GAP = re.compile(r"(\?=)\s+(=\?)")
 _ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
 
@@ -268,6 +271,10 @@ def decode_header_value(value: object) -> str:
     """Decode RFC 2047 encoded words, tolerating the usual breakage, into one line of text."""
     text = _header_str(value)
     if "=?" in text and _ENCODED_WORD.search(text):
+        if len(text) > _MAX_ENCODED_HEADER:
+            # email.header.decode_header is quadratic in the number of encoded words (a
+            # 5 MB Subject of them took 40 s); no real header comes near this size.
+            text = text[:_MAX_ENCODED_HEADER] + "…"
         # Adjacent encoded words are joined without their whitespace (RFC 2047 §6.2).
         text = _ENCODED_WORD_GAP.sub(r"\1\2", text)
         try:
@@ -304,14 +311,46 @@ class Address:
         return email.utils.formataddr((self.name, self.address)) if self.name else self.address
 
 
-def _addresses(values: Iterable[object]) -> tuple[Address, ...]:
-    raw = [_header_str(v) for v in values]
+# The one address parser: the address acted on is the one the standard library's
+# ``policy.default`` -- and so every mail client -- shows. getaddresses() reads a header
+# before decoding it, so ``=?utf-8?q?x:bob@a.example;?= <eve@b.example>`` gave bob where a
+# client shows eve. The header registry is slow (tens of microseconds per header), so the
+# plain one-address forms that make up nearly all real headers take a regex that gives the
+# same answer (a property test compares both).
+_ATOM_ADDR = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+"
+_SIMPLE_ADDRESS = re.compile(
+    rf"[ \t]*(?:(?P<name>[A-Za-z0-9 \t!#$%&'*+/=?^_`{{|}}~-]*)<(?P<inner>{_ATOM_ADDR})>"
+    rf"|(?P<bare>{_ATOM_ADDR}))[ \t]*"
+)
+_ADDRESS_HEADER = email.policy.default.header_factory
+
+
+def _addresses_of(text: str) -> list[Address]:
+    simple = None if "=?" in text else _SIMPLE_ADDRESS.fullmatch(text)
+    if simple is not None:
+        address = simple.group("inner") or simple.group("bare")
+        if ".." not in address and not address.startswith(".") and "@." not in address:
+            name = " ".join((simple.group("name") or "").split())
+            return [Address(name=name, address=address)]
+    try:
+        parsed = _ADDRESS_HEADER("to", text)
+        found = parsed.addresses
+    except (email.errors.HeaderParseError, ValueError, IndexError, TypeError, AttributeError):
+        return []
     out = []
-    for name, found in email.utils.getaddresses(raw):
-        addr = found.strip().strip("<>").strip()
-        if not addr or "@" not in addr:
+    for item in found:
+        address = item.addr_spec
+        if not address or "@" not in address or not item.username or not item.domain:
             continue
-        out.append(Address(name=decode_header_value(name), address=addr))
+        out.append(Address(name=" ".join(item.display_name.split()), address=address))
+    return out
+
+
+def _addresses(values: Iterable[object]) -> tuple[Address, ...]:
+    out: list[Address] = []
+    for value in values:
+        text = _header_str(value).replace("\r", " ").replace("\n", " ")
+        out.extend(_addresses_of(text))
     return tuple(out)
 
 
@@ -617,14 +656,12 @@ class Message:
         def all_of(name: str) -> list[str]:
             return raw_headers.get(name, [])
 
-        from_list = _addresses(all_of("from"))
-        if not from_list:
-            from_list = _addresses(all_of("sender"))
-            defects.append("missing From header" if "from" not in raw_headers
-                           else "unparseable From header")
-        return_path = None
-        if "return-path" in raw_headers:
-            return_path = _header_str(all_of("return-path")[0]).strip().strip("<>").strip()
+        return_path = _return_path(all_of("return-path"), defects)
+        from_ = _acting_sender(
+            _addresses(all_of("from")), _addresses(all_of("sender")),
+            _addresses(all_of("reply-to")), return_path,
+            missing="from" not in raw_headers, defects=defects,
+        )
         date_header = first("date")
         date = parse_date(date_header)
         if date_header and date is None:
@@ -635,7 +672,6 @@ class Message:
         auto_submitted = keyword.group(0) if keyword else None
 
         subject = first("subject") or ""
-        from_ = from_list[0] if from_list else None
         return cls(
             raw=raw,
             message_id=(_message_ids(first("message-id")) or ("",))[0],
@@ -657,6 +693,51 @@ class Message:
             report=_is_report(std),
             daemon=_is_daemon(from_, all_of("from"), return_path),
         )
+
+
+def _return_path(values: list[str], defects: list[str]) -> str | None:
+    """The envelope sender: ``""`` for ``<>`` (a bounce), None when there is none or it is
+    not exactly one address (an answer to it could go to several people)."""
+    if not values:
+        return None
+    text = _header_str(values[0]).strip()
+    if text.strip("<> \t") == "":
+        return ""
+    found = _addresses_of(text)
+    if len(found) != 1 or (len(values) > 1 and _addresses_of(_header_str(values[-1])) != found):
+        defects.append("Return-Path is not one address")
+        return None
+    return found[0].address
+
+
+def _acting_sender(from_list: tuple[Address, ...], sender: tuple[Address, ...],
+                   reply_to: tuple[Address, ...], return_path: str | None, *,
+                   missing: bool, defects: list[str]) -> Address | None:
+    """The one address the connector acts on, read as every mail client reads it.
+
+    - From with one address: that one.
+    - From with several: RFC 5322 then requires a Sender, the one who sent it; when it is
+      one address it is used, else the first From address (noted as a defect).
+    - No usable From (missing, empty, ``"…" <>``, a group): Sender, then Reply-To, then the
+      Return-Path, each only when it is exactly one address (noted as a defect).
+    """
+    if len(from_list) == 1:
+        return from_list[0]
+    if from_list:
+        if len(sender) == 1:
+            return sender[0]
+        defects.append(f"From has {len(from_list)} addresses and no single Sender: "
+                       "the first one is used")
+        return from_list[0]
+    defects.append("missing From header" if missing else "From header without an address")
+    for name, candidates in (("Sender", sender), ("Reply-To", reply_to)):
+        if len(candidates) == 1:
+            defects.append(f"sender taken from {name}")
+            return candidates[0]
+    if return_path:
+        defects.append("sender taken from Return-Path")
+        return Address(address=return_path)
+    return None
 
 
 def _is_daemon(from_: Address | None, from_headers: list[str],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from datetime import datetime
@@ -19,7 +20,7 @@ from attrs import frozen
 
 from .model import SourceRef, utcnow
 
-__all__ = ["Quarantine", "QuarantineEntry"]
+__all__ = ["Quarantine", "QuarantineEntry", "private_directory"]
 
 
 @frozen(kw_only=True)
@@ -33,13 +34,47 @@ class QuarantineEntry:
     resolved: str = ""  # the outcome of a successful replay
 
 
+#: What ``add`` names entries: a time stamp and random hex. Anything else (a path, ``..``)
+#: is refused by ``get`` before it touches the file system.
+_ENTRY_ID = re.compile(r"[0-9]{8}T[0-9]{6}-[0-9a-f]{8}")
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
+    """Write, fsync and rename into place, readable by the owner only: a quarantined mail
+    may hold a password (an XML transaction, a reply quoting one)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0),
+                 0o600)
+    with open(fd, "wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def private_directory(path: Path) -> Path:
+    """Create ``path`` and every missing parent readable by the owner only (0700); a
+    directory that exists already is left as its owner set it."""
+    missing = []
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+    return path
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the renames in ``directory`` durable. Windows cannot open a directory (and its
+    NTFS journals the rename itself), so there is nothing to do there."""
+    if os.name == "nt":
+        return
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 class Quarantine:
@@ -52,7 +87,7 @@ class Quarantine:
         self, raw: bytes, *, reason: str, source: SourceRef, message_id: str = "",
         details: str = "",
     ) -> QuarantineEntry:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_directory(self.directory)
         now = utcnow()
         entry_id = f"{now:%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
         entry = QuarantineEntry(
@@ -70,11 +105,7 @@ class Quarantine:
             "resolved": "",
         }
         _write_atomic(self.directory / f"{entry_id}.json", json.dumps(meta, indent=2).encode())
-        dir_fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # the renames themselves must survive a crash
-        finally:
-            os.close(dir_fd)
+        _fsync_directory(self.directory)  # the renames themselves must survive a crash
         return entry
 
     def _entry(self, meta_path: Path) -> QuarantineEntry:
@@ -100,7 +131,7 @@ class Quarantine:
 
     def get(self, entry_id: str) -> tuple[QuarantineEntry, bytes]:
         """The entry and its raw bytes; KeyError when there is no such entry."""
-        if "/" in entry_id or entry_id.startswith("."):
+        if not _ENTRY_ID.fullmatch(entry_id):
             raise KeyError(entry_id)
         meta_path = self.directory / f"{entry_id}.json"
         eml_path = self.directory / f"{entry_id}.eml"

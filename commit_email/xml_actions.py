@@ -334,9 +334,6 @@ class XmlApiStage:
             ctx.note("xml", detail)
             log.info("xml_rejected %s: %s", message.message_id or ctx.digest, detail)
             return Outcome(kind=OutcomeKind.XML_REJECTED, detail=detail, stage=self.name)
-        for transaction in transactions:
-            if isinstance(transaction, Transaction):
-                secrets.seen(transaction.password)
         locked = self._locked_out(message, ctx)
         if locked is not None:
             detail = secrets.scrub(locked)
@@ -352,6 +349,10 @@ class XmlApiStage:
                 # One mail is one guess: after a wrong password nothing else is tried.
                 applied.append(_not_tried(transaction))
                 continue
+            if isinstance(transaction, Transaction):
+                # Only a tried password can reach a text we write (a near miss of the real
+                # one is sensitive too); untried ones are never looked at.
+                secrets.seen(transaction.password)
             applied.append(self._apply(transaction, ctx, actions=actions, allowed=allowed,
                                        expected=secrets.expected))
             if applied[-1].result.error_code == ErrorCode.AUTH_FAILED:

@@ -11,7 +11,7 @@ import attrs
 
 from .errors import InputError
 from .model import Account, AccountKind
-from .store import new_rec_id
+from .storage import new_rec_id
 
 __all__ = ["CSV_COLUMNS", "Reconciled", "read_accounts_csv", "reconcile"]
 

@@ -31,7 +31,8 @@ from .model import PERMANENT_FAILURE, Outcome, OutcomeKind, SourceRef
 from .pipeline import Connector
 from .runner import Runner
 from .sources import iter_messages, one_message
-from .store import OutboxEntry, SQLiteStore, open_store
+from .storage import redact_url
+from .store import OutboxEntry, Store, open_store
 
 __all__ = ["main"]
 
@@ -40,8 +41,9 @@ log = logging.getLogger("commit_email")
 Command = Callable[[argparse.Namespace, TextIO], int]
 
 
-def _store(config: Config) -> SQLiteStore:
-    return open_store(config.store.url, base_dir=config.base_dir)
+def _store(config: Config) -> Store:
+    return open_store(config.store.url, base_dir=config.base_dir,
+                      password=config.store.resolved_password())
 
 
 def _connector(config: Config) -> Connector:
@@ -317,7 +319,7 @@ def cmd_accounts_import(args: argparse.Namespace, out: TextIO) -> int:
     kinds = Counter(a.kind.value for a in accounts)
     detail = ", ".join(f"{k} {v}" for v, k in sorted(kinds.items()))
     print(f"imported {_count(n, 'card')} ({detail}; {result.created} new, "
-          f"{result.updated} updated) into {config.store.url}", file=out)
+          f"{result.updated} updated) into {redact_url(config.store.url)}", file=out)
     return 0
 
 
@@ -375,7 +377,7 @@ def cmd_check_config(args: argparse.Namespace, out: TextIO) -> int:
     # Building the connector loads every plugin and compiles every rule.
     host_plugins = Connector.from_config(config, store=open_store("memory:")).host.plugin_names()
     print(f"{args.config}: OK", file=out)
-    print(f"  store: {store_url}", file=out)
+    print(f"  store: {redact_url(store_url)}", file=out)
     print(f"  secrets resolved: {', '.join(checked) or 'none needed'}", file=out)
     print(f"  plugins: {', '.join(host_plugins)}", file=out)
     return 0
@@ -440,7 +442,7 @@ def _print_mail(doc: dict[str, Any], out: TextIO) -> None:
         print(f"       {doc['attempts']} attempts, last error: {doc['last_error']}", file=out)
 
 
-def _mail_id(text: str, store: SQLiteStore) -> OutboxEntry:
+def _mail_id(text: str, store: Store) -> OutboxEntry:
     # An id is a SQLite rowid: at most 19 digits (a longer number would overflow the query).
     is_id = text.isascii() and text.isdigit() and len(text) < 19
     entry = store.get_mail(int(text)) if is_id else None
@@ -457,7 +459,7 @@ def _date(text: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _outbox_list(args: argparse.Namespace, store: SQLiteStore, out: TextIO) -> int:
+def _outbox_list(args: argparse.Namespace, store: Store, out: TextIO) -> int:
     entries = store.all_mail() if args.all else store.pending_mail()
     docs = [_mail_json(e) for e in entries]
     if args.json:
@@ -470,7 +472,7 @@ def _outbox_list(args: argparse.Namespace, store: SQLiteStore, out: TextIO) -> i
     return 0
 
 
-def _outbox_retry(args: argparse.Namespace, config: Config, store: SQLiteStore,
+def _outbox_retry(args: argparse.Namespace, config: Config, store: Store,
                   out: TextIO) -> int:
     if args.all_failed:
         ids = [e.id for e in store.pending_mail() if e.failed]
@@ -500,7 +502,7 @@ def _outbox_retry(args: argparse.Namespace, config: Config, store: SQLiteStore,
     return 1 if unsent else 0
 
 
-def _outbox_purge(args: argparse.Namespace, store: SQLiteStore, out: TextIO) -> int:
+def _outbox_purge(args: argparse.Namespace, store: Store, out: TextIO) -> int:
     if args.sent_before is not None:
         purged = store.delete_sent_mail(_date(args.sent_before))
     else:

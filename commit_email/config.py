@@ -84,8 +84,18 @@ class StoreConfig:
     #: ``sqlite:///PATH`` (relative to this file) or ``memory:``; options:
     #: ``?synchronous=FULL`` (survive power loss, slower commits) and ``mmap_size=BYTES``
     #: (read at most this much of the file, as it is when opened, through a memory map:
-    #: faster look-ups in a big directory; default 256 MB, 0 turns it off)
+    #: faster look-ups in a big directory; default 256 MB, 0 turns it off);
+    #: ``postgresql://user@host/db`` for a store several ``run`` processes share
+    #: (needs ``pip install 'commit-email[postgres]'``)
     url: str = "sqlite:///./commit.db"
+    #: the PostgreSQL password, when the URL has none (libpq's PGPASSWORD and
+    #: ~/.pgpass work too)
+    password: str = field(default="", repr=False)
+    #: the environment variable holding that password
+    password_env: str = ""
+
+    def resolved_password(self) -> str:
+        return _secret(self.password, self.password_env, "store")
 
 
 @frozen(kw_only=True)
@@ -465,11 +475,17 @@ def _validate(config: Config) -> None:
         elif not (rule.after or rule.before):
             raise ConfigError("an account rule needs after/before delimiters or a regex", key=key)
     url = config.store.url
-    if not (url == "memory:" or url.startswith("sqlite:///") or url.startswith("sqlite://:memory:")):
+    if url.startswith(("postgresql://", "postgres://")):
+        from .pgstore import check_postgres_url  # noqa: PLC0415 (psycopg only when used)
+
+        check_postgres_url(url)
+    elif url == "memory:" or url.startswith(("sqlite:///", "sqlite://:memory:")):
+        sqlite_url_options(url)
+    else:
         raise ConfigError(
-            f"unsupported store URL {url!r} (use sqlite:///PATH or memory:)", key="store.url"
+            f"unsupported store URL {url!r} (use sqlite:///PATH, postgresql://… or memory:)",
+            key="store.url",
         )
-    sqlite_url_options(url)
     for name in ("public_address", "internal_address"):
         value = getattr(config.connector, name)
         if value and not _is_address(value):
@@ -578,6 +594,9 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 def check_secrets(config: Config) -> Sequence[str]:
     """Resolve every secret that a configured feature will need; return what was checked."""
     checked = []
+    if config.store.password or config.store.password_env:
+        config.store.resolved_password()
+        checked.append("store.password")
     if config.pop3.host:
         config.pop3.resolved_password()
         checked.append("pop3.password")

@@ -188,7 +188,8 @@ class Connector:
         """The connector a configuration describes: its store serves as directory, sink and
         state. ``mailer`` defaults to SMTP when ``[smtp]`` is configured."""
         if store is None:
-            store = open_store(config.store.url, base_dir=config.base_dir)
+            store = open_store(config.store.url, base_dir=config.base_dir,
+                               password=config.store.resolved_password())
         if host is None:
             host = PluginHost(plugins, autoload=autoload)
         if mailer is None and config.smtp_configured:

@@ -14,18 +14,15 @@ them. Set ``?synchronous=FULL`` on the URL to fsync every commit.
 from __future__ import annotations
 
 import json
-import secrets
 import sqlite3
-import string
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias, Union
 from urllib.parse import parse_qs
 
 import attrs
-from attrs import frozen
 
 from .errors import ConfigError, StoreError
 from .model import (
@@ -42,10 +39,31 @@ from .model import (
     TicketDraft,
     utcnow,
 )
+from .storage import (
+    ACCOUNT_COLUMNS,
+    SEARCHABLE,
+    TICKET_COLUMNS,
+    OutboxEntry,
+    ProcessedEntry,
+    account_keys,
+    apply_changes,
+    new_rec_id,
+)
 
-__all__ = ["OutboxEntry", "ProcessedEntry", "SQLiteStore", "account_keys", "open_store"]
+if TYPE_CHECKING:
+    from .pgstore import PostgresStore
 
-SCHEMA_VERSION = 1
+__all__ = [
+    "OutboxEntry", "ProcessedEntry", "SQLiteStore", "Store", "account_keys", "new_rec_id",
+    "open_store",
+]
+
+#: The schema this code writes. ``_SCHEMA`` creates it in an empty database; a database
+#: of an older version is brought up to it by ``_MIGRATIONS``, one version at a time, when
+#: it is opened. A schema change is a new version: the new table or column goes into
+#: ``_SCHEMA`` (for new stores) and into a migration (for existing ones); tests check that
+#: both give the same tables, columns and indexes.
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -124,114 +142,84 @@ CREATE TABLE IF NOT EXISTS recoveries (
 CREATE INDEX IF NOT EXISTS recoveries_age ON recoveries (remembered);
 """
 
-_ACCOUNT_COLUMNS = (
-    "rec_id", "file_as", "email1", "email2", "account_number", "account_id",
-    "field1", "field2", "field3", "field4", "kind", "parent", "active", "extra",
-)
-_TICKET_COLUMNS = (
-    "rec_id", "number", "account", "contact", "description", "status", "priority", "kind",
-    "source", "manager", "alert_key", "closed", "created", "updated", "extra",
-)
-_SEARCHABLE = frozenset(
-    ("file_as", "account_number", "account_id", "field1", "field2", "field3", "field4", "rec_id")
-)
-_REC_ALPHABET = string.ascii_uppercase + string.digits
-_REC_SPACE = len(_REC_ALPHABET) ** 17
-_REC_PREFIX = {
-    "ACCOUNT": "CRD", "TICKET": "TKT", "OPPORTUNITY": "OPP", "DOCUMENT": "DOC",
-    "CHARGE": "SLP", "APPOINTMENT-OR-TASK": "EVT", "HISTORY-NOTE": "HIS", "ITEM": "ITM",
-    "ASSET": "AST", "KBARTICLE": "KBA",
+def _from_unversioned(db: sqlite3.Connection) -> None:
+    """Version 1 (or no version): the stores of 0.1 development builds, which were brought
+    up to date by re-running their ``CREATE … IF NOT EXISTS`` schema on every open. Whatever
+    such a file lacks is added here: the tables and indexes of the schema that are missing
+    (``filed_ids``, ``recoveries``, ``outbox_due`` came late), ``outbox.last_attempt``, and
+    ``filed_ids`` filled from the history, so replies to mail filed before it thread too."""
+    had_filed_ids = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'filed_ids'"
+    ).fetchone() is not None
+    have = {row[1] for row in db.execute("PRAGMA table_info(outbox)")}
+    if have and "last_attempt" not in have:
+        db.execute("ALTER TABLE outbox ADD COLUMN last_attempt TEXT")
+    for statement in _statements(_SCHEMA):
+        db.execute(statement)  # every one is CREATE … IF NOT EXISTS
+    if not had_filed_ids:
+        db.execute(
+            "INSERT OR IGNORE INTO filed_ids (message_id, ticket, created)"
+            " SELECT message_id, ticket, created FROM history WHERE message_id != ''"
+            " ORDER BY id"
+        )
+
+
+#: version -> the step that brings a database of the version before up to it
+_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    2: _from_unversioned,
 }
 
 
-def new_rec_id(kind: str = "ACCOUNT") -> str:
-    """A Commit-style 20-character record id: a 3-letter kind prefix and 17 random characters."""
-    prefix = _REC_PREFIX.get(kind.upper(), kind.upper()[:3].ljust(3, "X"))
-    # One draw of 17 base-36 digits: secrets.choice per character cost 17 urandom calls.
-    value = secrets.randbelow(_REC_SPACE)
-    digits = []
-    for _ in range(17):
-        value, digit = divmod(value, 36)
-        digits.append(_REC_ALPHABET[digit])
-    return prefix + "".join(digits)
+def _statements(script: str) -> list[str]:
+    """The statements of a schema script (no statement in it contains a ``;``)."""
+    lines = [ln for ln in script.splitlines() if not ln.lstrip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
-def account_keys(account: Account) -> list[tuple[str, str]]:
-    """The lookup keys of an Account's email fields: ("email", addr) or ("domain", domain)."""
-    keys: list[tuple[str, str]] = []
-    for value in account.emails:
-        for raw_token in value.replace(";", " ").replace(",", " ").split():
-            token = raw_token.strip().strip("<>").lower()
-            if "@" in token:
-                local, _, domain = token.rpartition("@")
-                if local in ("", "*"):  # "@acme.example" and "*@acme.example" mean the domain
-                    keys.append(("domain", domain))
-                else:
-                    keys.append(("email", token))
-            elif "." in token:
-                keys.append(("domain", token))
-    return keys
+def _schema_version(db: sqlite3.Connection) -> int:
+    """The stored schema version; 0 for an empty database."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
+        tables = db.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()
+        return 0 if not tables[0] else 1
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 1
 
 
-@frozen(kw_only=True)
-class ProcessedEntry:
-    """One line of the processed log."""
-
-    digest: str
-    source: SourceRef
-    message_id: str
-    outcome: Outcome
-    created: datetime
-
-
-@frozen(kw_only=True)
-class OutboxEntry:
-    """A queued outgoing mail."""
-
-    id: int
-    mail: OutgoingMail
-    attempts: int
-    last_error: str
-    sent: bool = False
-    created: datetime | None = None
-    last_attempt: datetime | None = None
-    sent_at: datetime | None = None
-
-    @property
-    def failed(self) -> bool:
-        """Given up: refused for good or out of attempts; not sent until retried."""
-        return not self.sent and self.last_error.startswith(PERMANENT_FAILURE)
-
-    @property
-    def status(self) -> str:
-        """``"sent"``, ``"failed"`` or ``"pending"`` (waiting for its first or next try)."""
-        return "sent" if self.sent else "failed" if self.failed else "pending"
-
-    @property
-    def error(self) -> str:
-        """``last_error`` without the ``permanent:`` marker (``status`` says that)."""
-        return self.last_error.removeprefix(PERMANENT_FAILURE)
+def migrate_sqlite(db: sqlite3.Connection, where: str = "") -> int:
+    """Create the schema in an empty database, or bring an older one up to
+    ``SCHEMA_VERSION``, in one transaction (a crash mid-way leaves the file as it was);
+    returns the version the database had."""
+    found = _schema_version(db)
+    if found > SCHEMA_VERSION:
+        raise StoreError(
+            f"the store {where} has schema version {found}, made by a newer commit-email; "
+            f"this one knows versions up to {SCHEMA_VERSION}"
+        )
+    if found == SCHEMA_VERSION:
+        return found
+    db.execute("BEGIN IMMEDIATE")  # another process may be migrating too: one at a time
+    try:
+        current = _schema_version(db)
+        if current == 0:
+            for statement in _statements(_SCHEMA):
+                db.execute(statement)
+            current = SCHEMA_VERSION
+        while current < SCHEMA_VERSION:
+            current += 1
+            _MIGRATIONS[current](db)
+        db.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+            (str(SCHEMA_VERSION),),
+        )
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return found
 
 
 def _iso(value: datetime) -> str:
     return value.isoformat()
-
-
-def _apply_changes(
-    current: Account | Ticket, changes: Mapping[str, object], *, fixed: set[str]
-) -> dict[str, Any]:
-    """The attrs.evolve arguments for ``changes``: known attributes as given, any other name
-    (a Commit FLD* field) into ``extra``; ``fixed`` attributes cannot be changed this way."""
-    known = {f.name for f in attrs.fields(type(current))} - fixed
-    extra = dict(current.extra)
-    values: dict[str, Any] = {}
-    for key, value in changes.items():
-        if key in known:
-            values[key] = value
-        else:
-            extra[key] = str(value)
-    values["extra"] = extra
-    return values
 
 
 def _utc(value: datetime) -> datetime:
@@ -267,46 +255,12 @@ class SQLiteStore:
             self._db.execute("PRAGMA wal_autocheckpoint=10000")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.execute("PRAGMA foreign_keys=ON")
-            had_filed_ids = self._has_table("filed_ids")
-            self._db.executescript(_SCHEMA)
-            self._add_missing_columns()
+            migrate_sqlite(self._db, self.path)
             self._mmap_cap = max(int(mmap_size), 0)
             self._map_the_file()
-            if not had_filed_ids:
-                self._remember_filed_history()
-            self._db.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the store at {self.path}: {exc}") from exc
         self._depth = 0
-
-    #: Columns added after a table was first released: ``CREATE TABLE IF NOT EXISTS`` leaves
-    #: an existing table as it is, so a database from an older version gets them here.
-    _ADDED_COLUMNS = (("outbox", "last_attempt", "TEXT"),)
-
-    def _add_missing_columns(self) -> None:
-        for table, column, decl in self._ADDED_COLUMNS:
-            have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
-            if column not in have:
-                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
-
-    def _has_table(self, name: str) -> bool:
-        row = self._db.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
-        ).fetchone()
-        return row is not None
-
-    def _remember_filed_history(self) -> None:
-        """Fill ``filed_ids`` from the history of a store that predates it: every entry with
-        a Message-ID was filed by the pipeline, so replies to mail filed before the upgrade
-        thread too. Runs once, when the table is created (a new store has no history)."""
-        self._db.execute(
-            "INSERT OR IGNORE INTO filed_ids (message_id, ticket, created)"
-            " SELECT message_id, ticket, created FROM history WHERE message_id != ''"
-            " ORDER BY id"
-        )
 
     @classmethod
     def in_memory(cls) -> SQLiteStore:
@@ -375,7 +329,7 @@ class SQLiteStore:
     # Accounts (AccountDirectory + writes) ----------------------------------------------
 
     def _account(self, row: Sequence[Any]) -> Account:
-        values = dict(zip(_ACCOUNT_COLUMNS, row, strict=True))
+        values = dict(zip(ACCOUNT_COLUMNS, row, strict=True))
         values["active"] = bool(values["active"])
         values["extra"] = json.loads(values["extra"])
         values["kind"] = AccountKind(values["kind"])
@@ -384,7 +338,7 @@ class SQLiteStore:
     def _accounts(self, sql: str, params: Sequence[Any]) -> list[Account]:
         return [self._account(row) for row in self._execute(sql, params)]
 
-    _SELECT_ACCOUNT = "SELECT " + ", ".join(f"a.{c}" for c in _ACCOUNT_COLUMNS) + " FROM accounts a"
+    _SELECT_ACCOUNT = "SELECT " + ", ".join(f"a.{c}" for c in ACCOUNT_COLUMNS) + " FROM accounts a"
 
     def find_by_email(self, address: str) -> list[Account]:
         return self._accounts(
@@ -401,7 +355,7 @@ class SQLiteStore:
         )
 
     def find_by_field(self, name: str, value: str) -> list[Account]:
-        if name not in _SEARCHABLE:
+        if name not in SEARCHABLE:
             raise ValueError(f"cannot search accounts by {name!r}")
         return self._accounts(
             self._SELECT_ACCOUNT + f" WHERE a.{name} = ? COLLATE NOCASE ORDER BY a.rowid",
@@ -417,10 +371,10 @@ class SQLiteStore:
 
     @staticmethod
     def _account_row(account: Account) -> list[Any]:
-        row = [getattr(account, c) for c in _ACCOUNT_COLUMNS]
-        row[_ACCOUNT_COLUMNS.index("kind")] = account.kind.value
-        row[_ACCOUNT_COLUMNS.index("active")] = int(account.active)
-        row[_ACCOUNT_COLUMNS.index("extra")] = json.dumps(dict(account.extra), sort_keys=True)
+        row = [getattr(account, c) for c in ACCOUNT_COLUMNS]
+        row[ACCOUNT_COLUMNS.index("kind")] = account.kind.value
+        row[ACCOUNT_COLUMNS.index("active")] = int(account.active)
+        row[ACCOUNT_COLUMNS.index("extra")] = json.dumps(dict(account.extra), sort_keys=True)
         return row
 
     def _write_account(self, account: Account, *, replace: bool) -> Account:
@@ -431,8 +385,8 @@ class SQLiteStore:
         with self.transaction():
             try:
                 self._db.execute(
-                    f"{verb} INTO accounts ({', '.join(_ACCOUNT_COLUMNS)})"
-                    f" VALUES ({', '.join('?' * len(_ACCOUNT_COLUMNS))})",
+                    f"{verb} INTO accounts ({', '.join(ACCOUNT_COLUMNS)})"
+                    f" VALUES ({', '.join('?' * len(ACCOUNT_COLUMNS))})",
                     row,
                 )
             except sqlite3.IntegrityError as exc:
@@ -455,15 +409,15 @@ class SQLiteStore:
         current = self.get_account(rec_id)
         if current is None:
             raise KeyError(rec_id)
-        values = _apply_changes(current, changes, fixed={"rec_id", "extra"})
+        values = apply_changes(current, changes, fixed={"rec_id", "extra"})
         return self._write_account(attrs.evolve(current, **values), replace=True)
 
     # Tickets (TicketSink) ---------------------------------------------------------------
 
-    _SELECT_TICKET = "SELECT " + ", ".join(_TICKET_COLUMNS) + " FROM tickets"
+    _SELECT_TICKET = "SELECT " + ", ".join(TICKET_COLUMNS) + " FROM tickets"
 
     def _ticket(self, row: Sequence[Any]) -> Ticket:
-        values = dict(zip(_TICKET_COLUMNS, row, strict=True))
+        values = dict(zip(TICKET_COLUMNS, row, strict=True))
         values["closed"] = bool(values["closed"])
         values["created"] = _dt(values["created"])
         values["updated"] = _dt(values["updated"])
@@ -514,18 +468,18 @@ class SQLiteStore:
     def _insert_ticket(self, ticket: Ticket, source_key: str) -> None:
         row = self._ticket_row(ticket)
         self._execute(
-            f"INSERT INTO tickets ({', '.join(_TICKET_COLUMNS)}, source_key)"
-            f" VALUES ({', '.join('?' * (len(_TICKET_COLUMNS) + 1))})",
+            f"INSERT INTO tickets ({', '.join(TICKET_COLUMNS)}, source_key)"
+            f" VALUES ({', '.join('?' * (len(TICKET_COLUMNS) + 1))})",
             [*row, source_key],
         )
 
     @staticmethod
     def _ticket_row(ticket: Ticket) -> list[Any]:
-        row: list[Any] = [getattr(ticket, c) for c in _TICKET_COLUMNS]
-        row[_TICKET_COLUMNS.index("closed")] = int(ticket.closed)
-        row[_TICKET_COLUMNS.index("created")] = _iso(ticket.created)
-        row[_TICKET_COLUMNS.index("updated")] = _iso(ticket.updated)
-        row[_TICKET_COLUMNS.index("extra")] = json.dumps(dict(ticket.extra), sort_keys=True)
+        row: list[Any] = [getattr(ticket, c) for c in TICKET_COLUMNS]
+        row[TICKET_COLUMNS.index("closed")] = int(ticket.closed)
+        row[TICKET_COLUMNS.index("created")] = _iso(ticket.created)
+        row[TICKET_COLUMNS.index("updated")] = _iso(ticket.updated)
+        row[TICKET_COLUMNS.index("extra")] = json.dumps(dict(ticket.extra), sort_keys=True)
         return row
 
     def get_ticket(self, *, number: str | None = None, rec_id: str | None = None) -> Ticket | None:
@@ -541,11 +495,11 @@ class SQLiteStore:
         current = self.get_ticket(rec_id=rec_id)
         if current is None:
             raise KeyError(rec_id)
-        values = _apply_changes(current, changes,
+        values = apply_changes(current, changes,
                                 fixed={"rec_id", "extra", "created", "updated"})
         ticket = attrs.evolve(current, **values, updated=utcnow())
         row = self._ticket_row(ticket)
-        assignments = ", ".join(f"{c} = ?" for c in _TICKET_COLUMNS[1:])
+        assignments = ", ".join(f"{c} = ?" for c in TICKET_COLUMNS[1:])
         self._execute(f"UPDATE tickets SET {assignments} WHERE rec_id = ?", [*row[1:], rec_id])
         return ticket
 
@@ -913,12 +867,12 @@ class SQLiteStore:
             latest.pop(account.rec_id, None)  # keep the input order of the last version
             latest[account.rec_id] = account
             n += 1
-        columns = ", ".join(_ACCOUNT_COLUMNS)
+        columns = ", ".join(ACCOUNT_COLUMNS)
         with self.transaction():
             try:
                 self._db.executemany(
                     f"INSERT OR REPLACE INTO accounts ({columns})"
-                    f" VALUES ({', '.join('?' * len(_ACCOUNT_COLUMNS))})",
+                    f" VALUES ({', '.join('?' * len(ACCOUNT_COLUMNS))})",
                     (self._account_row(a) for a in latest.values()),
                 )
                 self._db.executemany(
@@ -934,6 +888,9 @@ class SQLiteStore:
             self._map_the_file()  # the directory just written is what lookups read
         return n
 
+
+#: What ``open_store`` returns: the two built-in stores, which have the same methods.
+Store: TypeAlias = Union[SQLiteStore, "PostgresStore"]  # a forward reference: no "|" here
 
 SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
@@ -960,13 +917,18 @@ def sqlite_url_options(url: str) -> tuple[str, str, int]:
     return path, synchronous, int(mmap_size)
 
 
-def open_store(url: str, *, base_dir: Path | None = None) -> SQLiteStore:
+def open_store(url: str, *, base_dir: Path | None = None, password: str = "") -> Store:
     """Open the store a ``[store] url`` names: ``sqlite:///PATH`` with optional
     ``?synchronous=FULL`` (or OFF, NORMAL, EXTRA) and ``&mmap_size=BYTES`` (0: no memory
-    map; default 256 MB), or ``memory:``. A relative PATH is relative to ``base_dir``
-    (the config file's folder)."""
+    map; default 256 MB), ``memory:``, or ``postgresql://…`` (a libpq URL; needs the
+    ``postgres`` extra, see :mod:`commit_email.pgstore`; ``password`` when the URL has
+    none). A relative PATH is relative to ``base_dir`` (the config file's folder)."""
     if url in ("memory:", "sqlite://:memory:", "sqlite:///:memory:"):
         return SQLiteStore.in_memory()
+    if url.startswith(("postgresql://", "postgres://")):
+        from .pgstore import PostgresStore  # noqa: PLC0415 (psycopg only when asked for)
+
+        return PostgresStore(url, password=password)
     if not url.startswith("sqlite:///"):
         raise ConfigError(f"unsupported store URL {url!r}", key="store.url")
     path_part, synchronous, mmap_size = sqlite_url_options(url)

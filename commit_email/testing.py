@@ -58,7 +58,7 @@ from .outgoing import serialize
 from .pipeline import Connector
 from .plugins import PluginHost
 from .protocols import Mailer
-from .store import SQLiteStore
+from .store import SQLiteStore, Store
 
 __all__ = [
     "HookCall",
@@ -181,7 +181,7 @@ def make_connector(
     *,
     plugins: Sequence[object] = (),
     accounts: Iterable[Account] = (),
-    store: SQLiteStore | None = None,
+    store: Store | None = None,
     mailer: Mailer | None = None,
     host: PluginHost | None = None,
 ) -> Connector:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +12,13 @@ import pytest
 
 from commit_email.model import Account, AccountKind
 from commit_email.pipeline import Connector
-from commit_email.store import SQLiteStore
+from commit_email.store import SQLiteStore, Store, open_store
 from commit_email.testing import RecordingMailer, make_config, make_connector
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/corpus.py and friends
 
-pytest_plugins = ["tests.dovecot_fixtures", "tests.smtp_fixtures"]
+pytest_plugins = ["tests.dovecot_fixtures", "tests.smtp_fixtures", "tests.pg_fixtures"]
 
 ACME = Account(rec_id="CRDACME0000000000001", file_as="Acme Corporation", email1="acme.example",
                account_number="ACME-001", account_id="1001")
@@ -72,3 +72,20 @@ def cli_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return env
+
+
+# The store-level tests run against both built-in stores: SQLite in a file of the test's
+# temp dir, PostgreSQL in a schema of its own on the session's private server.
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.server)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'commit.db'}"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+@pytest.fixture
+def any_store(store_url: str) -> Iterator[Store]:
+    """An empty store of each kind (the test runs once per kind)."""
+    with open_store(store_url) as store:
+        yield store

@@ -13,7 +13,7 @@ from commit_email.errors import ConfigError
 from commit_email.loops import LoopGuard, robot_sender_reason
 from commit_email.message import Message
 from commit_email.model import utcnow
-from commit_email.store import SQLiteStore
+from commit_email.store import SQLiteStore, open_store
 from commit_email.testing import build_message, make_config, memory_store
 
 NOW = utcnow()
@@ -184,13 +184,12 @@ def test_rate_limit_counts_per_sender_inside_the_window() -> None:
     assert guard.no_response_reason(msg(sender="bob@customer.example"), store, NOW) is None
 
 
-def test_rate_limit_survives_a_restart(tmp_path: object) -> None:
-    path = f"{tmp_path}/state.db"
+def test_rate_limit_survives_a_restart(store_url: str) -> None:
     guard = LoopGuard(config(max_auto_responses_per_sender=1))
-    with SQLiteStore(path) as store, store.transaction():
+    with open_store(store_url) as store, store.transaction():
         guard.record_response(msg(), store, NOW)
 
-    with SQLiteStore(path) as reopened:
+    with open_store(store_url) as reopened:
         got = guard.no_response_reason(msg(), reopened, NOW + timedelta(seconds=1))
 
     assert got is not None and "rate limit" in got

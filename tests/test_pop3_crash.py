@@ -22,6 +22,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,7 +44,8 @@ STRANGERS = 150
 RESENT = 50  # copies of ticket-worthy mails delivered a second time under new UIDLs
 
 
-def write_config(tmp_path: Path, dovecot: DovecotServer) -> Path:
+def write_config(tmp_path: Path, dovecot: DovecotServer, store_url: str = "") -> Path:
+    store_url = store_url or f"sqlite:///{tmp_path / 'commit.db'}"
     config = tmp_path / "commit-email.toml"
     config.write_text(f"""
 [connector]
@@ -52,7 +54,7 @@ internal_address = "helpdesk@helpdesk.example"
 state_dir = "{tmp_path / 'state'}"
 
 [store]
-url = "sqlite:///{tmp_path / 'commit.db'}"
+url = "{store_url}"
 
 [pop3]
 host = "{dovecot.host}"
@@ -66,8 +68,12 @@ reconnect_delay = 0.05
     return config
 
 
-def processed_count(db: Path) -> int:
-    """Lines in the processed log, read without creating or locking anything."""
+def processed_count(store: Path | str) -> int:
+    """Lines in the processed log, read without creating or locking anything (a SQLite
+    file, or a store URL)."""
+    if isinstance(store, str) and store.startswith("postgresql://"):
+        return _pg_count(store)
+    db = Path(str(store).removeprefix("sqlite:///"))
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
             return int(conn.execute("SELECT count(*) FROM processed").fetchone()[0])
@@ -75,7 +81,22 @@ def processed_count(db: Path) -> int:
         return 0  # not created yet
 
 
-def wait_for_progress(db: Path, target: int, proc: subprocess.Popen[bytes]) -> None:
+_pg_readers: dict[str, Any] = {}
+
+
+def _pg_count(url: str) -> int:
+    import psycopg
+
+    conn = _pg_readers.get(url)
+    if conn is None or conn.closed:
+        conn = _pg_readers[url] = psycopg.connect(url, autocommit=True)
+    try:
+        return int(conn.execute("SELECT count(*) FROM processed").fetchone()[0])
+    except psycopg.errors.UndefinedTable:
+        return 0  # not created yet
+
+
+def wait_for_progress(db: Path | str, target: int, proc: subprocess.Popen[bytes]) -> None:
     """Wait until the processed log has ``target`` lines (or the run ended)."""
     deadline = time.monotonic() + 20
     while processed_count(db) < target and proc.poll() is None:
@@ -103,12 +124,13 @@ def corpus() -> tuple[list[bytes], set[str]]:
 
 
 def test_kill_minus_nine_at_random_points_loses_and_duplicates_nothing(
-    tmp_path: Path, dovecot: DovecotServer, cli_env: dict[str, str]
+    tmp_path: Path, dovecot: DovecotServer, cli_env: dict[str, str], store_url: str
 ) -> None:
+    """On each store: SQLite in a file, PostgreSQL on the private server."""
     messages, worthy_ids = corpus()
     dovecot.deliver_many(messages)
-    config_path = write_config(tmp_path, dovecot)
-    with open_store(f"sqlite:///{tmp_path / 'commit.db'}") as store:
+    config_path = write_config(tmp_path, dovecot, store_url)
+    with open_store(store_url) as store:
         store.import_accounts(DIRECTORY)
     config = load_config(config_path)
     with Pop3Mailbox.from_config(config) as box:
@@ -118,7 +140,7 @@ def test_kill_minus_nine_at_random_points_loses_and_duplicates_nothing(
     command = [sys.executable, "-m", "commit_email", "run", "--config", str(config_path),
                "--once"]
     rng = random.Random(SEED)
-    db = tmp_path / "commit.db"
+    db = store_url
     mid_run = 0
     for kill in range(KILLS):
         before = processed_count(db)
@@ -148,7 +170,7 @@ def test_kill_minus_nine_at_random_points_loses_and_duplicates_nothing(
     assert mid_run >= KILLS // 2, "most kills must land while messages are being processed"
 
     assert dovecot.message_files() == []
-    with open_store(f"sqlite:///{tmp_path / 'commit.db'}") as store:
+    with open_store(store_url) as store:
         records = list(store.iter_processed())
         tickets = store.list_tickets()
     per_uidl = Counter(r.source.uidl for r in records)

@@ -1,4 +1,7 @@
-"""The SQLite store: survives a reopen, transactions are all-or-nothing, look-ups are indexed."""
+"""The stores: survive a reopen, transactions are all-or-nothing, look-ups are indexed.
+
+Tests taking ``any_store`` or ``store_url`` run once against SQLite and once against
+PostgreSQL (see ``tests/conftest.py``): the two stores must behave the same."""
 
 from __future__ import annotations
 
@@ -8,12 +11,11 @@ import pytest
 
 from commit_email.errors import ConfigError
 from commit_email.model import Account, AccountKind, Document, HistoryEntry, TicketDraft
-from commit_email.store import DEFAULT_MMAP_SIZE, SQLiteStore, account_keys, open_store
+from commit_email.store import DEFAULT_MMAP_SIZE, SQLiteStore, Store, account_keys, open_store
 
 
-def test_everything_survives_closing_and_reopening(tmp_path: Path) -> None:
-    path = tmp_path / "commit.db"
-    with SQLiteStore(path) as store:
+def test_everything_survives_closing_and_reopening(store_url: str) -> None:
+    with open_store(store_url) as store:
         store.import_accounts([Account(rec_id="CRD1", file_as="Acme", email1="acme.example")])
         with store.transaction():
             ticket = store.create_ticket(TicketDraft(account="CRD1", description="x",
@@ -22,7 +24,7 @@ def test_everything_survives_closing_and_reopening(tmp_path: Path) -> None:
             store.add_document(ticket.rec_id, Document(filename="a.bin",
                                                        content_type="application/octet-stream",
                                                        data=b"\x00\x01"))
-    with SQLiteStore(path) as store:
+    with open_store(store_url) as store:
         assert [a.file_as for a in store.find_by_domain("ACME.example")] == ["Acme"]
         [reopened] = store.list_tickets()
         assert reopened == ticket
@@ -32,15 +34,17 @@ def test_everything_survives_closing_and_reopening(tmp_path: Path) -> None:
         assert again.number == "2"  # the sequence continues
 
 
-def test_create_ticket_is_idempotent_on_source_key() -> None:
-    store = SQLiteStore.in_memory()
+def test_create_ticket_is_idempotent_on_source_key(any_store: Store) -> None:
+    store = any_store
     a = store.create_ticket(TicketDraft(account="CRD1", description="x", source_key="k"))
     b = store.create_ticket(TicketDraft(account="CRD1", description="x", source_key="k"))
     assert a == b and store.count_tickets() == 1
 
 
-def test_a_failed_transaction_changes_nothing_and_nested_ones_are_savepoints() -> None:
-    store = SQLiteStore.in_memory()
+def test_a_failed_transaction_changes_nothing_and_nested_ones_are_savepoints(
+    any_store: Store,
+) -> None:
+    store = any_store
     with pytest.raises(RuntimeError), store.transaction():
         store.create_ticket(TicketDraft(account="CRD1", description="lost"))
         raise RuntimeError
@@ -50,7 +54,7 @@ def test_a_failed_transaction_changes_nothing_and_nested_ones_are_savepoints() -
         with pytest.raises(KeyError), store.transaction():
             store.add_record("ASSET", {"FLDASTNAME": "undone"})
             store.update_record("ASSET", "missing", {})
-    names = [r[0] for r in store._execute("SELECT fields FROM records")]
+    names = [str(r[0]) for r in store._execute("SELECT fields FROM records")]
     assert len(names) == 1 and "kept" in names[0]
 
 
@@ -62,8 +66,8 @@ def test_email_fields_become_lookup_keys() -> None:
                                      ("domain", "branch.example")]
 
 
-def test_lookups_by_field_are_case_insensitive_and_updates_reindex() -> None:
-    store = SQLiteStore.in_memory()
+def test_lookups_by_field_are_case_insensitive_and_updates_reindex(any_store: Store) -> None:
+    store = any_store
     store.import_accounts([Account(rec_id="CRD1", file_as="Acme", account_number="ACME-001",
                                    email1="old@acme.example")])
     assert [a.rec_id for a in store.find_by_field("account_number", "acme-001")] == ["CRD1"]
@@ -75,7 +79,7 @@ def test_lookups_by_field_are_case_insensitive_and_updates_reindex() -> None:
         store.find_by_field("email1; DROP TABLE accounts", "x")
 
 
-def test_lookups_use_indexes() -> None:
+def test_sqlite_lookups_use_indexes() -> None:
     store = SQLiteStore.in_memory()
     plan = " ".join(str(r) for r in store._execute(
         "EXPLAIN QUERY PLAN SELECT rec_id FROM account_keys WHERE type = 'email' AND key = ?",
@@ -87,8 +91,8 @@ def test_lookups_use_indexes() -> None:
     assert "USING INDEX accounts_number" in plan
 
 
-def test_open_alert_ticket_lookup_and_closing() -> None:
-    store = SQLiteStore.in_memory()
+def test_open_alert_ticket_lookup_and_closing(any_store: Store) -> None:
+    store = any_store
     t = store.create_ticket(TicketDraft(account="CRD1", description="disk", alert_key="k1"))
     assert store.find_open_alert_ticket("k1") == t
     store.update_ticket(t.rec_id, {"closed": True, "status": "900", "FLDTKTNOTES": "auto"})
@@ -97,8 +101,8 @@ def test_open_alert_ticket_lookup_and_closing() -> None:
     assert closed is not None and closed.closed and closed.extra == {"FLDTKTNOTES": "auto"}
 
 
-def test_contacts_keep_their_parent() -> None:
-    store = SQLiteStore.in_memory()
+def test_contacts_keep_their_parent(any_store: Store) -> None:
+    store = any_store
     store.import_accounts([Account(rec_id="CRD2", email1="c@x.example",
                                    kind=AccountKind.CONTACT, parent="CRD1")])
     [contact] = store.find_by_email("C@X.example")
@@ -110,7 +114,7 @@ def test_store_urls(tmp_path: Path) -> None:
     assert Path(store.path) == tmp_path / "sub" / "c.db"
     assert open_store("memory:").path == ":memory:"
     with pytest.raises(ConfigError, match=r"store\.url"):
-        open_store("postgres://db/commit")
+        open_store("mysql://db/commit")
     with pytest.raises(ConfigError, match="option"):
         open_store("sqlite:///c.db?journal=off")
 

@@ -9,8 +9,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from commit_email.accounts import read_accounts_csv
-from commit_email.model import Account, SourceRef, utcnow
+from commit_email.model import SourceRef, utcnow
+from commit_email.pgstore import PostgresStore
 from commit_email.store import SQLiteStore
 from commit_email.testing import make_connector
 
@@ -76,19 +79,42 @@ def test_the_outbox_flush_reads_only_sendable_mail_through_its_index(tmp_path: P
     (sql,) = [s for s in recorder.statements if "FROM outbox" in s]
     assert _plan(recorder.db, sql) == ["SCAN outbox USING INDEX outbox_due"]
 
-def test_reimporting_accounts_replaces_cards_and_their_email_keys(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "commit.db")
-    first = [Account(rec_id="CRD1", file_as="Acme", email1="old@acme.example"),
-             Account(rec_id="", file_as="No id yet", email1="new@globex.example")]
-    assert store.import_accounts(first) == 2
-    again = [Account(rec_id="CRD1", file_as="Acme", email1="first@acme.example"),
-             Account(rec_id="CRD1", file_as="Acme Ltd", email1="help@acme.example",
-                     email2="acme.example")]
-    assert store.import_accounts(again) == 2
-    assert store.find_by_email("old@acme.example") == []
-    assert store.find_by_email("first@acme.example") == []  # the last row of a rec_id wins
-    assert [a.file_as for a in store.find_by_email("help@acme.example")] == ["Acme Ltd"]
-    assert [a.rec_id for a in store.find_by_domain("acme.example")] == ["CRD1"]
-    generated = store.find_by_email("new@globex.example")
-    assert len(generated) == 1
-    assert len(generated[0].rec_id) == 20
+
+@pytest.mark.server
+def test_every_select_of_a_message_uses_an_index_on_postgres(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """The same check on PostgreSQL: with sequential scans priced out, a query that still
+    plans one has no index it can use."""
+    store = PostgresStore(pg_url)
+    csv = gen_corpus.write_accounts_csv(tmp_path / "accounts.csv", gen_corpus.accounts(200))
+    connector = make_connector(accounts=read_accounts_csv(csv), store=store)
+    seen: dict[str, Any] = {}
+    execute = store._execute
+
+    def recording(sql: str, params: Any = None) -> Any:
+        if sql.lstrip().upper().startswith("SELECT") and "count(*)" not in sql \
+                and "pg_" not in sql:
+            seen.setdefault(sql, params)
+        return execute(sql, params)
+
+    store._execute = recording  # type: ignore[method-assign]
+    for i, raw in enumerate(gen_corpus.generate(150, n_accounts=200)):
+        connector.process(raw, SourceRef(kind="pop3", name="support@pop:110", uidl=f"u{i}"))
+        connector.process(raw, SourceRef(kind="pop3", name="support@pop:110", uidl=f"v{i}"))
+    store.processed_uidls("support@pop:110", ["u0", "v3"])
+    store.due_mail(tried_before=utcnow(), limit=50)
+    store._execute = execute  # type: ignore[method-assign]
+    assert any("FROM tickets WHERE source_key" in s for s in seen)
+    assert any("uidl = ANY(" in s for s in seen)
+    assert any("FROM filed_ids WHERE message_id" in s for s in seen)
+    assert any("FROM outbox WHERE sent IS NULL AND last_error" in s for s in seen)
+    store._execute("ANALYZE")
+    store._execute("SET enable_seqscan = off")
+    scans = {}
+    for sql, params in seen.items():
+        plan = "\n".join(r[0] for r in store._execute("EXPLAIN " + sql, params))
+        if "Seq Scan" in plan:
+            scans[sql] = plan
+    store.close()
+    assert not scans, scans

@@ -350,6 +350,7 @@ def test_a_store_from_before_the_memory_opens_and_learns_it_from_the_history(
         ticket = open_ticket(connector(RecordingMailer(), store))
     db = sqlite3.connect(path)  # what a store written by an earlier release looks like
     db.execute("DROP TABLE filed_ids")
+    db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     db.commit()
     db.close()
 

@@ -1,0 +1,137 @@
+"""What both built-in stores share: the rows they hand out, Commit record ids, the lookup
+keys of a Card's email fields, and how a change to a Card or ticket is applied.
+
+Kept apart from the stores themselves (:mod:`commit_email.store` for SQLite,
+:mod:`commit_email.pgstore` for PostgreSQL) so that neither imports the other.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import string
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import attrs
+from attrs import frozen
+
+from .model import PERMANENT_FAILURE, Account, Outcome, OutgoingMail, SourceRef, Ticket
+
+__all__ = [
+    "ACCOUNT_COLUMNS", "SEARCHABLE", "TICKET_COLUMNS", "OutboxEntry", "ProcessedEntry",
+    "account_keys", "apply_changes", "new_rec_id", "redact_url",
+]
+
+ACCOUNT_COLUMNS = (
+    "rec_id", "file_as", "email1", "email2", "account_number", "account_id",
+    "field1", "field2", "field3", "field4", "kind", "parent", "active", "extra",
+)
+TICKET_COLUMNS = (
+    "rec_id", "number", "account", "contact", "description", "status", "priority", "kind",
+    "source", "manager", "alert_key", "closed", "created", "updated", "extra",
+)
+#: the Card fields ``find_by_field`` may search
+SEARCHABLE = frozenset(
+    ("file_as", "account_number", "account_id", "field1", "field2", "field3", "field4", "rec_id")
+)
+_REC_ALPHABET = string.ascii_uppercase + string.digits
+_REC_SPACE = len(_REC_ALPHABET) ** 17
+_REC_PREFIX = {
+    "ACCOUNT": "CRD", "TICKET": "TKT", "OPPORTUNITY": "OPP", "DOCUMENT": "DOC",
+    "CHARGE": "SLP", "APPOINTMENT-OR-TASK": "EVT", "HISTORY-NOTE": "HIS", "ITEM": "ITM",
+    "ASSET": "AST", "KBARTICLE": "KBA",
+}
+
+
+def new_rec_id(kind: str = "ACCOUNT") -> str:
+    """A Commit-style 20-character record id: a 3-letter kind prefix and 17 random characters."""
+    prefix = _REC_PREFIX.get(kind.upper(), kind.upper()[:3].ljust(3, "X"))
+    # One draw of 17 base-36 digits: secrets.choice per character cost 17 urandom calls.
+    value = secrets.randbelow(_REC_SPACE)
+    digits = []
+    for _ in range(17):
+        value, digit = divmod(value, 36)
+        digits.append(_REC_ALPHABET[digit])
+    return prefix + "".join(digits)
+
+
+def account_keys(account: Account) -> list[tuple[str, str]]:
+    """The lookup keys of an Account's email fields: ("email", addr) or ("domain", domain)."""
+    keys: list[tuple[str, str]] = []
+    for value in account.emails:
+        for raw_token in value.replace(";", " ").replace(",", " ").split():
+            token = raw_token.strip().strip("<>").lower()
+            if "@" in token:
+                local, _, domain = token.rpartition("@")
+                if local in ("", "*"):  # "@acme.example" and "*@acme.example" mean the domain
+                    keys.append(("domain", domain))
+                else:
+                    keys.append(("email", token))
+            elif "." in token:
+                keys.append(("domain", token))
+    return keys
+
+
+@frozen(kw_only=True)
+class ProcessedEntry:
+    """One line of the processed log."""
+
+    digest: str
+    source: SourceRef
+    message_id: str
+    outcome: Outcome
+    created: datetime
+
+
+@frozen(kw_only=True)
+class OutboxEntry:
+    """A queued outgoing mail."""
+
+    id: int
+    mail: OutgoingMail
+    attempts: int
+    last_error: str
+    sent: bool = False
+    created: datetime | None = None
+    last_attempt: datetime | None = None
+    sent_at: datetime | None = None
+
+    @property
+    def failed(self) -> bool:
+        """Given up: refused for good or out of attempts; not sent until retried."""
+        return not self.sent and self.last_error.startswith(PERMANENT_FAILURE)
+
+    @property
+    def status(self) -> str:
+        """``"sent"``, ``"failed"`` or ``"pending"`` (waiting for its first or next try)."""
+        return "sent" if self.sent else "failed" if self.failed else "pending"
+
+    @property
+    def error(self) -> str:
+        """``last_error`` without the ``permanent:`` marker (``status`` says that)."""
+        return self.last_error.removeprefix(PERMANENT_FAILURE)
+
+
+def apply_changes(
+    current: Account | Ticket, changes: Mapping[str, object], *, fixed: set[str]
+) -> dict[str, Any]:
+    """The attrs.evolve arguments for ``changes``: known attributes as given, any other name
+    (a Commit FLD* field) into ``extra``; ``fixed`` attributes cannot be changed this way."""
+    known = {f.name for f in attrs.fields(type(current))} - fixed
+    extra = dict(current.extra)
+    values: dict[str, Any] = {}
+    for key, value in changes.items():
+        if key in known:
+            values[key] = value
+        else:
+            extra[key] = str(value)
+    values["extra"] = extra
+    return values
+
+
+def redact_url(url: str) -> str:
+    """A store URL without its password, for messages and logs."""
+    url = re.sub(r"(://[^:/@?]*):[^@/?]*@", r"\1:***@", url)
+    return re.sub(r"(?i)(password=)[^&\s]*", r"\1***", url)

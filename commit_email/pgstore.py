@@ -143,6 +143,11 @@ CREATE TABLE filed_ids (
 );
 CREATE TABLE auto_responses (sender text NOT NULL, at timestamptz NOT NULL);
 CREATE INDEX auto_responses_sender ON auto_responses (sender, at);
+CREATE TABLE ticket_recipients (
+    ticket text NOT NULL, address text NOT NULL, PRIMARY KEY (ticket, address)
+);
+CREATE TABLE failed_logins (sender text NOT NULL, at timestamptz NOT NULL);
+CREATE INDEX failed_logins_sender ON failed_logins (sender, at);
 CREATE TABLE recoveries (
     key text PRIMARY KEY, event_time timestamptz NOT NULL, remembered timestamptz NOT NULL
 );
@@ -155,7 +160,8 @@ _PG_MIGRATIONS: dict[int, tuple[str, ...]] = {}
 #: the tables ``store copy`` moves, in an order that needs no deferred checks
 TABLES = (
     "accounts", "account_keys", "tickets", "history", "documents", "records", "processed",
-    "outbox", "sent_ids", "filed_ids", "auto_responses", "recoveries",
+    "outbox", "sent_ids", "filed_ids", "auto_responses", "ticket_recipients",
+    "failed_logins", "recoveries",
 )
 
 
@@ -948,6 +954,32 @@ class PostgresStore:
     def record_auto_response(self, sender: str, at: datetime) -> None:
         self._execute(
             "INSERT INTO auto_responses (sender, at) VALUES (%s, %s)", (sender.lower(), _utc(at))
+        )
+
+    def record_ticket_recipient(self, ticket_rec_id: str, address: str) -> None:
+        self._execute(
+            "INSERT INTO ticket_recipients (ticket, address) VALUES (%s, %s)"
+            " ON CONFLICT DO NOTHING",
+            (ticket_rec_id, address.strip().lower()),
+        )
+
+    def ticket_mailed_to(self, ticket_rec_id: str, address: str) -> bool:
+        row = self._execute(
+            "SELECT 1 FROM ticket_recipients WHERE ticket = %s AND address = %s",
+            (ticket_rec_id, address.strip().lower()),
+        ).fetchone()
+        return row is not None
+
+    def count_failed_logins(self, sender: str, since: datetime) -> int:
+        return int(self._scalar(
+            "SELECT count(*) FROM failed_logins WHERE sender = %s AND at >= %s",
+            (sender.lower(), _utc(since)),
+        ))
+
+    def record_failed_login(self, sender: str, at: datetime, *, expire_before: datetime) -> None:
+        self._execute("DELETE FROM failed_logins WHERE at < %s", (_utc(expire_before),))
+        self._execute(
+            "INSERT INTO failed_logins (sender, at) VALUES (%s, %s)", (sender.lower(), _utc(at))
         )
 
     def remember_recovery(

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from commit_email.accounts import read_accounts_csv
+from commit_email.message import Message
 from commit_email.model import Account, Outcome, OutcomeKind, OutgoingMail, SourceRef, utcnow
 from commit_email.pgstore import PostgresStore
 from commit_email.store import SQLiteStore, Store, open_store
@@ -177,6 +178,25 @@ def test_rate_limits_and_alert_memory(any_store: Store) -> None:
     assert store.recovery_of("other") is not None
 
 
+def test_ticket_recipients_and_failed_logins(any_store: Store) -> None:
+    store = any_store
+    with store.transaction():
+        store.record_ticket_recipient("TKT1", " Jane@Customer.example ")
+        store.record_ticket_recipient("TKT1", "jane@customer.example")  # once is enough
+    assert store.ticket_mailed_to("TKT1", "JANE@customer.example")
+    assert not store.ticket_mailed_to("TKT2", "jane@customer.example")
+    assert not store.ticket_mailed_to("TKT1", "bob@customer.example")
+
+    hour = timedelta(hours=1)
+    store.record_failed_login("Eve@evil.example", T0, expire_before=T0 - hour)
+    store.record_failed_login("eve@evil.example", T0 + hour, expire_before=T0 - hour)
+    assert store.count_failed_logins("EVE@evil.example", T0) == 2
+    assert store.count_failed_logins("eve@evil.example", T0 + timedelta(minutes=1)) == 1
+    store.record_failed_login("mallory@evil.example", T0 + 2 * hour,
+                              expire_before=T0 + timedelta(minutes=30))
+    assert store.count_failed_logins("eve@evil.example", T0 - hour) == 1  # the first expired
+
+
 def test_accounts_and_their_lookups(any_store: Store) -> None:
     store = any_store
     store.import_accounts([
@@ -244,14 +264,17 @@ def test_a_corpus_gives_the_same_outcomes_on_both_stores(tmp_path: Path, store_u
                              xml_api={"enabled": True, "password": gen_corpus.XML_PASSWORD})
         connector = make_connector(config, accounts=read_accounts_csv(csv), store=store)
         outcomes = []
+        senders: dict[str, str] = {}
         for i, raw in enumerate(corpus):
             for copy in ("u", "v"):
                 got = connector.process(raw, SourceRef(kind="pop3", name="support@pop:110",
                                                        uidl=f"{copy}{i}"))
                 detail = re.sub(r"\b[A-Z]{3}[A-Z0-9]{17}\b", "REC_ID", got.detail)
                 outcomes.append((got.kind.value, got.ticket, detail))
-        for number in ("1", "5", "9"):
-            got = connector.process(build_reply(number, sender="someone@customer.example"))
+                if got.kind is OutcomeKind.TICKET_CREATED and got.ticket:
+                    senders[got.ticket] = Message.from_bytes(raw).sender
+        for number in sorted(senders, key=int)[:3]:  # the customer answers
+            got = connector.process(build_reply(number, sender=senders[number]))
             outcomes.append((got.kind.value, got.ticket, got.detail))
         tickets = [(t.number, t.account, t.description, t.status, str(t.closed),
                     str(len(store.history(t.rec_id))), str(len(store.documents(t.rec_id))))

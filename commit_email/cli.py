@@ -32,7 +32,8 @@ from .pipeline import Connector
 from .runner import Runner
 from .sources import iter_messages, one_message
 from .storage import redact_url
-from .store import OutboxEntry, Store, open_store
+from .store import OutboxEntry, Store, check_store_url, open_store
+from .storecopy import copy_store
 
 __all__ = ["main"]
 
@@ -362,6 +363,24 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def cmd_store_copy(args: argparse.Namespace, out: TextIO) -> int:
+    urls = (args.source, args.destination)
+    for url in urls:
+        if url.startswith("memory:") or ":memory:" in url:
+            raise InputError(f"{url}: an in-memory store is gone when the command ends")
+        check_store_url(url)
+    if args.source == args.destination:
+        raise InputError("the source and the destination are the same store")
+    with open_store(args.source) as source, open_store(args.destination) as destination:
+        counts = copy_store(source, destination)
+    print(f"copied {redact_url(args.source)} -> {redact_url(args.destination)}", file=out)
+    width = max(map(len, counts))
+    for table, n in counts.items():
+        print(f"  {table:<{width}} {n:>9}", file=out)
+    print(f"verified: {sum(counts.values())} rows, the same count in every table", file=out)
+    return 0
+
+
 def cmd_check_config(args: argparse.Namespace, out: TextIO) -> int:
     config = load_config(args.config)
     problems = deployment_problems(config)
@@ -573,6 +592,23 @@ def _normalise_argv(argv: Sequence[str]) -> list[str]:
     return front + words + back + rest
 
 
+def _store_command(sub: Any) -> None:
+    """``store copy``: takes URLs, not a configuration (``--config`` is not needed)."""
+    p = sub.add_parser("store", help="move a whole store (SQLite <-> PostgreSQL)",
+                       description="move a whole store (SQLite <-> PostgreSQL)")
+    st = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    cp = st.add_parser(
+        "copy", help="copy every row of SRC_URL into the empty store DST_URL, verified by counts",
+        description="Copy every row of SRC_URL into the empty store DST_URL (created if "
+        "need be), in one transaction, and check the row counts of every table before it "
+        "commits. Stop every 'run' on the source first. Relative sqlite:/// paths are "
+        "relative to the current folder; PostgreSQL passwords come from the URL, "
+        "PGPASSWORD or ~/.pgpass.")
+    cp.add_argument("source", metavar="SRC_URL", help="sqlite:///PATH or postgresql://…")
+    cp.add_argument("destination", metavar="DST_URL", help="sqlite:///PATH or postgresql://…")
+    cp.set_defaults(func=cmd_store_copy, config=None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="commit-email",
@@ -641,6 +677,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="remove the mail even if it is still waiting to be sent")
 
     command("check-config", cmd_check_config, "validate the configuration; touches no mail")
+
+    _store_command(sub)
     return parser
 
 

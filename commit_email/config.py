@@ -22,7 +22,7 @@ from attrs import field, frozen
 
 from .alerts import BUILTIN_PARSERS
 from .errors import ConfigError
-from .store import sqlite_url_options
+from .store import check_store_url
 
 __all__ = [
     "AccountRule",
@@ -474,18 +474,7 @@ def _validate(config: Config) -> None:
                 )
         elif not (rule.after or rule.before):
             raise ConfigError("an account rule needs after/before delimiters or a regex", key=key)
-    url = config.store.url
-    if url.startswith(("postgresql://", "postgres://")):
-        from .pgstore import check_postgres_url  # noqa: PLC0415 (psycopg only when used)
-
-        check_postgres_url(url)
-    elif url == "memory:" or url.startswith(("sqlite:///", "sqlite://:memory:")):
-        sqlite_url_options(url)
-    else:
-        raise ConfigError(
-            f"unsupported store URL {url!r} (use sqlite:///PATH, postgresql://… or memory:)",
-            key="store.url",
-        )
+    check_store_url(config.store.url)
     for name in ("public_address", "internal_address"):
         value = getattr(config.connector, name)
         if value and not _is_address(value):

@@ -51,6 +51,8 @@ from .model import (
 )
 from .storage import (
     ACCOUNT_COLUMNS,
+    COPY_TABLES,
+    JSON_COLUMNS,
     SEARCHABLE,
     TICKET_COLUMNS,
     OutboxEntry,
@@ -157,12 +159,9 @@ CREATE INDEX recoveries_age ON recoveries (remembered)
 #: version -> the statements that bring a store of the version before up to it
 _PG_MIGRATIONS: dict[int, tuple[str, ...]] = {}
 
-#: the tables ``store copy`` moves, in an order that needs no deferred checks
-TABLES = (
-    "accounts", "account_keys", "tickets", "history", "documents", "records", "processed",
-    "outbox", "sent_ids", "filed_ids", "auto_responses", "ticket_recipients",
-    "failed_logins", "recoveries",
-)
+#: how ``export_rows`` orders each table: the order rows were written in, where it matters
+_WRITE_ORDER = {"accounts": "seq", "tickets": "id", "history": "id", "documents": "id",
+                "processed": "id", "outbox": "id"}
 
 
 def is_postgres_url(url: str) -> bool:
@@ -999,3 +998,72 @@ class PostgresStore:
             "SELECT event_time, remembered FROM recoveries WHERE key = %s", (key,)
         ).fetchone()
         return (row[0], row[1]) if row else None
+
+    # Moving a whole store (``store copy``) -------------------------------------------------
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Read inside as of one moment (a read-only repeatable-read transaction)."""
+        if self._depth:
+            yield
+            return
+        self._execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth = 0
+            try:
+                self._conn.execute("COMMIT")
+            except self._psycopg.Error as exc:
+                raise StoreError(f"cannot end the snapshot: {exc}") from exc
+
+    def row_counts(self) -> dict[str, int]:
+        """Rows per table of :data:`~commit_email.storage.COPY_TABLES`."""
+        return {t: int(self._scalar(f"SELECT count(*) FROM {t}")) for t in COPY_TABLES}
+
+    def export_rows(self, table: str) -> Iterator[tuple[Any, ...]]:
+        """The rows of ``table`` in the order they were written, as ``COPY_TABLES`` says;
+        read through a server-side cursor (inside :meth:`snapshot`), so a table of big
+        documents is never all in memory."""
+        columns = COPY_TABLES[table]
+        order = f" ORDER BY {_WRITE_ORDER[table]}" if table in _WRITE_ORDER else ""
+        if not self._depth:
+            raise StoreError("export_rows needs a snapshot() or a transaction")
+        try:
+            with self._conn.cursor(name=f"export_{table}") as cur:
+                cur.itersize = 500
+                cur.execute(f"SELECT {', '.join(columns)} FROM {table}{order}")
+                for row in cur:
+                    yield tuple(list(v) if c == "recipients" else v
+                                for c, v in zip(columns, row, strict=True))
+        except self._psycopg.Error as exc:
+            raise StoreError(f"cannot read {table}: {exc}") from exc
+
+    def import_rows(self, table: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Append exported rows to ``table`` with COPY (in the caller's transaction)."""
+        columns = COPY_TABLES[table]
+        try:
+            with self._conn.cursor() as cur:
+                with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row([
+                            json.dumps(dict(v), sort_keys=True) if c in JSON_COLUMNS else v
+                            for c, v in zip(columns, row, strict=True)
+                        ])
+                if table == "outbox":  # ids were copied: new mail must get higher ones
+                    cur.execute("SELECT setval(pg_get_serial_sequence('outbox', 'id'),"
+                                " coalesce(max(id), 0) + 1, false) FROM outbox")
+        except self._psycopg.Error as exc:
+            raise StoreError(f"cannot write {table}: {exc}") from exc
+
+    def last_ticket_number(self) -> int:
+        """The number the last ticket got (0: none yet); the next one gets one more."""
+        row = self._execute("SELECT last_value, is_called FROM ticket_number").fetchone()
+        return int(row[0]) if row and row[1] else 0
+
+    def set_last_ticket_number(self, number: int) -> None:
+        if number > 0:
+            self._execute("SELECT setval('ticket_number', %s, true)", (number,))
+        else:
+            self._execute("SELECT setval('ticket_number', 1, false)")

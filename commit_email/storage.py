@@ -20,8 +20,16 @@ from attrs import frozen
 from .model import PERMANENT_FAILURE, Account, Outcome, OutgoingMail, SourceRef, Ticket
 
 __all__ = [
-    "ACCOUNT_COLUMNS", "SEARCHABLE", "TICKET_COLUMNS", "OutboxEntry", "ProcessedEntry",
-    "account_keys", "apply_changes", "new_rec_id", "redact_url",
+    "ACCOUNT_COLUMNS",
+    "COPY_TABLES",
+    "SEARCHABLE",
+    "TICKET_COLUMNS",
+    "OutboxEntry",
+    "ProcessedEntry",
+    "account_keys",
+    "apply_changes",
+    "new_rec_id",
+    "redact_url",
 ]
 
 ACCOUNT_COLUMNS = (
@@ -36,6 +44,35 @@ TICKET_COLUMNS = (
 SEARCHABLE = frozenset(
     ("file_as", "account_number", "account_id", "field1", "field2", "field3", "field4", "rec_id")
 )
+#: Every table a store keeps, with its columns as ``export_rows`` yields them and
+#: ``import_rows`` takes them (``store copy``): times as aware datetimes, ``extra`` and
+#: ``fields`` as dicts, ``active`` and ``closed`` as booleans, ``recipients`` as a list.
+#: A table added to the stores must be added here, or ``store copy`` would leave it behind
+#: (a test compares this with the stores' schemas).
+COPY_TABLES: dict[str, tuple[str, ...]] = {
+    "accounts": ACCOUNT_COLUMNS,
+    "account_keys": ("type", "key", "rec_id"),
+    "tickets": (*TICKET_COLUMNS, "source_key"),
+    "history": ("ticket", "kind", "subject", "text", "author", "message_id", "created"),
+    "documents": ("ticket", "filename", "content_type", "kind", "data", "created"),
+    "records": ("kind", "rec_id", "fields", "created", "updated"),
+    "processed": ("digest", "source_kind", "source_name", "uidl", "message_id", "outcome",
+                  "ticket", "account", "detail", "stage", "created"),
+    "outbox": ("id", "kind", "sender", "recipients", "raw", "message_id", "ticket", "attempts",
+               "last_error", "created", "sent", "last_attempt"),
+    "sent_ids": ("message_id", "ticket", "created"),
+    "filed_ids": ("message_id", "ticket", "created"),
+    "auto_responses": ("sender", "at"),
+    "ticket_recipients": ("ticket", "address"),
+    "failed_logins": ("sender", "at"),
+    "recoveries": ("key", "event_time", "remembered"),
+}
+#: columns of COPY_TABLES by the type they are exported as
+TIME_COLUMNS = frozenset(("created", "updated", "sent", "last_attempt", "at", "event_time",
+                          "remembered"))
+JSON_COLUMNS = frozenset(("extra", "fields"))
+BOOL_COLUMNS = frozenset(("active", "closed"))
+
 _REC_ALPHABET = string.ascii_uppercase + string.digits
 _REC_SPACE = len(_REC_ALPHABET) ** 17
 _REC_PREFIX = {

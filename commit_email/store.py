@@ -41,8 +41,12 @@ from .model import (
 )
 from .storage import (
     ACCOUNT_COLUMNS,
+    BOOL_COLUMNS,
+    COPY_TABLES,
+    JSON_COLUMNS,
     SEARCHABLE,
     TICKET_COLUMNS,
+    TIME_COLUMNS,
     OutboxEntry,
     ProcessedEntry,
     account_keys,
@@ -889,6 +893,87 @@ class SQLiteStore:
         return n
 
 
+    # Moving a whole store (``store copy``) -------------------------------------------------
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Read inside as of one moment (a read transaction: WAL keeps writers going)."""
+        if self._depth:
+            yield
+            return
+        self._execute("BEGIN")
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth = 0
+            self._db.execute("COMMIT")
+
+    def row_counts(self) -> dict[str, int]:
+        """Rows per table of :data:`~commit_email.storage.COPY_TABLES`."""
+        return {t: int(self._execute(f"SELECT count(*) FROM {t}").fetchone()[0])
+                for t in COPY_TABLES}
+
+    def export_rows(self, table: str) -> Iterator[tuple[Any, ...]]:
+        """The rows of ``table`` in the order they were written, as ``COPY_TABLES`` says."""
+        columns = COPY_TABLES[table]
+        convert = [_from_sqlite(c) for c in columns]
+        cursor = self._execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY rowid")
+        for row in cursor:
+            yield tuple(f(v) for f, v in zip(convert, row, strict=True))
+
+    def import_rows(self, table: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Append exported rows to ``table`` (in the caller's transaction)."""
+        columns = COPY_TABLES[table]
+        convert = [_to_sqlite(c) for c in columns]
+        try:
+            self._db.executemany(
+                f"INSERT INTO {table} ({', '.join(columns)})"
+                f" VALUES ({', '.join('?' * len(columns))})",
+                (tuple(f(v) for f, v in zip(convert, row, strict=True)) for row in rows),
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write {table}: {exc}") from exc
+
+    def last_ticket_number(self) -> int:
+        """The number the last ticket got (0: none yet); the next one gets one more."""
+        row = self._execute("SELECT value FROM counters WHERE name = 'ticket_number'").fetchone()
+        return int(row[0]) if row else 0
+
+    def set_last_ticket_number(self, number: int) -> None:
+        self._execute(
+            "INSERT INTO counters (name, value) VALUES ('ticket_number', ?)"
+            " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (number,),
+        )
+
+
+def _from_sqlite(column: str) -> Callable[[Any], Any]:
+    if column in TIME_COLUMNS:
+        return lambda v: None if v is None else _utc(_dt(v))
+    if column in JSON_COLUMNS:
+        return lambda v: dict(json.loads(v))
+    if column in BOOL_COLUMNS:
+        return bool
+    if column == "recipients":
+        return lambda v: list(json.loads(v))
+    if column in ("raw", "data"):
+        return bytes
+    return lambda v: v
+
+
+def _to_sqlite(column: str) -> Callable[[Any], Any]:
+    if column in TIME_COLUMNS:
+        return lambda v: None if v is None else _iso(_utc(v))
+    if column in JSON_COLUMNS:
+        return lambda v: json.dumps(dict(v), sort_keys=True)
+    if column in BOOL_COLUMNS:
+        return int
+    if column == "recipients":
+        return lambda v: json.dumps(list(v))
+    return lambda v: v
+
+
 #: What ``open_store`` returns: the two built-in stores, which have the same methods.
 Store: TypeAlias = Union[SQLiteStore, "PostgresStore"]  # a forward reference: no "|" here
 
@@ -915,6 +1000,21 @@ def sqlite_url_options(url: str) -> tuple[str, str, int]:
         raise ConfigError(f"mmap_size must be a number of bytes, got {mmap_size!r}",
                           key="store.url")
     return path, synchronous, int(mmap_size)
+
+
+def check_store_url(url: str) -> None:
+    """Check a store URL without opening it; a ConfigError names ``store.url``."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from .pgstore import check_postgres_url  # noqa: PLC0415 (psycopg only when used)
+
+        check_postgres_url(url)
+    elif url == "memory:" or url.startswith(("sqlite:///", "sqlite://:memory:")):
+        sqlite_url_options(url)
+    else:
+        raise ConfigError(
+            f"unsupported store URL {url!r} (use sqlite:///PATH, postgresql://… or memory:)",
+            key="store.url",
+        )
 
 
 def open_store(url: str, *, base_dir: Path | None = None, password: str = "") -> Store:

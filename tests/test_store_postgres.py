@@ -6,6 +6,7 @@ Each test opens several stores (connections) on one schema of the private server
 
 from __future__ import annotations
 
+import io
 import sys
 import threading
 import time
@@ -164,3 +165,26 @@ def test_without_psycopg_the_error_names_the_extra(monkeypatch: pytest.MonkeyPat
     monkeypatch.setitem(sys.modules, "psycopg", None)  # import psycopg now fails
     with pytest.raises(ConfigError, match=r"pip install 'commit-email\[postgres\]'"):
         open_store("postgresql://localhost/commit")
+
+
+def test_accounts_import_into_postgres_from_the_command_line(
+    tmp_path: Path, pg_url: str
+) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import gen_corpus
+
+    from commit_email.cli import main
+
+    rows = gen_corpus.accounts(3000)
+    csv = gen_corpus.write_accounts_csv(tmp_path / "accounts.csv", rows)
+    config = tmp_path / "commit-email.toml"
+    config.write_text(f'[connector]\npublic_address = "support@msp.example"\n'
+                      f'state_dir = "{tmp_path / "state"}"\n[store]\nurl = "{pg_url}"\n')
+    out = io.StringIO()
+    assert main(["accounts", "import", str(csv), "--config", str(config)], out=out) == 0
+    assert "3000" in out.getvalue().replace(",", "")
+    with PostgresStore(pg_url) as store:
+        assert len(store.list_accounts()) == len(rows)
+        sample = next(r for r in rows if "@" in r["email1"])
+        [found] = store.find_by_email(sample["email1"].upper())
+        assert found.rec_id == sample["rec_id"]

@@ -9,10 +9,11 @@ The tree::
     ├── StoreError                 the store failed (sqlite3 errors are translated here)
     ├── MessageError(ValueError)   a message cannot be processed at all (too big)
     ├── AmbiguousMatch             a sender matches several Accounts; never guessed
-    ├── SourceError(OSError)       the mailbox could not be read (POP3 faults translated here)
+    ├── SourceError(OSError)       the mailbox could not be read (POP3/IMAP faults translated here)
+    │   └── LoginError             the server refused the login; ``permanent`` unless it said not
     └── MailerError(OSError)       a mail could not be sent (smtplib faults translated here)
 
-Low-level exceptions (sqlite3, poplib, smtplib, lxml) never leave the layer that
+Low-level exceptions (sqlite3, poplib, imaplib/IMAPClient, smtplib, lxml) never leave the layer that
 caused them: each boundary translates them into one of these, keeping the
 original as ``__cause__``.
 """
@@ -24,6 +25,7 @@ __all__ = [
     "CommitEmailError",
     "ConfigError",
     "InputError",
+    "LoginError",
     "MailerError",
     "MessageError",
     "PluginError",
@@ -81,6 +83,16 @@ class MessageError(CommitEmailError, ValueError):
 
 class SourceError(CommitEmailError, OSError):
     """The mail source (POP3 server, file, folder) could not be read."""
+
+
+class LoginError(SourceError):
+    """The server refused the login. ``permanent`` unless it said the failure is temporary
+    (POP3 ``[SYS/TEMP]``/``[IN-USE]``, RFC 3206; IMAP ``[UNAVAILABLE]``, RFC 5530): a wrong
+    password will not fix itself, so ``run --once`` stops at once instead of retrying."""
+
+    def __init__(self, message: str, *, permanent: bool) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 class MailerError(CommitEmailError, OSError):

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .message import Message
     from .model import Match, Outcome, Ticket
     from .protocols import AccountDirectory
+    from .sources import Mailbox
     from .stages import Context, Stage, XmlAction
 
 __all__ = ["PROJECT", "hookimpl", "hookspec"]
@@ -100,4 +101,18 @@ def commit_email_message_processed(message: Message | None, outcome: Outcome) ->
 
     :param message: the parsed message, or None when it could not be parsed (quarantined).
     :param outcome: what happened to it.
+    """
+
+
+@hookspec
+def commit_email_register_sources(config: Config) -> Sequence[Mailbox]:
+    """Return the mailboxes ``commit-email run`` serves. Called once per run.
+
+    :param config: the connector's configuration.
+
+    The built-in implementation (the last to run) returns the ``[pop3]`` and ``[imap]``
+    mailboxes that have a host. A plugin adds a source of its own (Microsoft Graph, an HTTP
+    queue) by returning a :class:`~commit_email.sources.Mailbox` whose ``open_session``
+    makes a :class:`~commit_email.protocols.MailSession`; its ``name`` must be unique and
+    stable, since the processed log files message ids under it.
     """

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .message import Message
     from .model import Match, Outcome, Ticket
     from .protocols import AccountDirectory
+    from .sources import Mailbox
     from .stages import Context, Stage, XmlAction
 
 __all__ = ["BUILTIN_PLUGINS", "ENTRY_POINT_GROUP", "PluginHost"]
@@ -40,6 +41,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "commit_email.bounces",
     "commit_email.threading",
     "commit_email.autoresponse",
+    "commit_email.mailboxes",
 )
 
 
@@ -153,3 +155,10 @@ class PluginHost:
 
     def message_processed(self, message: Message | None, outcome: Outcome) -> None:
         self._pm.hook.commit_email_message_processed(message=message, outcome=outcome)
+
+    def sources(self, config: Config) -> list[Mailbox]:
+        results: list[Sequence[Mailbox]] = self._pm.hook.commit_email_register_sources(
+            config=config
+        )
+        # Built-ins first, then plugins in registration order (pluggy returns them reversed).
+        return [box for group in reversed(results) for box in (group or ())]

@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO, Protocol, Self, cast
 
-from .errors import ConfigError, SourceError
+from .errors import ConfigError, LoginError, SourceError
 
 if TYPE_CHECKING:
     from .config import Config, Pop3Config
@@ -62,15 +62,6 @@ _RETR_AHEAD_BYTES = 8 * 1024 * 1024
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
-class LoginError(SourceError):
-    """The server refused the login. ``permanent`` unless it said the failure is temporary
-    (RFC 3206 ``[SYS/TEMP]``, ``[IN-USE]``): a wrong password will not fix itself."""
-
-    def __init__(self, message: str, *, permanent: bool) -> None:
-        super().__init__(message)
-        self.permanent = permanent
-
-
 class _ServerSaid(poplib.error_proto):
     """A complete ``-ERR`` status line: the session is still usable after it."""
 
@@ -101,10 +92,18 @@ class Pop3Mailbox:
         ca = config.resolve_path(config.pop3.ca_file) if config.pop3.ca_file else None
         return cls(config.pop3, ca_file=ca)
 
+    #: the source kind written into the processed log
+    kind = "pop3"
+
     @property
     def name(self) -> str:
         """The mailbox name the delivery log files UIDLs under (``user@host:port``)."""
         return self.config.mailbox
+
+    @property
+    def keeps_messages(self) -> bool:
+        """``leave_on_server``: processed messages are never DELEd."""
+        return self.config.leave_on_server
 
     @property
     def connected(self) -> bool:
@@ -181,6 +180,24 @@ class Pop3Mailbox:
         if pop is not None:
             with contextlib.suppress(OSError, poplib.error_proto):
                 pop.close()
+
+    # -- the MailSession seam (commit_email.protocols) ---------------------------------------
+
+    def message_ids(self) -> list[str]:
+        """The UIDLs, in the server's order (:meth:`uidls`)."""
+        return self.uidls()
+
+    def fetch(self, ids: Sequence[str]) -> Generator[tuple[str, bytes], None, None]:
+        """The messages, RETRs pipelined ahead (:meth:`retrieve_many`)."""
+        return self.retrieve_many(ids)
+
+    def acknowledge(self, done: Sequence[tuple[str, object]]) -> list[tuple[str, str]]:
+        """DELE the messages (:meth:`delete_many`); QUIT applies them. The outcome does not
+        matter: a quarantined message is kept locally, byte for byte. Nothing is deleted
+        with ``leave_on_server``."""
+        if self.config.leave_on_server:
+            return []
+        return self.delete_many([uidl for uidl, _ in done])
 
     # -- messages --------------------------------------------------------------------------
 

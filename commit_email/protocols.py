@@ -5,7 +5,10 @@ An integrator wires commit-email to its own Commit database by implementing
 history, documents, records). :class:`ConnectorState` is the connector's own
 bookkeeping (processed log, outbox, the Message-IDs it sent and filed, rate limits);
 the SQLite store implements all three and is the reference implementation
-(``commit_email.store``).
+(``commit_email.store``). :class:`MailSession` is the seam between ``commit-email run``
+and a mailbox: POP3 and IMAP implement it, and a plugin adds another source (Microsoft
+Graph, a queue) by returning a :class:`~commit_email.sources.Mailbox` from the
+``commit_email_register_sources`` hook.
 
 Exactly-once: the pipeline wraps each message in ``state.transaction()`` and, if
 the sink is a different object, ``sink.transaction()`` too. When the sink lives in
@@ -16,16 +19,19 @@ commits cannot open a second ticket.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from types import TracebackType
+from typing import Protocol, Self, runtime_checkable
 
 from .model import (
     Account,
     Document,
     HistoryEntry,
     Outcome,
+    OutcomeKind,
     OutgoingMail,
     SourceRef,
     Ticket,
@@ -35,6 +41,8 @@ from .model import (
 __all__ = [
     "AccountDirectory",
     "ConnectorState",
+    "IdleMailSession",
+    "MailSession",
     "Mailer",
     "ProcessedRecord",
     "QueuedMail",
@@ -282,3 +290,100 @@ class Mailer(Protocol):
     """Hands a mail to an SMTP server. Raises :class:`~commit_email.errors.MailerError`."""
 
     def send(self, mail: OutgoingMail) -> None: ...
+
+
+@runtime_checkable
+class MailSession(Protocol):
+    """One session with a mailbox, as ``commit-email run`` drives it.
+
+    The run loop enters the session (connect and log in), asks for :meth:`message_ids`,
+    skips those the processed log already has under (:attr:`name`, id), reads the others
+    with :meth:`fetch`, processes each (its outcome is committed with the id), then calls
+    :meth:`acknowledge` for what is done and leaves the session. Exactly-once delivery rests
+    on three promises a source keeps:
+
+    - an id names one message for good: the same id in a later session (after a reconnect,
+      a crash, a restart) is the same message, and a message keeps its id;
+    - a message is removed, moved or marked only in :meth:`acknowledge`, which the run loop
+      calls only once the outcome is durable; what is never acknowledged (a crash, a dropped
+      connection) is listed again by a later session;
+    - every fault is raised as :class:`~commit_email.errors.SourceError` (a refused login as
+      :class:`~commit_email.errors.LoginError`); the run loop then leaves the session, backs
+      off and reconnects.
+
+    A message the processed log has already seen is not fetched again but acknowledged
+    (with the outcome kind the log has), unless :attr:`keeps_messages`.
+    """
+
+    @property
+    def kind(self) -> str:
+        """The source kind written into the processed log (``pop3``, ``imap``, ``graph``)."""
+        ...
+
+    @property
+    def name(self) -> str:
+        """The mailbox name ids are filed under; stable across runs (``user@host:port``)."""
+        ...
+
+    @property
+    def connected(self) -> bool:
+        """False once the session is closed or broken (nothing more can be acknowledged)."""
+        ...
+
+    @property
+    def keeps_messages(self) -> bool:
+        """True when processed mail stays in the mailbox (POP3 ``leave_on_server``, IMAP
+        ``after = "keep"``): only messages this session quarantined are then acknowledged
+        (so that failed mail can be put aside), nothing else."""
+        ...
+
+    def __enter__(self) -> Self:
+        """Connect and log in."""
+        ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """End the session (POP3 applies its deletions at QUIT); never raises for a broken
+        connection while an error propagates."""
+        ...
+
+    def message_ids(self) -> Sequence[str]:
+        """The ids of the messages in the mailbox now, in the order to process them."""
+        ...
+
+    def fetch(self, ids: Sequence[str]) -> Iterator[tuple[str, bytes]]:
+        """Yield ``(id, raw bytes)`` for the messages, in order, reading ahead as it likes.
+
+        A message the source will not hand over (too big to download, say) is left out,
+        with the reason logged by the source; it is then not acknowledged either. If the
+        iterator has a ``close()`` method, the run loop calls it when it stops early.
+        """
+        ...
+
+    def acknowledge(self, done: Sequence[tuple[str, OutcomeKind]]) -> Sequence[tuple[str, str]]:
+        """Remove (or move, or mark) these messages: each outcome is durably recorded.
+
+        :param done: ``(id, outcome kind)`` pairs; ``quarantined`` lets a source put failed
+            mail aside (IMAP ``quarantine_folder``).
+        :return: ``(id, reason)`` for each message the server refused; they stay for a later
+            session. A broken connection raises :class:`~commit_email.errors.SourceError`.
+        """
+        ...
+
+
+@runtime_checkable
+class IdleMailSession(MailSession, Protocol):
+    """A session that can wait on the server for new mail (IMAP IDLE), and stays open
+    between passes instead of being closed and reopened for every poll."""
+
+    def wait_for_mail(self, seconds: float, stop: threading.Event) -> bool:
+        """Wait at most ``seconds`` for new mail, returning early when ``stop`` is set.
+
+        :return: False when this session cannot wait (the server does not offer it, or it
+            is turned off): the run loop then closes the session and sleeps instead.
+        """
+        ...

@@ -1,27 +1,31 @@
-"""``commit-email run``: poll the POP3 mailbox and process every message exactly once.
+"""``commit-email run``: poll a mailbox and process every message exactly once.
 
-Per poll, one session (or several, see below): connect, list UIDLs, and for each message
+The run loop drives any :class:`~commit_email.protocols.MailSession` (POP3 and IMAP are
+built in, plugins add others through ``commit_email_register_sources``). Per pass over the
+mailbox: list the message ids, and for each message
 
-1. if the processed log already has an outcome for (mailbox, UIDL), skip it: it was
-   handled by an earlier poll that did not get to delete it (crash, dropped connection,
-   ``leave_on_server``), so only the DELE is still owed;
-2. otherwise read it (its RETR went out ahead, pipelined, so the server sent it while
-   the message before was processed) and hand it to :meth:`Connector.process`, which records
-   the outcome (with mailbox and UIDL) in the same transaction as every write it caused,
-   or quarantines the message byte-for-byte when processing fails;
-3. note it as finished (unless ``leave_on_server``);
+1. if the processed log already has an outcome for (mailbox, id), skip it: it was handled
+   by an earlier pass that did not get to acknowledge it (crash, dropped connection), so
+   only the acknowledgement (POP3 DELE, IMAP MOVE) is still owed;
+2. otherwise read it (the source reads ahead: POP3 pipelines RETRs, IMAP fetches in
+   batches, so the next messages arrive while this one is processed) and hand it to
+   :meth:`Connector.process`, which records the outcome (with mailbox and id) in the same
+   transaction as every write it caused, or quarantines the message byte-for-byte when
+   processing fails;
+3. note it as finished;
 
-then ask the log once which finished UIDLs it has an outcome for, send their DELEs in one
-(pipelined) batch and QUIT, which is when the server applies them. A DELE sent right after
-each message would be no safer: nothing is deleted before QUIT either way. A session ends
-after ``pop3.messages_per_session`` fetched messages and the poll reconnects, so a long
-backlog frees the mailbox as it goes. A crash or dropped connection anywhere re-delivers
-some messages on the next poll, and step 1 (or the connector's Message-ID digest) turns
-them into no-ops: no message is lost and none is processed twice. Network and server
-errors end the poll; the next one is tried after an exponential, jittered and capped
-back-off. ``request_stop()`` (or setting the ``stop`` event from any thread) ends the run
-after the message in hand, then the DELE batch and QUIT; the CLI maps SIGTERM/SIGINT onto it,
-the library installs no signal handler. See docs/explanation/delivery-guarantees.md.
+then ask the log once which finished ids it has an outcome for and acknowledge those in
+one batch. POP3 applies its DELEs only at QUIT, so its session ends with every pass; a
+session that can wait for mail (IMAP IDLE) stays open and waits instead of sleeping. A
+pass ends after ``messages_per_session`` fetched messages and the next one starts, so a
+long backlog frees the mailbox as it goes. A crash or dropped connection anywhere
+re-delivers some messages on the next pass, and step 1 (or the connector's Message-ID
+digest) turns them into no-ops: no message is lost and none is processed twice. Network
+and server errors end the poll; the next one is tried after an exponential, jittered and
+capped back-off. ``request_stop()`` (or setting the ``stop`` event from any thread) ends
+the run after the message in hand, then the acknowledgements and the logout; the CLI maps
+SIGTERM/SIGINT onto it, the library installs no signal handler. See
+docs/explanation/delivery-guarantees.md.
 """
 
 from __future__ import annotations
@@ -32,15 +36,19 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from types import TracebackType
 
+import attrs
 from attrs import frozen
 
 from .config import Config
-from .errors import SourceError, StoreError
+from .errors import ConfigError, LoginError, SourceError, StoreError
+from .mailboxes import pop3_mailbox
 from .model import Outcome, OutcomeKind, SourceRef
 from .pipeline import Connector
-from .pop3 import LoginError, Pop3Mailbox
+from .protocols import MailSession
+from .sources import Mailbox
 
 __all__ = ["PollSummary", "Runner"]
 
@@ -106,14 +114,21 @@ class PollSummary:
 
 
 class Runner:
-    """Polls one POP3 mailbox into one connector. Build it, then call :meth:`run`."""
+    """Polls one mailbox into one connector. Build it, then call :meth:`run`.
+
+    The mailbox is ``mailbox`` when given, else the one mailbox the connector's plugins
+    register (``commit_email_register_sources``: the built-ins read ``[pop3]`` and
+    ``[imap]``). ``mailbox_factory`` replaces only how a POP3 session is opened (tests,
+    benchmarks), keeping the ``[pop3]`` schedule.
+    """
 
     def __init__(
         self,
         config: Config,
         connector: Connector,
         *,
-        mailbox_factory: Callable[[], Pop3Mailbox] | None = None,
+        mailbox: Mailbox | None = None,
+        mailbox_factory: Callable[[], MailSession] | None = None,
         sleep: Callable[[float], None] | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -123,17 +138,24 @@ class Runner:
     ) -> None:
         self.config = config
         self.connector = connector
-        self._mailbox_factory = mailbox_factory or (lambda: Pop3Mailbox.from_config(config))
+        if mailbox is None and mailbox_factory is not None:
+            mailbox = attrs.evolve(pop3_mailbox(config), open_session=mailbox_factory)
+        self.mailbox = mailbox if mailbox is not None else _the_mailbox(config, connector)
         self._sleep_for = sleep if sleep is not None else self._interruptible_sleep
         self._rng = rng or random.Random()
         self._clock = clock
         self.progress_interval = progress_interval
-        #: QUIT (applying the deletions) and reconnect after this many fetched messages
-        self.messages_per_session = max(1, messages_per_session or config.pop3.messages_per_session)
+        #: acknowledge and start a new pass (POP3: QUIT and reconnect) after this many
+        #: fetched messages
+        self.messages_per_session = max(
+            1, messages_per_session or self.mailbox.messages_per_session
+        )
         #: Set to stop after the message in hand (from any thread). The library installs no
         #: signal handler: the CLI maps SIGTERM/SIGINT onto this event, a host its own way.
         self.stop_event = stop if stop is not None else threading.Event()
         self.last_error: Exception | None = None
+        self._box: MailSession | None = None
+        self._idle_failures = 0
 
     # -- control -----------------------------------------------------------------------------
 
@@ -142,57 +164,117 @@ class Runner:
         return self.stop_event.is_set()
 
     def request_stop(self) -> None:
-        """Finish the message in hand, QUIT, and return from :meth:`run` (from any thread)."""
+        """Finish the message in hand, log out, and return from :meth:`run` (from any thread)."""
         self.stop_event.set()
 
     def run(self, *, once: bool = False) -> int:
         """Poll until stopped (or one complete pass with ``once``); returns an exit status.
 
         With ``once``, a pass cut short by a connection fault is retried (with back-off) up
-        to ``pop3.once_attempts`` times; the status is 1 when it never completed or when
-        the completed pass had errors. A refused login ends ``once`` at once (raising the
-        :class:`LoginError`); the endless mode keeps retrying it with back-off, since a
-        password can be fixed on the server while the connector waits.
+        to ``once_attempts`` times; the status is 1 when it never completed or when the
+        completed pass had errors. A refused login ends ``once`` at once (raising the
+        :class:`~commit_email.errors.LoginError`); the endless mode keeps retrying it with
+        back-off, since a password can be fixed on the server while the connector waits.
+        Between polls a session that can wait for mail (IMAP IDLE) waits on the server;
+        otherwise the loop sleeps ``poll_interval``.
         """
+        box = self.mailbox
         failures = 0
-        while not self.stopping:
-            summary = self.poll()
-            if summary.failed:
-                error = self.last_error
-                if once and isinstance(error, LoginError) and error.permanent:
-                    raise error  # a wrong password: say so now, not after the back-off
-                failures += 1
-                if once and failures >= self.config.pop3.once_attempts:
-                    log.error("giving up after %d attempts: %s", failures, summary.failure)
-                    return 1
-                delay = self.backoff(failures)
-                log.warning("reconnecting in %.1f s (attempt %d)", delay, failures + 1)
-                self._sleep_for(delay)
-                continue
-            failures = 0
-            if once or self.stopping:
-                return 1 if summary.errors else 0
-            self._sleep_for(self.config.pop3.poll_interval)
-        return 0
+        try:
+            while not self.stopping:
+                summary = self.poll()
+                if summary.failed:
+                    error = self.last_error
+                    if once and isinstance(error, LoginError) and error.permanent:
+                        raise error  # a wrong password: say so now, not after the back-off
+                    failures += 1
+                    if once and failures >= box.once_attempts:
+                        log.error("giving up after %d attempts: %s", failures, summary.failure)
+                        return 1
+                    delay = self.backoff(failures)
+                    log.warning("reconnecting in %.1f s (attempt %d)", delay, failures + 1)
+                    self._sleep_for(delay)
+                    continue
+                failures = 0
+                if once or self.stopping:
+                    return 1 if summary.errors else 0
+                if not self._wait_for_mail(box.poll_interval):
+                    self._sleep_for(box.poll_interval)
+            return 0
+        finally:
+            self._end_session(quiet=True)
 
     def backoff(self, failures: int) -> float:
         """Seconds to wait after ``failures`` consecutive failed polls: doubling, capped,
         with jitter so that many connectors do not hammer a recovering server in step."""
-        cfg = self.config.pop3
-        delay = min(cfg.reconnect_max_delay, cfg.reconnect_delay * 2.0 ** (failures - 1))
+        box = self.mailbox
+        delay = min(box.reconnect_max_delay, box.reconnect_delay * 2.0 ** (failures - 1))
         return delay * self._rng.uniform(0.5, 1.0)
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    def _session(self) -> MailSession:
+        """The open session, or a new one (connected and logged in)."""
+        if self._box is None or not self._box.connected:
+            self._end_session(quiet=True)
+            box = self.mailbox.open_session()
+            box.__enter__()
+            self._box = box
+        return self._box
+
+    def _end_session(
+        self, exc: BaseException | None = None, *, quiet: bool = False
+    ) -> None:
+        """Leave the session (POP3: QUIT, which applies the DELEs). With ``exc`` (an error
+        is on its way) or ``quiet``, a failing logout changes nothing and raises nothing."""
+        box, self._box = self._box, None
+        if box is None:
+            return
+        if exc is None and not quiet:
+            box.__exit__(None, None, None)
+            return
+        error: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
+        error = (type(exc), exc, exc.__traceback__) if exc is not None else (None, None, None)
+        try:
+            box.__exit__(*error)
+        except (SourceError, StoreError) as failure:
+            log.debug("%s: logout failed: %s", self.mailbox.name, failure)
+
+    def _wait_for_mail(self, seconds: float) -> bool:
+        """Wait on the open session for new mail (IMAP IDLE); False when it cannot wait, in
+        which case the session is closed and the caller sleeps. A fault while waiting
+        closes the session and costs a back-off before the next poll reconnects."""
+        box = self._box
+        wait = getattr(box, "wait_for_mail", None)
+        if box is None or not box.connected or not callable(wait):
+            self._end_session(quiet=True)
+            return False
+        try:
+            waited = bool(wait(seconds, self.stop_event))
+        except SourceError as exc:
+            self._end_session(exc)
+            self._idle_failures += 1
+            delay = self.backoff(self._idle_failures)
+            log.warning("%s; reconnecting in %.1f s", exc, delay)
+            self._sleep_for(delay)
+            return True
+        self._idle_failures = 0
+        if not waited:
+            self._end_session(quiet=True)
+        return waited
 
     # -- one poll ----------------------------------------------------------------------------
 
     def poll(self) -> PollSummary:
-        """Handle every message, in one session or several; logs and returns the summary."""
+        """Handle every message, in one pass or several; logs and returns the summary."""
         tally: Counter[str] = Counter()
         progress = _Progress(started=self._clock())
         failure = ""
         try:
-            while self._session(tally, progress):
-                log.debug("reconnecting: the deletions so far are applied, the rest follows")
+            while self._pass(tally, progress):
+                log.debug("next pass: what is done is acknowledged, the rest follows")
         except (SourceError, StoreError) as exc:
+            self._end_session(exc)
             self.last_error = exc
             failure = str(exc)
             tally["errors"] += 1
@@ -206,103 +288,121 @@ class Runner:
             log.info("%s", summary.line())
         return summary
 
-    def _session(self, tally: Counter[str], progress: _Progress) -> bool:
-        """Connect, handle messages, DELE the finished ones in one batch, QUIT.
+    def _pass(self, tally: Counter[str], progress: _Progress) -> bool:
+        """List, handle the new messages, acknowledge the finished ones in one batch.
 
         POP3 applies deletions only at QUIT, so a DELE sent the moment a message is done
-        is no safer than one sent just before QUIT; batching them saves a round trip per
-        message. A session ends after ``messages_per_session`` fetched messages (True is
-        returned, the caller reconnects), so that a long backlog frees the mailbox as it
-        goes instead of all at the end.
+        is no safer than one sent just before QUIT; batching saves a round trip per message.
+        A pass ends after ``messages_per_session`` fetched messages (True is returned and
+        the caller starts the next), so that a long backlog frees the mailbox as it goes
+        instead of all at the end. A session that cannot wait for mail is closed after
+        every pass (POP3: QUIT applies the DELEs; the next pass reconnects).
         """
-        with self._mailbox_factory() as box:
-            uidls = box.uidls()
-            if uidls:
-                log.debug("%s: %d messages on the server", box.name, len(uidls))
-            progress.begin_session(len(uidls))
-            known = self.connector.state.processed_uidls(box.name, uidls)
-            fresh = [u for u in uidls if u not in known]
-            wanted = fresh[: self.messages_per_session]
-            # RETRs are pipelined ahead of processing: the server sends the next messages
-            # while this one is processed, and the kernel's socket buffer holds them.
-            fetched = box.retrieve_many(wanted)
-            finished: list[str] = []
-            try:
-                self._handle_all(box, uidls, known=known, wanted=set(wanted), fetched=fetched,
-                                 finished=finished, tally=tally, progress=progress)
-            except (SourceError, StoreError):
-                fetched.close()
-                # Whatever is done and recorded may still be deleted if the session is
-                # usable (a -ERR); it is only an optimisation. With the store down, the
-                # log cannot vouch for anything, so nothing is.
-                if box.connected:
-                    with contextlib.suppress(SourceError, StoreError):
-                        self._delete(box, finished, tally)
-                raise
-            finally:
-                fetched.close()  # reads the replies still in flight: DELE/QUIT come next
-            self._delete(box, finished, tally)
-            return len(fresh) > self.messages_per_session and not self.stopping
+        box = self._session()
+        ids = list(box.message_ids())
+        if ids:
+            log.debug("%s: %d messages on the server", box.name, len(ids))
+        progress.begin_session(len(ids))
+        known = self.connector.state.processed_uidls(box.name, ids)
+        fresh = [i for i in ids if i not in known]
+        wanted = fresh[: self.messages_per_session]
+        # The source reads ahead of processing: the server sends the next messages while
+        # this one is processed, and the kernel's socket buffer holds them.
+        fetched = box.fetch(wanted)
+        finished: list[tuple[str, OutcomeKind]] = []
+        try:
+            if not box.keeps_messages:
+                finished += self._owed(box, [i for i in ids if i in known])
+            tally["known"] += len(ids) - len(fresh)
+            progress.done += len(ids) - len(fresh)
+            self._handle_all(box, fresh, wanted=set(wanted), fetched=fetched,
+                             finished=finished, tally=tally, progress=progress)
+        except (SourceError, StoreError):
+            _close(fetched)
+            # Whatever is done and recorded may still be acknowledged if the session is
+            # usable (a -ERR); it is only an optimisation. With the store down, the log
+            # cannot vouch for anything, so nothing is.
+            if box.connected:
+                with contextlib.suppress(SourceError, StoreError):
+                    self._acknowledge(box, finished, tally)
+            raise
+        finally:
+            _close(fetched)  # reads the replies still in flight: acknowledgements come next
+        if box.keeps_messages:
+            # Processed mail stays; only failed mail may be put aside (quarantine_folder).
+            finished = [(i, k) for i, k in finished if k is OutcomeKind.QUARANTINED]
+        self._acknowledge(box, finished, tally)
+        if not callable(getattr(box, "wait_for_mail", None)):
+            self._end_session()
+        return len(fresh) > self.messages_per_session and not self.stopping
+
+    def _owed(self, box: MailSession, known: list[str]) -> list[tuple[str, OutcomeKind]]:
+        """The messages an earlier pass processed but did not get to acknowledge (a crash,
+        a dropped connection), with the outcome kind the log has for each."""
+        owed = []
+        for uid in known:
+            record = self.connector.state.processed_uidl(box.name, uid)
+            if record is not None:
+                owed.append((uid, record.outcome.kind))
+        return owed
 
     def _handle_all(
         self,
-        box: Pop3Mailbox,
-        uidls: list[str],
+        box: MailSession,
+        fresh: list[str],
         *,
-        known: set[str],
         wanted: set[str],
         fetched: Iterator[tuple[str, bytes]],
-        finished: list[str],
+        finished: list[tuple[str, OutcomeKind]],
         tally: Counter[str],
         progress: _Progress,
     ) -> None:
-        """Handle the session's messages in the server's order, up to the last fetched one;
-        ``finished`` gets those to delete once the log vouches for them (see :meth:`_delete`)."""
-        leave = self.config.pop3.leave_on_server
-        for done, uidl in enumerate(uidls):
+        """Handle the fetched messages in order; ``finished`` gets those to acknowledge once
+        the log vouches for them (see :meth:`_acknowledge`)."""
+        handled = 0
+        try:
+            for uid, raw in fetched:
+                if self.stopping:
+                    break
+                if uid not in wanted:  # a bug, not a server fault: never process one as another
+                    raise RuntimeError(f"fetched {uid}, which was not asked for")
+                kind = self._handle(box, uid, raw, tally)
+                if kind is not None:
+                    finished.append((uid, kind))
+                handled += 1
+                self._progress(progress)
+        finally:
             if self.stopping:
-                tally["remaining"] += len(uidls) - done
-                return
-            if uidl in known:
-                # Processed by an earlier poll that did not get to delete it (crash,
-                # dropped connection, leave_on_server): only the DELE is still owed.
-                tally["known"] += 1
-                if not leave:
-                    finished.append(uidl)
-            elif uidl in wanted:
-                got, raw = next(fetched)
-                if got != uidl:  # a bug, not a server fault: never process one as another
-                    raise RuntimeError(f"fetched {got} while {uidl} was expected")
-                if self._handle(box, uidl, raw, tally) and not leave:
-                    finished.append(uidl)
-            else:
-                continue  # beyond this session's limit: the next session fetches it
-            self._progress(progress)
+                tally["remaining"] += len(fresh) - handled
 
-    def _delete(self, box: Pop3Mailbox, finished: list[str], tally: Counter[str]) -> None:
-        """DELE the finished messages the processed log has an outcome for, under this
-        mailbox and UIDL (pipelined if the server allows); QUIT applies them.
+    def _acknowledge(
+        self, box: MailSession, finished: list[tuple[str, OutcomeKind]], tally: Counter[str]
+    ) -> None:
+        """Acknowledge (POP3: DELE, IMAP: move or delete) the finished messages the processed
+        log has an outcome for, under this mailbox and id.
 
-        The log is asked once for the whole batch, right before the DELEs: what it cannot
-        vouch for is never deleted, it stays for the next poll.
+        The log is asked once for the whole batch, right before the acknowledgements: what
+        it cannot vouch for is never removed, it stays for the next poll.
         """
         if not finished:
             return
-        vouched = self.connector.state.processed_uidls(box.name, finished)
-        doomed = [uidl for uidl in finished if uidl in vouched]
-        for uidl in finished:
-            if uidl not in vouched:
-                log.error("%s: no outcome recorded under this UIDL; keeping the message", uidl)
+        vouched = self.connector.state.processed_uidls(box.name, [i for i, _ in finished])
+        doomed = [(uid, kind) for uid, kind in finished if uid in vouched]
+        for uid, _ in finished:
+            if uid not in vouched:
+                log.error("%s: no outcome recorded under this UIDL; keeping the message", uid)
                 tally["errors"] += 1
         if not doomed:
             return
-        refused = box.delete_many(doomed)
+        refused = box.acknowledge(doomed)
         tally["deleted"] += len(doomed) - len(refused)
-        for uidl, reason in refused:
-            log.error("%s: DELE refused (%s); the message stays for the next poll", uidl, reason)
+        for uid, reason in refused:
+            log.error("%s: the server refused to remove it (%s); it stays for the next poll",
+                      uid, reason)
         if refused:
             raise SourceError(
-                f"POP3 {box.name}: DELE refused for {len(refused)} of {len(doomed)} messages"
+                f"{box.kind.upper()} {box.name}: {len(refused)} of {len(doomed)} messages "
+                "could not be removed"
             )
 
     def _flush_outbox(self) -> None:
@@ -313,25 +413,27 @@ class Runner:
         except StoreError as exc:  # the next pass tries again; the poll itself went fine
             log.warning("could not read the outbox: %s", exc)
 
-    def _handle(self, box: Pop3Mailbox, uidl: str, raw: bytes, tally: Counter[str]) -> bool:
-        """Process one fetched message; True when processing returned an outcome (the log
-        is asked whether it is durable under this UIDL before the DELE)."""
+    def _handle(
+        self, box: MailSession, uid: str, raw: bytes, tally: Counter[str]
+    ) -> OutcomeKind | None:
+        """Process one fetched message; its outcome kind when processing returned one (the
+        log is asked whether it is durable under this id before the acknowledgement)."""
         tally["fetched"] += 1
-        source = SourceRef(kind="pop3", name=box.name, uidl=uidl)
+        source = SourceRef(kind=box.kind, name=box.name, uidl=uid)
         try:
             outcome = self.connector.process(raw, source)
         except StoreError:
-            raise  # the store is down: stop this poll, nothing more is deleted
+            raise  # the store is down: stop this poll, nothing more is acknowledged
         except Exception:
             # process() quarantines bad mail itself; this is a failure of the quarantine or
             # a bug. The message stays on the server and is tried again next poll.
-            log.exception("%s: processing failed; the message stays on the server", uidl)
+            log.exception("%s: processing failed; the message stays on the server", uid)
             tally["errors"] += 1
-            return False
+            return None
         tally[_COLUMN[outcome.kind]] += 1
         if log.isEnabledFor(logging.INFO):
-            log.info("%s", _message_line(uidl, outcome))
-        return True
+            log.info("%s", _message_line(uid, outcome))
+        return outcome.kind
 
     def _progress(self, progress: _Progress) -> None:
         progress.done += 1
@@ -346,6 +448,23 @@ class Runner:
 
     def _interruptible_sleep(self, seconds: float) -> None:
         self.stop_event.wait(seconds)
+
+
+def _the_mailbox(config: Config, connector: Connector) -> Mailbox:
+    """The one mailbox the plugins (built-ins: ``[pop3]``, ``[imap]``) register."""
+    boxes: Sequence[Mailbox] = connector.host.sources(config)
+    if not boxes:
+        raise ConfigError("no mailbox to read: give [pop3] or [imap] a host", key="pop3.host")
+    if len(boxes) > 1:
+        names = ", ".join(f"{b.kind} {b.name}" for b in boxes)
+        raise ConfigError(f"one run serves one mailbox; this configuration has {names}")
+    return boxes[0]
+
+
+def _close(fetched: Iterable[object]) -> None:
+    close = getattr(fetched, "close", None)
+    if callable(close):
+        close()
 
 
 class _Progress:

@@ -1,15 +1,52 @@
-"""Reading messages from local files for ``process``: .eml files, Maildir folders, mbox files."""
+"""Where mail comes from: the mailboxes ``run`` serves, and local files for ``process``.
+
+A :class:`Mailbox` is one configured mailbox: its name, how to open a
+:class:`~commit_email.protocols.MailSession` on it, and how often to poll it. The built-in
+POP3 and IMAP mailboxes come from the ``[pop3]`` and ``[imap]`` sections (see
+``commit_email.mailboxes``) through ``commit_email_register_sources``, the hook a plugin
+implements to add a source of its own. :func:`iter_messages` reads .eml files, Maildir
+folders and mbox files.
+"""
 
 from __future__ import annotations
 
 import mailbox
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from attrs import field, frozen
 
 from .errors import InputError
 from .model import SourceRef
 
-__all__ = ["iter_messages", "one_message"]
+if TYPE_CHECKING:
+    from .protocols import MailSession
+
+__all__ = ["Mailbox", "iter_messages", "one_message"]
+
+
+@frozen(kw_only=True)
+class Mailbox:
+    """A mailbox ``commit-email run`` serves, as the ``commit_email_register_sources`` hook
+    returns it.
+
+    ``open_session`` makes a new, not yet connected session (``run`` enters it, uses it and
+    leaves it, and asks for a new one after a fault or, unless the session can wait for
+    mail, for every poll). The rest is the schedule: seconds between polls, the back-off
+    after a failed poll (``reconnect_delay`` doubling up to ``reconnect_max_delay``, with
+    jitter), how many failed tries ``run --once`` makes, and how many messages one pass
+    fetches before it acknowledges them and starts the next.
+    """
+
+    name: str
+    kind: str
+    open_session: Callable[[], MailSession] = field(repr=False)
+    poll_interval: float = 60.0
+    reconnect_delay: float = 1.0
+    reconnect_max_delay: float = 300.0
+    once_attempts: int = 5
+    messages_per_session: int = 2000
 
 
 def _is_maildir(path: Path) -> bool:

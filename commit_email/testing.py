@@ -27,7 +27,8 @@ What is here:
   :func:`build_xml_message` (API by email).
 - **Collaborators**: :func:`memory_store` (directory, sink and state in one in-memory SQLite
   store), :class:`RecordingMailer`, :func:`make_host` (entry-point autoloading off),
-  :func:`make_config`, :func:`make_connector`.
+  :func:`make_config`, :func:`make_connector`, and :class:`MemoryMailbox` (a mail source
+  ``Runner`` can serve, and the model of a source plugin).
 - **Checks**: :func:`assert_valid_plugin` (misspelled hooks, arguments the spec does not have,
   defaulted arguments — all things pluggy accepts silently) and :class:`HookRecorder` /
   :func:`record_hooks` (which hooks ran, with what, returning what).
@@ -40,12 +41,12 @@ import difflib
 import email.utils
 import inspect
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, Self
 from xml.sax.saxutils import escape
 
 from attrs import field, frozen
@@ -53,16 +54,18 @@ from attrs import field, frozen
 from . import hookspecs
 from .config import Config, parse_config
 from .errors import MailerError, PluginError
-from .model import Account, OutgoingMail
+from .model import Account, OutcomeKind, OutgoingMail
 from .outgoing import serialize
 from .pipeline import Connector
 from .plugins import PluginHost
 from .protocols import Mailer
+from .sources import Mailbox
 from .store import SQLiteStore, Store
 
 __all__ = [
     "HookCall",
     "HookRecorder",
+    "MemoryMailbox",
     "RecordingMailer",
     "assert_valid_plugin",
     "build_html_message",
@@ -153,6 +156,85 @@ class RecordingMailer:
 
     def of_kind(self, kind: str) -> list[OutgoingMail]:
         return [m for m in self.sent if m.kind == kind]
+
+
+class MemoryMailbox:
+    """A mailbox in memory that ``Runner`` serves like a POP3 or IMAP one.
+
+    ``deliver(raw)`` adds a message under the next id (``"1"``, ``"2"``, …);
+    :meth:`as_mailbox` gives the :class:`~commit_email.sources.Mailbox` to hand to
+    ``Runner(..., mailbox=...)`` or to return from ``commit_email_register_sources``. Each
+    session lists what is left; acknowledged messages are removed (kept with ``keep=True``)
+    and noted in ``acknowledged`` with their outcome kind. It is also the smallest complete
+    :class:`~commit_email.protocols.MailSession`: a source plugin's author can start from it.
+    """
+
+    def __init__(self, name: str = "memory", *, keep: bool = False) -> None:
+        self.name = name
+        self.keep = keep
+        self.messages: dict[str, bytes] = {}
+        self.acknowledged: list[tuple[str, OutcomeKind]] = []
+        self.sessions = 0
+        self._next = 1
+
+    def deliver(self, raw: bytes) -> str:
+        """Add a message; returns its id."""
+        uid, self._next = str(self._next), self._next + 1
+        self.messages[uid] = raw
+        return uid
+
+    def session(self) -> _MemorySession:
+        """A new session on this mailbox (``Mailbox.open_session``)."""
+        self.sessions += 1
+        return _MemorySession(self)
+
+    def as_mailbox(self, **schedule: Any) -> Mailbox:
+        """This mailbox for ``Runner``; ``schedule`` sets ``poll_interval`` and the like."""
+        schedule.setdefault("reconnect_delay", 0.01)
+        return Mailbox(name=self.name, kind="memory", open_session=self.session, **schedule)
+
+
+class _MemorySession:
+    """One session of a :class:`MemoryMailbox` (the MailSession protocol)."""
+
+    kind = "memory"
+
+    def __init__(self, box: MemoryMailbox) -> None:
+        self._box = box
+        self.connected = False
+
+    @property
+    def name(self) -> str:
+        return self._box.name
+
+    @property
+    def keeps_messages(self) -> bool:
+        return self._box.keep
+
+    def __enter__(self) -> Self:
+        self.connected = True
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.connected = False
+
+    def message_ids(self) -> list[str]:
+        return list(self._box.messages)
+
+    def fetch(self, ids: Sequence[str]) -> Iterator[tuple[str, bytes]]:
+        return iter([(uid, self._box.messages[uid]) for uid in ids if uid in self._box.messages])
+
+    def acknowledge(self, done: Sequence[tuple[str, OutcomeKind]]) -> list[tuple[str, str]]:
+        for uid, kind in done:
+            self._box.acknowledged.append((uid, kind))
+            if not self._box.keep:
+                self._box.messages.pop(uid, None)
+        return []
 
 
 def make_host(*plugins: object, builtins: bool = True, autoload: bool = False) -> PluginHost:

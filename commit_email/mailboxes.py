@@ -1,0 +1,46 @@
+"""The built-in mailboxes: the ``[pop3]`` and ``[imap]`` sections as
+:class:`~commit_email.sources.Mailbox` objects, registered (``trylast``, like every built-in)
+as the implementation of ``commit_email_register_sources``.
+
+IMAPClient is imported only when an IMAP session is opened, so a configuration without
+IMAP never needs the ``imap`` extra.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from .hookspecs import hookimpl
+from .pop3 import Pop3Mailbox
+from .sources import Mailbox
+
+if TYPE_CHECKING:
+    from .config import Config
+
+__all__ = ["commit_email_register_sources", "pop3_mailbox"]
+
+
+@hookimpl(trylast=True)
+def commit_email_register_sources(config: Config) -> Sequence[Mailbox]:
+    """The ``[pop3]`` mailbox when it has a host."""
+    boxes = []
+    if config.pop3.host:
+        boxes.append(pop3_mailbox(config))
+    return boxes
+
+
+def pop3_mailbox(config: Config) -> Mailbox:
+    """The ``[pop3]`` section as a :class:`~commit_email.sources.Mailbox`."""
+
+    def open_session() -> Pop3Mailbox:
+        return Pop3Mailbox.from_config(config)
+
+    cfg = config.pop3
+    return Mailbox(
+        name=cfg.mailbox, kind="pop3", open_session=open_session,
+        poll_interval=cfg.poll_interval, reconnect_delay=cfg.reconnect_delay,
+        reconnect_max_delay=cfg.reconnect_max_delay, once_attempts=cfg.once_attempts,
+        messages_per_session=cfg.messages_per_session,
+    )
+

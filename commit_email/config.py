@@ -9,6 +9,7 @@ are needed (``check-config`` asks for all of them).
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -16,6 +17,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import attrs
 from attrs import field, frozen
@@ -32,6 +34,7 @@ __all__ = [
     "DetectionRule",
     "EmailToTicketConfig",
     "LoopProtectionConfig",
+    "OAuthConfig",
     "Pop3Config",
     "SkipRule",
     "SmtpConfig",
@@ -41,6 +44,8 @@ __all__ = [
     "compile_regex",
     "load_config",
     "parse_config",
+    "validate_oauth",
+    "validate_oauth_login",
 ]
 
 T = TypeVar("T")
@@ -111,7 +116,14 @@ class Pop3Config:
     timeout: float = 60.0
     ca_file: str = ""
     verify_certificate: bool = True
-    auth: str = field(default="auto", metadata={"choices": ("auto", "user", "apop")})
+    #: how to log in: ``auto`` (APOP when the greeting offers it, else USER/PASS; XOAUTH2
+    #: when ``oauth`` is set), ``user``, ``apop``, or OAuth 2.0 with ``xoauth2`` or
+    #: ``oauthbearer`` (SASL, RFC 7628; needs ``oauth``)
+    auth: str = field(default="auto", metadata={"choices": (
+        "auto", "user", "apop", "xoauth2", "oauthbearer")})
+    #: the ``[oauth.NAME]`` section whose tokens log in (with ``auth = "xoauth2"`` or
+    #: ``"oauthbearer"``); no password is needed then
+    oauth: str = ""
     #: seconds before the first reconnect after a failed poll; doubles per failure
     reconnect_delay: float = 1.0
     #: cap of the reconnect back-off, in seconds
@@ -132,6 +144,11 @@ class Pop3Config:
         """The name the delivery log files this mailbox's UIDLs under."""
         return f"{self.user}@{self.host}:{self.effective_port}"
 
+    @property
+    def sasl_mechanism(self) -> str:
+        """``XOAUTH2``/``OAUTHBEARER`` when this mailbox logs in with OAuth, else ``""``."""
+        return _sasl_mechanism(self.auth, self.oauth)
+
     def resolved_password(self) -> str:
         return _secret(self.password, self.password_env, "pop3")
 
@@ -145,6 +162,13 @@ class SmtpConfig:
     password: str = field(default="", repr=False)
     password_env: str = ""
     from_address: str = ""
+    #: how to log in when ``user`` is set: ``auto`` (what the server offers; XOAUTH2 when
+    #: ``oauth`` is set), ``login``, ``plain``, or OAuth 2.0 with ``xoauth2`` or
+    #: ``oauthbearer`` (needs ``oauth``)
+    auth: str = field(default="auto", metadata={"choices": (
+        "auto", "login", "plain", "xoauth2", "oauthbearer")})
+    #: the ``[oauth.NAME]`` section whose tokens log in to the relay
+    oauth: str = ""
     timeout: float = 60.0
     ca_file: str = ""
     verify_certificate: bool = True
@@ -164,8 +188,81 @@ class SmtpConfig:
     def effective_port(self) -> int:
         return self.port or {"ssl": 465, "starttls": 587}.get(self.security, 25)
 
+    @property
+    def sasl_mechanism(self) -> str:
+        """``XOAUTH2``/``OAUTHBEARER`` when the relay is logged in to with OAuth, else ``""``."""
+        return _sasl_mechanism(self.auth, self.oauth)
+
     def resolved_password(self) -> str:
         return _secret(self.password, self.password_env, "smtp")
+
+
+def _sasl_mechanism(auth: str, oauth: str) -> str:
+    if auth in ("xoauth2", "oauthbearer"):
+        return auth.upper()
+    return "XOAUTH2" if auth == "auto" and oauth else ""
+
+
+#: what each provider can do, and its presets (the endpoints are Microsoft Entra ID's v2.0
+#: and Google's; ``{tenant}`` is filled in from the section)
+OAUTH_PROVIDERS = ("microsoft", "google", "generic")
+OAUTH_GRANTS = ("client_credentials", "refresh_token", "command")
+
+
+@frozen(kw_only=True)
+class OAuthConfig:
+    """One ``[oauth.NAME]`` section: where tokens come from for the mailboxes and the relay
+    that name it (``oauth = "NAME"``)."""
+
+    #: who issues the tokens: ``microsoft`` (Entra ID / Microsoft 365), ``google`` (Google
+    #: Workspace) or ``generic`` (any OAuth 2.0 server; ``token_url`` required)
+    provider: str = ""
+    #: Microsoft only: the directory (tenant) name or id, ``contoso.onmicrosoft.com``
+    tenant: str = ""
+    #: the application (client) id of the app registration
+    client_id: str = ""
+    #: the client secret (``client_secret_env``: the environment variable holding it)
+    client_secret: str = field(default="", repr=False)
+    #: environment variable that holds the client secret
+    client_secret_env: str = ""
+    #: ``client_credentials`` (app-only, unattended), ``refresh_token`` (delegated: a user
+    #: signs in once with ``commit-email auth login NAME``) or ``command`` (an external
+    #: helper prints the access token)
+    grant: str = field(default="client_credentials", metadata={"choices": OAUTH_GRANTS})
+    #: scopes asked for, space-separated; empty: the provider's preset for the grant
+    scope: str = ""
+    #: the token endpoint; empty: the provider's (required for ``generic``). Must be https
+    #: except on a loopback address
+    token_url: str = ""
+    #: ``grant = "command"``: the program (and its arguments; no shell) that prints an access
+    #: token on stdout, as fetchmail's ``passwordeval``; a JSON object with ``access_token``
+    #: and ``expires_in`` is understood too
+    token_command: str = ""
+    #: Microsoft ``client_credentials``: a PEM file with the certificate and its private key
+    #: (or a ``.pfx``), used to sign a client assertion instead of sending a secret; needs
+    #: ``pip install 'commit-email[microsoft]'``
+    certificate_file: str = ""
+    #: environment variable with the password of ``certificate_file``'s key, if it has one
+    certificate_password_env: str = ""
+    #: RFC 8628 device authorization endpoint for ``auth login``; empty: the provider's
+    device_url: str = ""
+    #: authorization endpoint for ``auth login`` in a browser; empty: the provider's
+    authorize_url: str = ""
+    #: seconds a token request (or ``token_command``) may take
+    timeout: float = 30.0
+    name: str = field(default="", metadata={"internal": True})
+
+    def resolved_client_secret(self) -> str:
+        """The client secret, from ``client_secret`` or the environment."""
+        if self.client_secret:
+            return self.client_secret
+        if self.client_secret_env:
+            try:
+                return os.environ[self.client_secret_env]
+            except KeyError:
+                raise ConfigError(f"environment variable {self.client_secret_env} is not set",
+                                  key=f"oauth.{self.name}.client_secret_env") from None
+        return ""
 
 
 @frozen(kw_only=True)
@@ -304,6 +401,8 @@ class Config:
     loop_protection: LoopProtectionConfig = field(factory=LoopProtectionConfig)
     xml_api: XmlApiConfig = field(factory=XmlApiConfig)
     automated: AutomatedConfig = field(factory=AutomatedConfig)
+    #: ``[oauth.NAME]`` sections, by NAME
+    oauth: Mapping[str, OAuthConfig] = field(factory=dict, metadata={"named": OAuthConfig})
     path: str = field(default="", metadata={"internal": True})
 
     @property
@@ -391,6 +490,10 @@ def _build(cls: type[T], table: object, key: str) -> T:
     for name, value in table.items():
         f = fields[name]
         sub = f"{key}.{name}" if key else name
+        named_cls = f.metadata.get("named")
+        if named_cls is not None:
+            values[name] = _build_named(named_cls, value, sub)
+            continue
         rule_cls = f.metadata.get("rules")
         if rule_cls is not None:
             if not isinstance(value, list):
@@ -415,6 +518,19 @@ def _build(cls: type[T], table: object, key: str) -> T:
             coerced = {**default, **coerced}
         values[name] = coerced
     return cls(**values)
+
+
+def _build_named(cls: type[T], table: object, key: str) -> dict[str, T]:
+    """``[KEY.NAME]`` sections: a table of tables, each built as ``cls`` with its ``name``."""
+    if not isinstance(table, dict):
+        raise ConfigError("expected tables ([KEY.NAME])", key=key)
+    built = {}
+    for name, sub in table.items():
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+            raise ConfigError("a name of letters, digits, '-' and '_' expected",
+                              key=f"{key}.{name}")
+        built[name] = attrs.evolve(_build(cls, sub, f"{key}.{name}"), name=name)  # type: ignore[misc]
+    return built
 
 
 def _validate(config: Config) -> None:
@@ -481,6 +597,99 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"not an email address: {value!r}", key=f"connector.{name}")
     _validate_servers(config)
     _validate_xml_addresses(config.xml_api)
+    for oauth in config.oauth.values():
+        validate_oauth(oauth)
+    validate_oauth_login(config, "pop3", config.pop3.auth, config.pop3.oauth)
+    validate_oauth_login(config, "smtp", config.smtp.auth, config.smtp.oauth)
+
+
+#: the grants each provider can do (Google has no client-credentials grant for Gmail: its
+#: service accounts use a signed JWT, and its device flow refuses the mail scope)
+_PROVIDER_GRANTS = {
+    "microsoft": ("client_credentials", "refresh_token", "command"),
+    "google": ("refresh_token", "command"),
+    "generic": ("client_credentials", "refresh_token", "command"),
+}
+
+
+def validate_oauth(oauth: OAuthConfig) -> None:
+    """One ``[oauth.NAME]`` section on its own; each problem names its key."""
+    key = f"oauth.{oauth.name}"
+    if oauth.provider not in OAUTH_PROVIDERS:
+        raise ConfigError(f"unknown provider {oauth.provider!r} (known: "
+                          f"{', '.join(OAUTH_PROVIDERS)})", key=f"{key}.provider")
+    if oauth.grant not in _PROVIDER_GRANTS[oauth.provider]:
+        raise ConfigError(
+            f"{oauth.provider} cannot do grant {oauth.grant!r} (it can do: "
+            f"{', '.join(_PROVIDER_GRANTS[oauth.provider])})", key=f"{key}.grant")
+    if oauth.grant == "command":
+        if not oauth.token_command.strip():
+            raise ConfigError("grant = \"command\" needs the command that prints a token",
+                              key=f"{key}.token_command")
+        return
+    if oauth.token_command:
+        raise ConfigError(f"only used with grant = \"command\" (grant is {oauth.grant!r})",
+                          key=f"{key}.token_command")
+    if oauth.provider == "microsoft" and not oauth.tenant:
+        raise ConfigError("Microsoft needs the tenant (contoso.onmicrosoft.com or its id)",
+                          key=f"{key}.tenant")
+    if oauth.tenant and oauth.provider != "microsoft":
+        raise ConfigError("only Microsoft has tenants", key=f"{key}.tenant")
+    if not oauth.client_id:
+        raise ConfigError("the application (client) id is required", key=f"{key}.client_id")
+    if oauth.provider == "generic" and not oauth.token_url:
+        raise ConfigError("a generic provider needs its token endpoint", key=f"{key}.token_url")
+    for name in ("token_url", "device_url", "authorize_url"):
+        url = getattr(oauth, name)
+        if url and not _secure_url(url):
+            raise ConfigError(f"must be an https:// URL (http:// only on a loopback address), "
+                              f"got {url!r}", key=f"{key}.{name}")
+    if oauth.certificate_file:
+        if oauth.provider != "microsoft" or oauth.grant != "client_credentials":
+            raise ConfigError("a certificate credential is for Microsoft client_credentials",
+                              key=f"{key}.certificate_file")
+        if oauth.client_secret or oauth.client_secret_env:
+            raise ConfigError("give a certificate or a client secret, not both",
+                              key=f"{key}.certificate_file")
+    elif oauth.grant == "client_credentials" and not (
+            oauth.client_secret or oauth.client_secret_env):
+        raise ConfigError("client_credentials needs client_secret (or client_secret_env"
+                          + (", or certificate_file" if oauth.provider == "microsoft" else "")
+                          + ")", key=f"{key}.client_secret")
+    if oauth.timeout <= 0:
+        raise ConfigError("must be more than 0 seconds", key=f"{key}.timeout")
+
+
+def _secure_url(url: str) -> bool:
+    """https, or http to a loopback address (a local token helper, the tests' server)."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return True
+    if parts.scheme != "http" or not parts.hostname:
+        return False
+    host = parts.hostname
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def validate_oauth_login(config: Config, section: str, auth: str, oauth: str) -> None:
+    """A mailbox's or the relay's ``auth``/``oauth`` pair: an OAuth mechanism needs ``oauth``,
+    and ``oauth`` must name an ``[oauth.NAME]`` section. ``section`` is the key prefix
+    (``pop3``, ``imap[1]``)."""
+    if auth in ("xoauth2", "oauthbearer") and not oauth:
+        raise ConfigError(f"auth = {auth!r} needs oauth = \"NAME\" naming an [oauth.NAME] "
+                          "section", key=f"{section}.oauth")
+    if oauth and oauth not in config.oauth:
+        known = ", ".join(sorted(config.oauth)) or "none"
+        raise ConfigError(f"no section [oauth.{oauth}] (sections: {known})",
+                          key=f"{section}.oauth")
+    if oauth and auth not in ("auto", "xoauth2", "oauthbearer"):
+        raise ConfigError(f"oauth is set but auth = {auth!r} logs in with a password",
+                          key=f"{section}.auth")
 
 
 def _validate_xml_addresses(xml: XmlApiConfig) -> None:
@@ -586,12 +795,25 @@ def check_secrets(config: Config) -> Sequence[str]:
     if config.store.password or config.store.password_env:
         config.store.resolved_password()
         checked.append("store.password")
+    used_oauth = set()
     if config.pop3.host:
-        config.pop3.resolved_password()
-        checked.append("pop3.password")
+        if config.pop3.sasl_mechanism:
+            used_oauth.add(config.pop3.oauth)
+        else:
+            config.pop3.resolved_password()
+            checked.append("pop3.password")
     if config.smtp.host and config.smtp.user:
-        config.smtp.resolved_password()
-        checked.append("smtp.password")
+        if config.smtp.sasl_mechanism:
+            used_oauth.add(config.smtp.oauth)
+        else:
+            config.smtp.resolved_password()
+            checked.append("smtp.password")
+    for name in sorted(used_oauth):
+        oauth = config.oauth[name]
+        if oauth.grant != "command" and not oauth.certificate_file:
+            if not oauth.resolved_client_secret() and oauth.grant == "client_credentials":
+                raise ConfigError("the client secret is empty", key=f"oauth.{name}.client_secret")
+            checked.append(f"oauth.{name}.client_secret")
     if config.xml_api.enabled:
         if not config.xml_api.resolved_password():
             raise ConfigError("the XML API needs a password", key="xml_api.password")

@@ -11,7 +11,13 @@ The tree::
     ├── AmbiguousMatch             a sender matches several Accounts; never guessed
     ├── SourceError(OSError)       the mailbox could not be read (POP3/IMAP faults translated here)
     │   └── LoginError             the server refused the login; ``permanent`` unless it said not
-    └── MailerError(OSError)       a mail could not be sent (smtplib faults translated here)
+    │       └── OAuthLoginError    an OAuth login refused even with a new token; names the
+    │                              mailbox, the SASL mechanism and the server's status
+    ├── MailerError(OSError)       a mail could not be sent (smtplib faults translated here)
+    └── OAuthError                 no OAuth 2.0 access token could be had
+        ├── TokenRefused           the provider refused the grant (``invalid_grant``, …):
+        │                          a person must act (``commit-email auth login NAME``)
+        └── TokenUnavailable(OSError)  the token endpoint or command failed for now
 
 Low-level exceptions (sqlite3, poplib, imaplib/IMAPClient, smtplib, lxml) never leave the layer that
 caused them: each boundary translates them into one of these, keeping the
@@ -28,9 +34,13 @@ __all__ = [
     "LoginError",
     "MailerError",
     "MessageError",
+    "OAuthError",
+    "OAuthLoginError",
     "PluginError",
     "SourceError",
     "StoreError",
+    "TokenRefused",
+    "TokenUnavailable",
 ]
 
 
@@ -95,8 +105,44 @@ class LoginError(SourceError):
         self.permanent = permanent
 
 
+class OAuthLoginError(LoginError):
+    """The server refused an OAuth 2.0 login (XOAUTH2, OAUTHBEARER), a new token included.
+
+    ``mailbox`` names the mailbox or relay, ``mechanism`` the SASL mechanism, ``status`` the
+    status of the server's failure challenge (``"401"``, or ``""`` if it sent none).
+    """
+
+    def __init__(self, message: str, *, mailbox: str, mechanism: str, status: str) -> None:
+        super().__init__(message, permanent=True)
+        self.mailbox = mailbox
+        self.mechanism = mechanism
+        self.status = status
+
+
 class MailerError(CommitEmailError, OSError):
     """A mail could not be handed to the SMTP server."""
+
+
+class OAuthError(CommitEmailError):
+    """No OAuth 2.0 access token could be had for an ``[oauth.NAME]`` section."""
+
+
+class TokenRefused(OAuthError):
+    """The provider refused the grant; retrying will not help until a person acts.
+
+    ``error`` is the OAuth error code (``invalid_grant``: the refresh token was revoked or
+    expired; ``invalid_client``: a wrong client id or secret) or ``no_token`` before the
+    first ``commit-email auth login``.
+    """
+
+    def __init__(self, message: str, *, error: str) -> None:
+        super().__init__(message)
+        self.error = error
+
+
+class TokenUnavailable(OAuthError, OSError):
+    """The token endpoint could not be reached, timed out or failed (5xx), or the token
+    command failed: a transient fault like an unreachable mail server."""
 
 
 class AmbiguousMatch(CommitEmailError):

@@ -18,7 +18,8 @@ from commit_email.testing import RecordingMailer, make_config, make_connector
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/corpus.py and friends
 
-pytest_plugins = ["tests.dovecot_fixtures", "tests.smtp_fixtures", "tests.pg_fixtures"]
+pytest_plugins = ["tests.dovecot_fixtures", "tests.smtp_fixtures", "tests.pg_fixtures",
+                  "tests.oauth_fixtures"]
 
 ACME = Account(rec_id="CRDACME0000000000001", file_as="Acme Corporation", email1="acme.example",
                account_number="ACME-001", account_id="1001")

@@ -73,6 +73,11 @@ def config_rows() -> list[tuple[str, str]]:
     for section in attrs.fields(config_module.Config):
         if section.metadata.get("internal"):
             continue
+        named = section.metadata.get("named")
+        if named is not None:  # [oauth.NAME]: one table per NAME
+            rows += [(f"## `[{section.name}.NAME]`", f.name) for f in attrs.fields(named)
+                     if not f.metadata.get("internal")]
+            continue
         factory = getattr(section.default, "factory", None)
         cls = type(factory() if callable(factory) else section.default)
         for f in attrs.fields(cls):

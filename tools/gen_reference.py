@@ -359,6 +359,12 @@ def config_keys() -> Iterator[tuple[str, str, type, attrs.Attribute[Any]]]:
     for section in attrs.fields(config_module.Config):
         if section.metadata.get("internal"):
             continue
+        named = section.metadata.get("named")
+        if named is not None:  # [oauth.NAME] sections: one table per NAME
+            for f in attrs.fields(named):
+                if not f.metadata.get("internal"):
+                    yield f"{section.name}.NAME", f"{section.name}.NAME.{f.name}", named, f
+            continue
         cls = type(_default(section))
         for f in attrs.fields(cls):
             yield section.name, f"{section.name}.{f.name}", cls, f
@@ -397,7 +403,8 @@ def config_page() -> str:
            "config file's folder. Every secret accepts `password = \"…\"` or "
            "`password_env = \"VARIABLE\"`.\n"]
     for section, lines in rows.items():
-        title = f"[[{section}]]" if "." in section else f"[{section}]"
+        title = (f"[{section}]" if section.endswith(".NAME") else
+                 f"[[{section}]]" if "." in section else f"[{section}]")
         out.append(f"\n## `{title}`\n\n| key | type | default | meaning |\n|---|---|---|---|\n")
         out += lines
     return "".join(out)

@@ -1,0 +1,491 @@
+"""A real OAuth 2.0 authorization server on 127.0.0.1 for tests, built on Authlib's server side.
+
+Loaded through ``pytest_plugins`` in ``tests/conftest.py``. The server speaks the wire
+protocol real providers speak, errors included, because Authlib produces them:
+
+- ``/token``: RFC 6749 ``client_credentials``, ``refresh_token`` (rotating the refresh
+  token when ``rotate`` is on) and ``authorization_code`` with PKCE (RFC 7636), and the
+  RFC 8628 device-code grant;
+- ``/device``: the RFC 8628 device authorization endpoint (``approve(user_code)`` plays
+  the user who signs in);
+- ``/authorize``: the authorization endpoint; it signs in ``auto_approve_user`` at once
+  and redirects to the client's loopback ``redirect_uri`` (the browser of the Google flow);
+- ``/introspect``: RFC 7662 introspection, which Dovecot's ``oauth2`` passdb and the SMTP
+  test server call to check a token (client ``dovecot`` / ``dovecot-secret``).
+
+Knobs a test turns: ``expires_in`` (seconds an access token lives), ``rotate``,
+``grace`` (a rotated-out refresh token keeps working, as Microsoft's do), ``down`` (every
+request answers 503), :meth:`OAuthTestServer.revoke_refresh_tokens`,
+:meth:`OAuthTestServer.revoke_access_tokens`; ``grants`` counts the token requests per grant.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import secrets
+import threading
+import time
+import urllib.parse
+from collections import Counter
+from collections.abc import Iterator
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import attrs
+import pytest
+
+try:
+    from authlib.oauth2 import AuthorizationServer
+    from authlib.oauth2.rfc6749 import ClientMixin, OAuth2Request, TokenMixin, grants
+    from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
+    from authlib.oauth2.rfc6750 import BearerTokenGenerator
+    from authlib.oauth2.rfc7636 import CodeChallenge
+    from authlib.oauth2.rfc7662 import IntrospectionEndpoint
+    from authlib.oauth2.rfc8628 import (
+        DeviceAuthorizationEndpoint,
+        DeviceCodeGrant,
+        DeviceCredentialDict,
+    )
+except ImportError:  # pragma: no cover - authlib is a test dependency
+    AuthorizationServer = None  # type: ignore[assignment,misc]
+
+INTROSPECTION_CLIENT = "dovecot"
+INTROSPECTION_SECRET = "dovecot-secret"
+SCOPE = "mail"
+
+
+def _require_authlib() -> None:
+    if AuthorizationServer is not None:
+        return
+    message = "Authlib is not installed (the tests' OAuth 2.0 server)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message + "; server tests must not be skipped on CI", pytrace=False)
+    pytest.skip(message)
+
+
+# -- models -------------------------------------------------------------------------------------
+
+
+@attrs.define
+class Client(ClientMixin):  # type: ignore[misc]
+    client_id: str
+    client_secret: str | None
+    #: the mailbox an app-only (client_credentials) token of this client may open
+    user: str
+    grant_types: tuple[str, ...] = ("client_credentials", "refresh_token",
+                                    "urn:ietf:params:oauth:grant-type:device_code",
+                                    "authorization_code")
+
+    def get_client_id(self) -> str:
+        return self.client_id
+
+    def get_default_redirect_uri(self) -> str:
+        return "http://127.0.0.1/"
+
+    def get_allowed_scope(self, scope: str | None) -> str:
+        return SCOPE if not scope else " ".join(s for s in scope.split() if s == SCOPE) or SCOPE
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        # RFC 8252 §7.3: a native app's loopback redirect may use any port
+        parts = urllib.parse.urlsplit(redirect_uri)
+        return parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost")
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        return self.client_secret is not None and hmac.compare_digest(
+            self.client_secret, client_secret)
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        if self.client_secret is None:
+            return method == "none"
+        return method in ("client_secret_basic", "client_secret_post")
+
+    def check_response_type(self, response_type: str) -> bool:
+        return response_type == "code"
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type in self.grant_types
+
+
+@attrs.define
+class Token(TokenMixin):  # type: ignore[misc]
+    client_id: str
+    user: str
+    scope: str
+    access_token: str
+    refresh_token: str | None
+    issued_at: float
+    expires_in: int
+    revoked: bool = False
+    #: the refresh token was rotated out (still accepted while the server's ``grace`` is on)
+    superseded: bool = False
+    refresh_revoked: bool = False
+
+    def check_client(self, client: Client) -> bool:
+        return client.client_id == self.client_id
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def get_expires_in(self) -> int:
+        return self.expires_in
+
+    def is_expired(self) -> bool:
+        return time.time() >= self.issued_at + self.expires_in
+
+    def is_revoked(self) -> bool:
+        return self.revoked
+
+    def get_user(self) -> str:
+        return self.user
+
+    def get_client(self) -> None:
+        return None
+
+
+@attrs.define
+class AuthorizationCode:
+    code: str
+    client_id: str
+    redirect_uri: str
+    scope: str
+    user: str
+    code_challenge: str | None
+    code_challenge_method: str | None
+
+    def get_redirect_uri(self) -> str:
+        return self.redirect_uri
+
+    def get_scope(self) -> str:
+        return self.scope
+
+
+# -- WSGI plumbing ------------------------------------------------------------------------------
+
+
+class _Request(OAuth2Request):  # type: ignore[misc]
+    def __init__(self, environ: dict[str, Any], form: dict[str, str],
+                 query: dict[str, str]) -> None:
+        headers = {"Authorization": environ.get("HTTP_AUTHORIZATION", ""),
+                   "Content-Type": environ.get("CONTENT_TYPE", "")}
+        uri = f"http://{environ['HTTP_HOST']}{environ['PATH_INFO']}"
+        if environ.get("QUERY_STRING"):
+            uri += "?" + environ["QUERY_STRING"]
+        super().__init__(environ["REQUEST_METHOD"], uri, headers=headers)
+        self._form = form
+        self._query = query
+        self.payload = BasicOAuth2Payload({**query, **form})
+
+    @property
+    def args(self) -> dict[str, str]:
+        return self._query
+
+    @property
+    def form(self) -> dict[str, str]:
+        return self._form
+
+
+class _Server(AuthorizationServer):  # type: ignore[misc]
+    def __init__(self, owner: OAuthTestServer) -> None:
+        super().__init__()
+        self.owner = owner
+
+    def query_client(self, client_id: str) -> Client | None:
+        return self.owner.clients.get(client_id)
+
+    def save_token(self, token: dict[str, Any], request: Any) -> None:
+        client = request.client
+        user = request.user or client.user
+        self.owner.tokens[token["access_token"]] = Token(
+            client_id=client.client_id, user=user, scope=token.get("scope", ""),
+            access_token=token["access_token"], refresh_token=token.get("refresh_token"),
+            issued_at=time.time(), expires_in=int(token.get("expires_in", 0)))
+
+    def create_oauth2_request(self, request: Any) -> Any:
+        return request
+
+    def create_json_request(self, request: Any) -> Any:
+        return request
+
+    def handle_response(self, status: int, body: Any, headers: Any) -> tuple[int, Any, Any]:
+        return status, body, headers
+
+    def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+class _ClientCredentials(grants.ClientCredentialsGrant):  # type: ignore[misc]
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+
+
+def _refresh_grant(owner: OAuthTestServer) -> type:
+    class RefreshToken(grants.RefreshTokenGrant):  # type: ignore[misc]
+        TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+
+        @property
+        def INCLUDE_NEW_REFRESH_TOKEN(self) -> bool:
+            return owner.rotate
+
+        def authenticate_refresh_token(self, refresh_token: str) -> Token | None:
+            for token in owner.tokens.values():
+                if token.refresh_token == refresh_token and not token.refresh_revoked:
+                    if token.superseded and not owner.grace:
+                        return None
+                    return token
+            return None
+
+        def authenticate_user(self, refresh_token: Token) -> str:
+            return refresh_token.user
+
+        def revoke_old_credential(self, refresh_token: Token) -> None:
+            if owner.rotate:
+                refresh_token.superseded = True
+
+    return RefreshToken
+
+
+class _AuthorizationCode(grants.AuthorizationCodeGrant):  # type: ignore[misc]
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+
+    def save_authorization_code(self, code: str, request: Any) -> None:
+        owner: OAuthTestServer = self.server.owner
+        owner.codes[code] = AuthorizationCode(
+            code=code, client_id=request.client.client_id,
+            redirect_uri=request.payload.redirect_uri, scope=request.payload.scope or SCOPE,
+            user=request.user, code_challenge=request.payload.data.get("code_challenge"),
+            code_challenge_method=request.payload.data.get("code_challenge_method"))
+
+    def query_authorization_code(self, code: str, client: Client) -> AuthorizationCode | None:
+        item: AuthorizationCode | None = self.server.owner.codes.get(code)
+        return item if item and item.client_id == client.client_id else None
+
+    def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
+        self.server.owner.codes.pop(authorization_code.code, None)
+
+    def authenticate_user(self, authorization_code: AuthorizationCode) -> str:
+        return authorization_code.user
+
+
+class _DeviceAuthorization(DeviceAuthorizationEndpoint):  # type: ignore[misc]
+    INTERVAL = 1
+
+    def get_verification_uri(self) -> str:
+        return f"{self.server.owner.url}/activate"
+
+    def save_device_credential(self, client_id: str, scope: str, data: dict[str, Any]) -> None:
+        self.server.owner.devices[data["device_code"]] = DeviceCredentialDict(
+            client_id=client_id, scope=scope or SCOPE, expires_at=time.time() + 600, **data)
+
+
+class _DeviceCode(DeviceCodeGrant):  # type: ignore[misc]
+    def query_device_credential(self, device_code: str) -> Any:
+        return self.server.owner.devices.get(device_code)
+
+    def query_user_grant(self, user_code: str) -> tuple[str, bool] | None:
+        result: tuple[str, bool] | None = self.server.owner.approvals.get(user_code)
+        return result
+
+    def should_slow_down(self, credential: Any) -> bool:
+        return False
+
+
+class _Introspection(IntrospectionEndpoint):  # type: ignore[misc]
+    def query_token(self, token_string: str, token_type_hint: str | None) -> Token | None:
+        token: Token | None = self.server.owner.tokens.get(token_string)
+        return token
+
+    def check_permission(self, token: Token, client: Client, request: Any) -> bool:
+        return client.client_id == INTROSPECTION_CLIENT
+
+    def introspect_token(self, token: Token) -> dict[str, Any]:
+        return {"active": True, "client_id": token.client_id, "token_type": "Bearer",
+                "username": token.user, "scope": token.scope,
+                "exp": int(token.issued_at + token.expires_in), "iat": int(token.issued_at)}
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+
+@attrs.define(kw_only=True)
+class OAuthTestServer:
+    """The running server; ``url`` is ``http://127.0.0.1:PORT``."""
+
+    url: str = ""
+    expires_in: int = 3600
+    rotate: bool = True
+    grace: bool = True
+    down: bool = False
+    #: the user the authorization endpoint signs in (the browser step of the code flow)
+    auto_approve_user: str | None = None
+    clients: dict[str, Client] = attrs.field(factory=dict)
+    tokens: dict[str, Token] = attrs.field(factory=dict)
+    codes: dict[str, AuthorizationCode] = attrs.field(factory=dict)
+    devices: dict[str, Any] = attrs.field(factory=dict)
+    approvals: dict[str, tuple[str, bool]] = attrs.field(factory=dict)
+    #: token requests answered with a token, per grant_type
+    grants: Counter[str] = attrs.field(factory=Counter)
+    #: introspection requests (each login Dovecot or the SMTP server checked)
+    introspections: int = 0
+    lock: threading.RLock = attrs.field(factory=threading.RLock)
+    _authz: Any = None
+    _httpd: Any = None
+    _thread: threading.Thread | None = None
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.url}/token"
+
+    @property
+    def device_url(self) -> str:
+        return f"{self.url}/device"
+
+    @property
+    def authorize_url(self) -> str:
+        return f"{self.url}/authorize"
+
+    @property
+    def introspection_url(self) -> str:
+        return f"{self.url}/introspect"
+
+    def add_client(self, user: str, *, secret: str | None = "client-secret",
+                   client_id: str | None = None) -> Client:
+        """Register an app whose app-only tokens open ``user``'s mailbox."""
+        client = Client(client_id=client_id or f"app-{secrets.token_hex(4)}",
+                        client_secret=secret, user=user)
+        with self.lock:
+            self.clients[client.client_id] = client
+        return client
+
+    def issue_refresh_token(self, client: Client, user: str) -> str:
+        """A refresh token as a finished sign-in of ``user`` would leave (``auth login``)."""
+        with self.lock:
+            refresh = secrets.token_urlsafe(24)
+            access = secrets.token_urlsafe(24)
+            self.tokens[access] = Token(client_id=client.client_id, user=user, scope=SCOPE,
+                                        access_token=access, refresh_token=refresh,
+                                        issued_at=time.time(), expires_in=self.expires_in)
+            return refresh
+
+    def valid_refresh_token(self, refresh_token: str) -> bool:
+        with self.lock:
+            return any(t.refresh_token == refresh_token and not t.refresh_revoked
+                       and (self.grace or not t.superseded) for t in self.tokens.values())
+
+    def revoke_refresh_tokens(self, user: str | None = None) -> None:
+        """Withdraw consent: every refresh token (of ``user``) stops working."""
+        with self.lock:
+            for token in self.tokens.values():
+                if user is None or token.user == user:
+                    token.refresh_revoked = True
+
+    def revoke_access_tokens(self, user: str | None = None) -> None:
+        """Every access token (of ``user``) is refused from now on, though not expired."""
+        with self.lock:
+            for token in self.tokens.values():
+                if user is None or token.user == user:
+                    token.revoked = True
+
+    def approve(self, user_code: str, user: str, *, allow: bool = True) -> None:
+        """The user signs in on the verification page and approves (or denies) the code."""
+        with self.lock:
+            self.approvals[user_code] = (user, allow)
+
+    def pending_user_codes(self) -> list[str]:
+        with self.lock:
+            return [d["user_code"] for d in self.devices.values()
+                    if d["user_code"] not in self.approvals]
+
+    def access_token_valid(self, value: str) -> bool:
+        with self.lock:
+            token = self.tokens.get(value)
+            return bool(token and not token.is_expired() and not token.is_revoked())
+
+    # -- serving ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        authz = _Server(self)
+        authz.register_token_generator("default", BearerTokenGenerator(
+            access_token_generator=lambda **_: secrets.token_urlsafe(24),
+            refresh_token_generator=lambda **_: secrets.token_urlsafe(24),
+            expires_generator=lambda client, grant_type: self.expires_in))
+        authz.register_grant(_ClientCredentials)
+        authz.register_grant(_refresh_grant(self))
+        authz.register_grant(_AuthorizationCode, [CodeChallenge(required=False)])
+        authz.register_grant(_DeviceCode)
+        authz.register_endpoint(_DeviceAuthorization)
+        authz.register_endpoint(_Introspection)
+        self._authz = authz
+        self._httpd = make_server("127.0.0.1", 0, self._app, server_class=_ThreadingServer,
+                                  handler_class=_QuietHandler)
+        self.url = f"http://127.0.0.1:{self._httpd.server_port}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,),
+                                        name="oauth-test-server", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+
+    def _app(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length).decode() if length else ""
+        form = dict(urllib.parse.parse_qsl(body))
+        query = dict(urllib.parse.parse_qsl(environ.get("QUERY_STRING", "")))
+        path = environ["PATH_INFO"]
+        with self.lock:
+            if self.down:
+                status, payload, headers = 503, {"error": "temporarily_unavailable"}, []
+            else:
+                status, payload, headers = self._dispatch(path, _Request(environ, form, query))
+        if isinstance(payload, dict):
+            data = json.dumps(payload).encode()
+            headers = [*(headers or []), ("Content-Type", "application/json")]
+        else:
+            data = (payload or "").encode()
+        reason = {200: "OK", 302: "Found", 400: "Bad Request", 401: "Unauthorized",
+                  404: "Not Found", 503: "Service Unavailable"}.get(status, "Status")
+        start_response(f"{status} {reason}", [(k, v) for k, v in headers
+                                              if k.lower() != "content-length"])
+        return [data]
+
+    def _dispatch(self, path: str, request: _Request) -> tuple[int, Any, list[Any]]:
+        authz = self._authz
+        if path == "/token":
+            status, payload, headers = authz.create_token_response(request)
+            if status == 200:
+                self.grants[request.form.get("grant_type", "")] += 1
+            return status, payload, list(headers)
+        if path == "/device":
+            return tuple(authz.create_endpoint_response("device_authorization", request))  # type: ignore[return-value]
+        if path == "/introspect":
+            self.introspections += 1
+            return tuple(authz.create_endpoint_response("introspection", request))  # type: ignore[return-value]
+        if path == "/authorize":
+            user = self.auto_approve_user
+            status, payload, headers = authz.create_authorization_response(
+                request, grant_user=user)
+            return status, payload, list(headers)
+        return 404, {"error": "not_found"}, []
+
+
+@pytest.fixture
+def oauth_server() -> Iterator[OAuthTestServer]:
+    """A fresh OAuth 2.0 authorization server on 127.0.0.1 (stopped afterwards)."""
+    _require_authlib()
+    server = OAuthTestServer()
+    server.add_client(INTROSPECTION_CLIENT, secret=INTROSPECTION_SECRET,
+                      client_id=INTROSPECTION_CLIENT)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

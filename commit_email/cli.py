@@ -29,7 +29,7 @@ from .errors import CommitEmailError, ConfigError, InputError
 from .message import Message
 from .model import PERMANENT_FAILURE, Outcome, OutcomeKind, SourceRef
 from .pipeline import Connector
-from .runner import Runner
+from .runner import Service
 from .sources import iter_messages, one_message
 from .storage import redact_url
 from .store import OutboxEntry, Store, check_store_url, open_store
@@ -51,9 +51,12 @@ def _connector(config: Config) -> Connector:
     return Connector.from_config(config)
 
 
-def _outcome_json(source: SourceRef, message_id: str, outcome: Outcome) -> str:
+def _outcome_json(
+    source: SourceRef, message_id: str, outcome: Outcome, *, mailbox: str | None = None
+) -> str:
     return json.dumps(
         {
+            **({"mailbox": mailbox} if mailbox is not None else {}),
             "source": str(source),
             "message_id": message_id,
             "outcome": outcome.kind.value,
@@ -332,8 +335,17 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     if runner_log.getEffectiveLevel() > logging.INFO:
         runner_log.setLevel(logging.INFO)
     stop = threading.Event()
+    on_outcome = None
+    if args.json:
+        printing = threading.Lock()
+
+        def on_outcome(source: SourceRef, outcome: Outcome) -> None:
+            line = _outcome_json(source, outcome.message_id, outcome, mailbox=source.name)
+            with printing:
+                print(line, file=out, flush=True)
+
     with _stop_on_signals(stop):
-        return Runner(config, _connector(config), stop=stop).run(once=args.once)
+        return Service(config, _connector, stop=stop, on_outcome=on_outcome).run(once=args.once)
 
 
 @contextlib.contextmanager

@@ -105,6 +105,10 @@ class StoreConfig:
 
 @frozen(kw_only=True)
 class Pop3Config:
+    #: the mailbox's name in logs, ``run --json`` and the processed log, which files its
+    #: UIDLs under it (so choose it once); required and unique in ``[[pop3]]`` arrays;
+    #: empty: ``user@host:port``
+    name: str = ""
     host: str = ""
     port: int = 0  # 0: 995 for ssl, 110 otherwise
     security: str = field(default="ssl", metadata={"choices": ("ssl", "starttls", "plain")})
@@ -134,6 +138,8 @@ class Pop3Config:
     #: so a long backlog frees the mailbox as it goes; each session costs a login and a
     #: listing of what is left
     messages_per_session: int = 2000
+    #: where this table stands in the file (``pop3`` or ``pop3[N]``), for error messages
+    key: str = field(default="pop3", metadata={"internal": True})
 
     @property
     def effective_port(self) -> int:
@@ -141,8 +147,9 @@ class Pop3Config:
 
     @property
     def mailbox(self) -> str:
-        """The name the delivery log files this mailbox's UIDLs under."""
-        return f"{self.user}@{self.host}:{self.effective_port}"
+        """The name the delivery log files this mailbox's UIDLs under: ``name``, else
+        ``user@host:port``."""
+        return self.name or f"{self.user}@{self.host}:{self.effective_port}"
 
     @property
     def sasl_mechanism(self) -> str:
@@ -150,7 +157,7 @@ class Pop3Config:
         return _sasl_mechanism(self.auth, self.oauth)
 
     def resolved_password(self) -> str:
-        return _secret(self.password, self.password_env, "pop3")
+        return _secret(self.password, self.password_env, self.key)
 
 
 @frozen(kw_only=True)
@@ -394,7 +401,10 @@ class Config:
 
     connector: ConnectorConfig = field(factory=ConnectorConfig)
     store: StoreConfig = field(factory=StoreConfig)
-    pop3: Pop3Config = field(factory=Pop3Config)
+    #: one ``[pop3]`` table, or the first of several ``[[pop3]]`` tables
+    pop3: Pop3Config = field(factory=Pop3Config, metadata={"many": "pop3_all"})
+    #: every ``[[pop3]]`` table when the file has an array of them (see ``mailboxes``)
+    pop3_all: tuple[Pop3Config, ...] = field(default=(), metadata={"internal": True})
     smtp: SmtpConfig = field(factory=SmtpConfig)
     email_to_ticket: EmailToTicketConfig = field(factory=EmailToTicketConfig)
     threading: ThreadingConfig = field(factory=ThreadingConfig)
@@ -417,6 +427,18 @@ class Config:
     @property
     def state_dir(self) -> Path:
         return self.resolve_path(self.connector.state_dir)
+
+    @property
+    def mailboxes(self) -> tuple[Pop3Config, ...]:
+        """Every configured POP3 mailbox: the ``[[pop3]]`` tables, or the one ``[pop3]``
+        table when it names a host. ``run`` serves them all."""
+        if self.pop3_all:
+            return self.pop3_all
+        return (self.pop3,) if self.pop3.host else ()
+
+    def for_mailbox(self, mailbox: Pop3Config) -> Config:
+        """This configuration for one of its mailboxes alone (``pop3`` is that mailbox)."""
+        return attrs.evolve(self, pop3=mailbox, pop3_all=())
 
     @property
     def smtp_configured(self) -> bool:
@@ -501,6 +523,16 @@ def _build(cls: type[T], table: object, key: str) -> T:
             values[name] = tuple(_build(rule_cls, v, f"{sub}[{i}]") for i, v in enumerate(value))
             continue
         default = _default_of(f)
+        many = f.metadata.get("many")
+        if many and isinstance(value, list):  # [[pop3]]: several tables of this section
+            if not value:
+                raise ConfigError("an empty array: give at least one table", key=sub)
+            items = tuple(
+                attrs.evolve(_build(type(default), v, f"{sub}[{i}]"), key=f"{sub}[{i}]")
+                for i, v in enumerate(value)
+            )
+            values[name], values[many] = items[0], items
+            continue
         if attrs.has(type(default)):
             values[name] = _build(type(default), value, sub)
             continue
@@ -596,10 +628,12 @@ def _validate(config: Config) -> None:
         if value and not _is_address(value):
             raise ConfigError(f"not an email address: {value!r}", key=f"connector.{name}")
     _validate_servers(config)
+    _validate_mailbox_names(config)
     _validate_xml_addresses(config.xml_api)
     for oauth in config.oauth.values():
         validate_oauth(oauth)
-    validate_oauth_login(config, "pop3", config.pop3.auth, config.pop3.oauth)
+    for mailbox in config.mailboxes or (config.pop3,):
+        validate_oauth_login(config, mailbox.key, mailbox.auth, mailbox.oauth)
     validate_oauth_login(config, "smtp", config.smtp.auth, config.smtp.oauth)
 
 
@@ -720,7 +754,9 @@ def _is_address(value: str) -> bool:
 
 def _validate_servers(config: Config) -> None:
     """Ports, time-outs, retry counts and CA files of the configured servers."""
-    for section, server in (("pop3", config.pop3), ("smtp", config.smtp)):
+    servers: list[tuple[str, Pop3Config | SmtpConfig]] = [
+        (m.key, m) for m in config.mailboxes or (config.pop3,)]
+    for section, server in [*servers, ("smtp", config.smtp)]:
         if not server.host:
             continue
         if server.port > 65535:
@@ -736,9 +772,32 @@ def _validate_servers(config: Config) -> None:
     # hang for hours, which is never what was meant.
     if config.smtp.retries > 100:
         raise ConfigError(f"at most 100, got {config.smtp.retries}", key="smtp.retries")
-    if config.pop3.once_attempts > 100:
-        raise ConfigError(f"at most 100, got {config.pop3.once_attempts}",
-                          key="pop3.once_attempts")
+    for mailbox in config.mailboxes or (config.pop3,):
+        if mailbox.once_attempts > 100:
+            raise ConfigError(f"at most 100, got {mailbox.once_attempts}",
+                              key=f"{mailbox.key}.once_attempts")
+
+
+def _validate_mailbox_names(config: Config) -> None:
+    """Several ``[[pop3]]`` tables: each has a host and a name of its own (the name keys the
+    mailbox's state, so two mailboxes may never share one)."""
+    seen: dict[str, str] = {}
+    for mailbox in config.pop3_all:
+        key = mailbox.key
+        if not mailbox.name.strip():
+            raise ConfigError("each of several mailboxes needs a name", key=f"{key}.name")
+        if mailbox.name != mailbox.name.strip() or len(mailbox.name) > 100 or any(
+            not ch.isprintable() for ch in mailbox.name
+        ):
+            raise ConfigError(f"a name of at most 100 printable characters without "
+                              f"leading or trailing spaces, got {mailbox.name!r}",
+                              key=f"{key}.name")
+        if not mailbox.host:
+            raise ConfigError("a mailbox needs a host", key=f"{key}.host")
+        if mailbox.name in seen:
+            raise ConfigError(f"{mailbox.name!r} is also the name of {seen[mailbox.name]}; "
+                              "mailbox names must be unique", key=f"{key}.name")
+        seen[mailbox.name] = key
 
 
 def deployment_problems(config: Config) -> list[str]:
@@ -796,12 +855,12 @@ def check_secrets(config: Config) -> Sequence[str]:
         config.store.resolved_password()
         checked.append("store.password")
     used_oauth = set()
-    if config.pop3.host:
-        if config.pop3.sasl_mechanism:
-            used_oauth.add(config.pop3.oauth)
+    for mailbox in config.mailboxes:
+        if mailbox.sasl_mechanism:
+            used_oauth.add(mailbox.oauth)
         else:
-            config.pop3.resolved_password()
-            checked.append("pop3.password")
+            mailbox.resolved_password()
+            checked.append(f"{mailbox.key}.password")
     if config.smtp.host and config.smtp.user:
         if config.smtp.sasl_mechanism:
             used_oauth.add(config.smtp.oauth)

@@ -23,11 +23,8 @@ __all__ = ["commit_email_register_sources", "pop3_mailbox"]
 
 @hookimpl(trylast=True)
 def commit_email_register_sources(config: Config) -> Sequence[Mailbox]:
-    """The ``[pop3]`` mailbox when it has a host."""
-    boxes = []
-    if config.pop3.host:
-        boxes.append(pop3_mailbox(config))
-    return boxes
+    """The ``[pop3]`` mailbox when it has a host, or every ``[[pop3]]`` table."""
+    return [pop3_mailbox(config.for_mailbox(m)) for m in config.mailboxes]
 
 
 def pop3_mailbox(config: Config) -> Mailbox:

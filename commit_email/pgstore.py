@@ -27,6 +27,8 @@ under an advisory lock, when a newer version opens an older store.
 from __future__ import annotations
 
 import json
+import os
+import socket
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -231,7 +233,9 @@ class PostgresStore:
         except pg.ProgrammingError as exc:
             raise ConfigError(f"not a valid PostgreSQL URL: {exc}", key="store.url") from None
         # libpq waits forever by default; keepalives notice a server that vanished.
-        defaults = {"connect_timeout": self._connect_timeout, "application_name": "commit-email",
+        # Who is who in pg_stat_activity (and so who holds which lock in pg_locks).
+        name = f"commit-email {socket.gethostname()} pid {os.getpid()}"[:63]
+        defaults = {"connect_timeout": self._connect_timeout, "application_name": name,
                     "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
                     "keepalives_count": 3}
         extra = {k: v for k, v in defaults.items() if k not in given}

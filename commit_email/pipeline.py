@@ -338,6 +338,10 @@ class Connector:
         one, gives the mail up: it is recorded with ``permanent:`` before the error, is not
         sent again (``commit-email outbox retry`` puts it back), and does not hold back the
         mail queued behind it.
+
+        Several workers sharing a store send one at a time: when the state offers
+        ``sending_outbox()`` (both built-in stores do), a flush that finds another worker
+        sending leaves the mail to it, so no mail is sent by two workers.
         """
         if self.mailer is None:
             return 0
@@ -345,7 +349,17 @@ class Connector:
         if self._smtp_resumes is not None and now < self._smtp_resumes:
             return 0
         interval = timedelta(seconds=self.config.smtp.retry_interval)
+        sending = getattr(self.state, "sending_outbox", None)
+        if sending is None:
+            return self._send_due(now, interval)
+        if not self.state.due_mail(tried_before=now - interval, limit=1):
+            return 0  # nothing to send: no need to ask who sends
+        with sending() as may_send:
+            return self._send_due(now, interval) if may_send else 0
+
+    def _send_due(self, now: datetime, interval: timedelta) -> int:
         sent = 0
+        assert self.mailer is not None
         while batch := self.state.due_mail(tried_before=now - interval, limit=_FLUSH_BATCH):
             for entry in batch:
                 try:

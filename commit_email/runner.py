@@ -38,6 +38,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
+from typing import Any
 
 import attrs
 from attrs import frozen
@@ -50,7 +51,7 @@ from .pipeline import Connector
 from .protocols import MailSession
 from .sources import Mailbox
 
-__all__ = ["PollSummary", "Runner"]
+__all__ = ["PollSummary", "Runner", "Service"]
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +91,13 @@ class PollSummary:
     seconds: float = 0.0
     #: set when the poll was cut short by a network, server or store error
     failure: str = ""
+    #: another worker serves the mailbox: this one touched nothing
+    standby: bool = False
 
     @classmethod
     def from_tally(cls, tally: Counter[str], *, seconds: float, failure: str) -> PollSummary:
-        return cls(**tally, seconds=seconds, failure=failure)
+        counts: dict[str, Any] = dict(tally)
+        return cls(**counts, seconds=seconds, failure=failure)
 
     @property
     def failed(self) -> bool:
@@ -135,12 +139,17 @@ class Runner:
         progress_interval: float = 10.0,
         messages_per_session: int | None = None,
         stop: threading.Event | None = None,
+        on_outcome: Callable[[SourceRef, Outcome], None] | None = None,
     ) -> None:
         self.config = config
         self.connector = connector
         if mailbox is None and mailbox_factory is not None:
             mailbox = attrs.evolve(pop3_mailbox(config), open_session=mailbox_factory)
         self.mailbox = mailbox if mailbox is not None else _the_mailbox(config, connector)
+        #: the mailbox's name, in every log line, outcome and the processed log
+        self.name = self.mailbox.name
+        #: called with every message's source and outcome (``run --json``), from this thread
+        self.on_outcome = on_outcome
         self._sleep_for = sleep if sleep is not None else self._interruptible_sleep
         self._rng = rng or random.Random()
         self._clock = clock
@@ -156,6 +165,9 @@ class Runner:
         self.last_error: Exception | None = None
         self._box: MailSession | None = None
         self._idle_failures = 0
+        #: None until the first poll: whether this worker serves the mailbox (it holds the
+        #: store's lock of it) or stands by while another worker does
+        self.serving: bool | None = None
 
     # -- control -----------------------------------------------------------------------------
 
@@ -183,16 +195,25 @@ class Runner:
         try:
             while not self.stopping:
                 summary = self.poll()
+                if summary.standby:
+                    if once:
+                        log.warning("%s: served by another worker; this pass leaves it alone",
+                                    self.name)
+                        return 0
+                    self._sleep_for(self.standby_interval)
+                    continue
                 if summary.failed:
                     error = self.last_error
                     if once and isinstance(error, LoginError) and error.permanent:
                         raise error  # a wrong password: say so now, not after the back-off
                     failures += 1
                     if once and failures >= box.once_attempts:
-                        log.error("giving up after %d attempts: %s", failures, summary.failure)
+                        log.error("%s: giving up after %d attempts: %s", self.name, failures,
+                                  summary.failure)
                         return 1
                     delay = self.backoff(failures)
-                    log.warning("reconnecting in %.1f s (attempt %d)", delay, failures + 1)
+                    log.warning("%s: reconnecting in %.1f s (attempt %d)", self.name, delay,
+                                failures + 1)
                     self._sleep_for(delay)
                     continue
                 failures = 0
@@ -203,6 +224,41 @@ class Runner:
             return 0
         finally:
             self._end_session(quiet=True)
+            self._release()
+
+    @property
+    def standby_interval(self) -> float:
+        """Seconds between two attempts of a standby to take the mailbox over: at most 5,
+        so that it takes over within seconds of the worker that served it dying."""
+        return max(0.05, min(self.mailbox.poll_interval, 5.0))
+
+    # -- one worker per mailbox ----------------------------------------------------------------
+
+    def _claim(self) -> bool:
+        """Take (or keep) the store's lock of this mailbox; False while another worker holds
+        it. A state without locks (an integrator's) always lets this worker serve. Raises
+        StoreError when the store cannot be asked."""
+        lock = getattr(self.connector.state, "lock_mailbox", None)
+        got = True if lock is None else bool(lock(self.name))
+        if got != self.serving:
+            if got:
+                log.info("%s: serving this mailbox", self.name)
+            else:
+                log.info("%s: standing by, another worker serves this mailbox", self.name)
+        self.serving = got
+        return got
+
+    def _still_serving(self) -> bool:
+        holds = getattr(self.connector.state, "holds_mailbox", None)
+        return holds is None or bool(holds(self.name))
+
+    def _release(self) -> None:
+        """Hand the mailbox over at once when this worker stops (not after a time-out)."""
+        unlock = getattr(self.connector.state, "unlock_mailbox", None)
+        if unlock is not None and self.serving:
+            with contextlib.suppress(StoreError):
+                unlock(self.name)
+        self.serving = None
 
     def backoff(self, failures: int) -> float:
         """Seconds to wait after ``failures`` consecutive failed polls: doubling, capped,
@@ -255,7 +311,7 @@ class Runner:
             self._end_session(exc)
             self._idle_failures += 1
             delay = self.backoff(self._idle_failures)
-            log.warning("%s; reconnecting in %.1f s", exc, delay)
+            log.warning("%s: %s; reconnecting in %.1f s", self.name, exc, delay)
             self._sleep_for(delay)
             return True
         self._idle_failures = 0
@@ -266,11 +322,16 @@ class Runner:
     # -- one poll ----------------------------------------------------------------------------
 
     def poll(self) -> PollSummary:
-        """Handle every message, in one pass or several; logs and returns the summary."""
+        """Handle every message, in one pass or several; logs and returns the summary.
+        When another worker serves the mailbox (holds the store's lock of it), returns at
+        once with ``standby`` set, having touched nothing."""
         tally: Counter[str] = Counter()
         progress = _Progress(started=self._clock())
         failure = ""
         try:
+            if not self._claim():
+                self._end_session(quiet=True)
+                return PollSummary(standby=True)
             while self._pass(tally, progress):
                 log.debug("next pass: what is done is acknowledged, the rest follows")
         except (SourceError, StoreError) as exc:
@@ -283,9 +344,9 @@ class Runner:
             tally, seconds=self._clock() - progress.started, failure=failure
         )
         if summary.failed:
-            log.warning("%s", summary.line())
+            log.warning("%s: %s", self.name, summary.line())
         else:
-            log.info("%s", summary.line())
+            log.info("%s: %s", self.name, summary.line())
         return summary
 
     def _pass(self, tally: Counter[str], progress: _Progress) -> bool:
@@ -366,6 +427,10 @@ class Runner:
                     break
                 if uid not in wanted:  # a bug, not a server fault: never process one as another
                     raise RuntimeError(f"fetched {uid}, which was not asked for")
+                if not self._still_serving():
+                    # The store connection that held the mailbox's lock was lost: another
+                    # worker may be serving it now. Stop here; what is done stays done.
+                    raise StoreError(f"{self.name}: the lock of this mailbox was lost")
                 kind = self._handle(box, uid, raw, tally)
                 if kind is not None:
                     finished.append((uid, kind))
@@ -390,15 +455,16 @@ class Runner:
         doomed = [(uid, kind) for uid, kind in finished if uid in vouched]
         for uid, _ in finished:
             if uid not in vouched:
-                log.error("%s: no outcome recorded under this UIDL; keeping the message", uid)
+                log.error("%s: %s: no outcome recorded under this UIDL; keeping the message",
+                          self.name, uid)
                 tally["errors"] += 1
         if not doomed:
             return
         refused = box.acknowledge(doomed)
         tally["deleted"] += len(doomed) - len(refused)
         for uid, reason in refused:
-            log.error("%s: the server refused to remove it (%s); it stays for the next poll",
-                      uid, reason)
+            log.error("%s: %s: the server refused to remove it (%s); it stays for the next "
+                      "poll", self.name, uid, reason)
         if refused:
             raise SourceError(
                 f"{box.kind.upper()} {box.name}: {len(refused)} of {len(doomed)} messages "
@@ -411,7 +477,7 @@ class Runner:
         try:
             self.connector.flush_outbox()
         except StoreError as exc:  # the next pass tries again; the poll itself went fine
-            log.warning("could not read the outbox: %s", exc)
+            log.warning("%s: could not read the outbox: %s", self.name, exc)
 
     def _handle(
         self, box: MailSession, uid: str, raw: bytes, tally: Counter[str]
@@ -427,12 +493,15 @@ class Runner:
         except Exception:
             # process() quarantines bad mail itself; this is a failure of the quarantine or
             # a bug. The message stays on the server and is tried again next poll.
-            log.exception("%s: processing failed; the message stays on the server", uid)
+            log.exception("%s: %s: processing failed; the message stays on the server",
+                          self.name, uid)
             tally["errors"] += 1
             return None
         tally[_COLUMN[outcome.kind]] += 1
         if log.isEnabledFor(logging.INFO):
-            log.info("%s", _message_line(uid, outcome))
+            log.info("%s: %s", self.name, _message_line(uid, outcome))
+        if self.on_outcome is not None:
+            self.on_outcome(source, outcome)
         return outcome.kind
 
     def _progress(self, progress: _Progress) -> None:
@@ -441,7 +510,8 @@ class Runner:
         if now - progress.last < self.progress_interval or progress.done == progress.total:
             return
         rate = progress.done / (now - progress.started) if now > progress.started else 0.0
-        log.info("progress: %d of %d messages (%.1f/s)", progress.done, progress.total, rate)
+        log.info("%s: progress: %d of %d messages (%.1f/s)", self.name, progress.done,
+                 progress.total, rate)
         progress.last = now
 
     # -- stopping ----------------------------------------------------------------------------
@@ -457,7 +527,8 @@ def _the_mailbox(config: Config, connector: Connector) -> Mailbox:
         raise ConfigError("no mailbox to read: give [pop3] or [imap] a host", key="pop3.host")
     if len(boxes) > 1:
         names = ", ".join(f"{b.kind} {b.name}" for b in boxes)
-        raise ConfigError(f"one run serves one mailbox; this configuration has {names}")
+        raise ConfigError(f"a Runner serves one mailbox (a Service serves several); this "
+                          f"configuration has {names}")
     return boxes[0]
 
 
@@ -465,6 +536,153 @@ def _close(fetched: Iterable[object]) -> None:
     close = getattr(fetched, "close", None)
     if callable(close):
         close()
+
+
+class Service:
+    """Serves every configured mailbox at once: ``commit-email run``.
+
+    Each mailbox gets a :class:`Runner` with a connector (and so a store connection) of its
+    own from ``connector_factory``, in a thread of its own: one mailbox whose server is down
+    backs off alone while the others go on. With a PostgreSQL store, a worker serves only the
+    mailboxes whose lock it holds and stands by for the others; several ``run`` processes on
+    one store and config are each other's standby. ``stop`` (from any thread) ends every
+    mailbox after the message in hand.
+
+    ``connector_factory(config)`` makes a connector with a store connection of its own
+    (:meth:`Connector.from_config` does); its plugins say which mailboxes there are.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        connector_factory: Callable[[Config], Connector],
+        *,
+        stop: threading.Event | None = None,
+        on_outcome: Callable[[SourceRef, Outcome], None] | None = None,
+        runner_factory: Callable[..., Runner] = Runner,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.connector_factory = connector_factory
+        self.stop_event = stop if stop is not None else threading.Event()
+        self.on_outcome = on_outcome
+        self.runner_factory = runner_factory
+        self._sleep = sleep or self.stop_event.wait
+        #: mailbox name -> why its ``run --once`` pass failed
+        self.failures: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def request_stop(self) -> None:
+        self.stop_event.set()
+
+    def run(self, *, once: bool = False) -> int:
+        """Serve every mailbox until stopped (or one pass each with ``once``); the exit
+        status is 1 when any mailbox's pass failed (``failures`` says which and why).
+
+        The mailboxes are those the plugins register (built-ins: ``[pop3]``/``[[pop3]]``,
+        ``[imap]``). With one mailbox this is :meth:`Runner.run` in the calling thread,
+        errors and all (a refused password raises ``LoginError`` with ``once``)."""
+        first = self._connector(self.config, once=once)
+        if first is None:
+            return 0  # stopped while the store was unreachable
+        try:
+            boxes = list(first.host.sources(self.config))
+        except BaseException:
+            _close_store(first)
+            raise
+        names = [b.name for b in boxes]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if not boxes or duplicates:
+            _close_store(first)
+            if not boxes:
+                raise ConfigError("no mailbox to read: give [pop3] or [imap] a host",
+                                  key="pop3.host")
+            raise ConfigError(f"two mailboxes are named {duplicates[0]!r}; give each a name "
+                              "of its own")
+        if len(boxes) == 1:
+            return self._serve(boxes[0], first, once=once)
+        url = self.config.store.url
+        if url == "memory:" or ":memory:" in url:
+            _close_store(first)
+            raise ConfigError("a memory: store cannot be shared by several mailboxes (each "
+                              "would get its own, lost at exit)", key="store.url")
+        statuses: dict[str, int] = {}
+        threads = [
+            threading.Thread(target=self._serve_in_thread,
+                             args=(box, first if i == 0 else None, once, statuses),
+                             name=f"commit-email {box.name}", daemon=True)
+            for i, box in enumerate(boxes)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.5)  # a short join keeps the main thread able to take signals
+        failed = [n for n in names if statuses.get(n, 1) != 0]
+        if failed:
+            log.error("%d of %d mailboxes failed: %s", len(failed), len(boxes),
+                      "; ".join(f"{n}: {self.failures.get(n, 'errors in the pass')}"
+                                for n in failed))
+            return 1
+        return 0
+
+    def _serve_in_thread(self, box: Mailbox, connector: Connector | None, once: bool,
+                         statuses: dict[str, int]) -> None:
+        status = 1
+        try:
+            if connector is None:
+                connector = self._connector(self.config, once=once)
+            status = 0 if connector is None else self._serve(box, connector, once=once)
+        except Exception as exc:  # one mailbox's failure never stops the others
+            self._fail(box.name, str(exc) or type(exc).__name__)
+            if isinstance(exc, SourceError | StoreError | ConfigError):
+                log.error("%s: %s", box.name, exc)
+            else:
+                log.exception("%s: the worker stopped on an error", box.name)
+        finally:
+            with self._lock:
+                statuses[box.name] = status
+
+    def _fail(self, name: str, why: str) -> None:
+        with self._lock:
+            self.failures[name] = why
+
+    def _connector(self, config: Config, *, once: bool) -> Connector | None:
+        """A connector of its own (and so a store connection), retried with back-off while
+        the store cannot be opened; None when stopped meanwhile."""
+        schedule = config.pop3
+        attempts = 0
+        while not self.stop_event.is_set():
+            try:
+                return self.connector_factory(config)
+            except StoreError as exc:
+                attempts += 1
+                if once and attempts >= schedule.once_attempts:
+                    raise
+                delay = min(schedule.reconnect_max_delay,
+                            schedule.reconnect_delay * 2.0 ** (attempts - 1))
+                log.warning("cannot open the store (%s); again in %.1f s", exc, delay)
+                self._sleep(delay)
+        return None
+
+    def _serve(self, box: Mailbox, connector: Connector, *, once: bool) -> int:
+        try:
+            runner = self.runner_factory(self.config, connector, mailbox=box,
+                                         stop=self.stop_event, on_outcome=self.on_outcome)
+            status = int(runner.run(once=once))
+            if status and once:
+                error = runner.last_error
+                self._fail(box.name, str(error) if error else "errors in the pass")
+            return status
+        finally:
+            _close_store(connector)
+
+
+def _close_store(connector: Connector) -> None:
+    close = getattr(connector.state, "close", None)
+    if callable(close):
+        with contextlib.suppress(Exception):
+            close()
 
 
 class _Progress:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -234,6 +235,10 @@ def _dt(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
+#: (file, what) -> the store of this process that holds it: mailboxes and the outbox sender
+_PROCESS_LOCKS: dict[tuple[str, str], int] = {}
+_PROCESS_LOCKS_GUARD = threading.Lock()
+
 #: bytes of the database file SQLite reads through a memory map (see SQLiteStore)
 DEFAULT_MMAP_SIZE = 256 * 1024 * 1024
 
@@ -265,6 +270,8 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the store at {self.path}: {exc}") from exc
         self._depth = 0
+        #: mailbox names this store holds (see lock_mailbox)
+        self._held: set[str] = set()
 
     @classmethod
     def in_memory(cls) -> SQLiteStore:
@@ -272,6 +279,8 @@ class SQLiteStore:
         return cls(":memory:")
 
     def close(self) -> None:
+        for name in list(self._held):
+            self.unlock_mailbox(name)
         self._db.close()
 
     def __enter__(self) -> SQLiteStore:
@@ -892,6 +901,52 @@ class SQLiteStore:
             self._map_the_file()  # the directory just written is what lookups read
         return n
 
+
+    # Coordination (within this process) ---------------------------------------------------
+
+    def _lock_key(self, what: str) -> tuple[str, str]:
+        where = self.path if self.path != ":memory:" else f":memory:{id(self)}"
+        return (str(Path(where).resolve()) if self.path != ":memory:" else where, what)
+
+    def lock_mailbox(self, name: str) -> bool:
+        """Take mailbox ``name`` for this store if no other store of this process on the same
+        file has it; True when this one holds it. (A SQLite file serves one machine: two
+        ``run`` processes on it are not coordinated; PostgreSQL's store coordinates
+        processes and machines.)"""
+        if name in self._held:
+            return True
+        key = self._lock_key("mailbox " + name)
+        with _PROCESS_LOCKS_GUARD:
+            if key in _PROCESS_LOCKS:
+                return False
+            _PROCESS_LOCKS[key] = id(self)
+        self._held.add(name)
+        return True
+
+    def unlock_mailbox(self, name: str) -> None:
+        if name in self._held:
+            self._held.discard(name)
+            with _PROCESS_LOCKS_GUARD:
+                _PROCESS_LOCKS.pop(self._lock_key("mailbox " + name), None)
+
+    def holds_mailbox(self, name: str) -> bool:
+        return name in self._held
+
+    @contextmanager
+    def sending_outbox(self) -> Iterator[bool]:
+        """True inside when this store may send the outbox now: of the stores of this process
+        on one file (one per mailbox in a ``run``), one at a time sends."""
+        key = self._lock_key("outbox")
+        with _PROCESS_LOCKS_GUARD:
+            got = key not in _PROCESS_LOCKS
+            if got:
+                _PROCESS_LOCKS[key] = id(self)
+        try:
+            yield got
+        finally:
+            if got:
+                with _PROCESS_LOCKS_GUARD:
+                    _PROCESS_LOCKS.pop(key, None)
 
     # Moving a whole store (``store copy``) -------------------------------------------------
 

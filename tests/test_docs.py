@@ -80,8 +80,13 @@ def config_rows() -> list[tuple[str, str]]:
             continue
         factory = getattr(section.default, "factory", None)
         cls = type(factory() if callable(factory) else section.default)
+        heading = f"## `[{section.name}]`"
+        if section.metadata.get("many"):  # [pop3] or [[pop3]]
+            heading += f" or `[[{section.name}]]`"
         for f in attrs.fields(cls):
-            rows.append((f"## `[{section.name}]`", f.name))
+            if f.metadata.get("internal"):
+                continue
+            rows.append((heading, f.name))
             rules = f.metadata.get("rules")
             for rule_field in attrs.fields(rules) if rules else ():
                 rows.append((f"## `[[{section.name}.{f.name}]]`", rule_field.name))

@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from commit_email import ConfigError, SourceError, hookimpl
+from commit_email.config import Config
 from commit_email.model import OutcomeKind, SourceRef
 from commit_email.pipeline import Connector
-from commit_email.runner import Runner
+from commit_email.runner import Runner, Service
 from commit_email.sources import Mailbox
-from commit_email.testing import MemoryMailbox, _MemorySession, build_message
+from commit_email.store import open_store
+from commit_email.testing import (
+    MemoryMailbox,
+    _MemorySession,
+    build_message,
+    make_config,
+    make_host,
+)
 
 
 def customer_mail(n: int, **kw: Any) -> bytes:
@@ -94,12 +103,12 @@ def test_without_a_mailbox_run_says_which_section_to_fill_in(
         Runner(connector.config, connector)
 
 
-def test_two_mailboxes_in_one_run_are_refused_by_name(
+def test_two_mailboxes_in_one_runner_are_refused_by_name(
     connector_factory: Callable[..., Connector],
 ) -> None:
     boxes = (MemoryMailbox("a").as_mailbox(), MemoryMailbox("b").as_mailbox())
     connector = connector_factory(plugins=[SourcePlugin(*boxes)])
-    with pytest.raises(ConfigError, match=r"one run serves one mailbox; .* memory a, memory b"):
+    with pytest.raises(ConfigError, match=r"a Runner serves one mailbox .* memory a, memory b"):
         Runner(connector.config, connector)
 
 
@@ -145,3 +154,26 @@ def test_a_session_that_can_wait_stays_open_and_waits_instead_of_sleeping(
     assert memory.sessions == 2
     assert len(sleeps) == 1 and sleeps[0] < 0.02  # the back-off, never poll_interval
     assert memory.messages == {}
+
+
+def test_a_service_serves_every_registered_mailbox_at_once(tmp_path: Path) -> None:
+    """Plugin mailboxes and the built-in ones alike: one Runner (and store connection) per
+    mailbox, each in its own thread; two with one name are refused."""
+    boxes = [MemoryMailbox(name) for name in ("forms", "rmm")]
+    for box in boxes:
+        for n in range(3):
+            box.deliver(build_message(sender=f"u{n}@acme.example", subject=f"{box.name} {n}"))
+    url = f"sqlite:///{tmp_path / 'commit.db'}"
+    config = make_config(state_dir=tmp_path / "state", store={"url": url})
+    plugin = SourcePlugin(*(b.as_mailbox() for b in boxes))
+
+    def factory(cfg: Config) -> Connector:
+        return Connector.from_config(cfg, host=make_host(plugin))
+
+    assert Service(config, factory).run(once=True) == 0
+    assert all(not b.messages and len(b.acknowledged) == 3 for b in boxes)
+    with open_store(url) as store:
+        assert sorted({r.source.name for r in store.iter_processed()}) == ["forms", "rmm"]
+    twins = SourcePlugin(MemoryMailbox("x").as_mailbox(), MemoryMailbox("x").as_mailbox())
+    with pytest.raises(ConfigError, match="two mailboxes are named 'x'"):
+        Service(config, lambda cfg: Connector.from_config(cfg, host=make_host(twins))).run()

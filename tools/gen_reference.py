@@ -367,6 +367,8 @@ def config_keys() -> Iterator[tuple[str, str, type, attrs.Attribute[Any]]]:
             continue
         cls = type(_default(section))
         for f in attrs.fields(cls):
+            if f.metadata.get("internal"):
+                continue
             yield section.name, f"{section.name}.{f.name}", cls, f
             rules = f.metadata.get("rules")
             if rules is not None:
@@ -402,10 +404,17 @@ def config_page() -> str:
            "secrets included, without touching mail. Relative paths are relative to the "
            "config file's folder. Every secret accepts `password = \"…\"` or "
            "`password_env = \"VARIABLE\"`.\n"]
+    several = {f.name for f in attrs.fields(config_module.Config) if f.metadata.get("many")}
     for section, lines in rows.items():
         title = (f"[{section}]" if section.endswith(".NAME") else
                  f"[[{section}]]" if "." in section else f"[{section}]")
-        out.append(f"\n## `{title}`\n\n| key | type | default | meaning |\n|---|---|---|---|\n")
+        heading = f"`{title}` or `[[{section}]]`" if section in several else f"`{title}`"
+        out.append(f"\n## {heading}\n\n")
+        if section in several:
+            out.append(f"One `[{section}]` table for one mailbox, or an array of `[[{section}]]` "
+                       "tables for several, each with a unique `name`: `commit-email run` "
+                       "serves them all at once.\n\n")
+        out.append("| key | type | default | meaning |\n|---|---|---|---|\n")
         out += lines
     return "".join(out)
 
@@ -424,10 +433,16 @@ ARG_HELP = {
 
 #: What a command prints, beyond its arguments.
 COMMAND_NOTES = {
-    "run": "Polls the `[pop3]` mailbox: each message is processed and deleted on the server "
-    "only after its outcome is recorded (or kept, with `leave_on_server`). Runs until "
-    "stopped (SIGTERM or Ctrl-C finish the current message first); `--once` makes one pass. "
-    "See [Run against POP3](../howto/run-against-pop3.md).",
+    "run": "Polls every mailbox (`[pop3]`, or each of several `[[pop3]]` tables, at once): "
+    "each message is processed and deleted on the server only after its outcome is recorded "
+    "(or kept, with `leave_on_server`). A mailbox whose server is down backs off alone. Runs "
+    "until stopped (SIGTERM or Ctrl-C finish the current message first); `--once` makes one "
+    "pass over each and exits 1 if any failed, naming which. Log lines start with the "
+    "mailbox's name; with `--json`, one object per message: "
+    '`{"mailbox", "source", "message_id", "outcome", "ticket", "account", "detail"}`. On a '
+    "PostgreSQL store each mailbox is served by one `run` at a time; another `run` stands by "
+    "and takes over. See [Run against POP3](../howto/run-against-pop3.md) and "
+    "[Run on PostgreSQL with a standby](../howto/run-on-postgresql.md).",
     "process": "Prints one line per message (`SOURCE: OUTCOME ticket N DETAIL`), a summary "
     "and the tickets it created. With `--json`, one object per line instead: "
     '`{"source", "message_id", "outcome", "ticket", "account", "detail"}`; `outcome` is one '

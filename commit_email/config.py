@@ -311,6 +311,27 @@ class LoopProtectionConfig:
 
 
 @frozen(kw_only=True)
+class SenderAuthConfig:
+    #: The host names your receiving mail server writes into ``Authentication-Results``
+    #: (RFC 8601); only those headers count. Empty: sender authentication is off.
+    trusted_authserv_ids: tuple[str, ...] = ()
+    #: What unauthenticated mail loses: ``employee`` (filed without telling anyone),
+    #: ``xml_api`` (records written), ``threading`` (filed into a ticket).
+    require_for: tuple[str, ...] = field(
+        default=("employee", "xml_api"),
+        metadata={"choices": ("employee", "xml_api", "threading")},
+    )
+    #: Verify DKIM signatures here when no trusted header is present (extra ``dkim``).
+    verify_dkim: bool = False
+    #: Time limit of the DNS lookups of ``verify_dkim``, in seconds.
+    dns_timeout: float = 5.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.trusted_authserv_ids) or self.verify_dkim
+
+
+@frozen(kw_only=True)
 class XmlApiConfig:
     enabled: bool = False
     password: str = field(default="", repr=False)
@@ -410,6 +431,7 @@ class Config:
     threading: ThreadingConfig = field(factory=ThreadingConfig)
     loop_protection: LoopProtectionConfig = field(factory=LoopProtectionConfig)
     xml_api: XmlApiConfig = field(factory=XmlApiConfig)
+    sender_auth: SenderAuthConfig = field(factory=SenderAuthConfig)
     automated: AutomatedConfig = field(factory=AutomatedConfig)
     #: ``[oauth.NAME]`` sections, by NAME
     oauth: Mapping[str, OAuthConfig] = field(factory=dict, metadata={"named": OAuthConfig})
@@ -538,8 +560,9 @@ def _build(cls: type[T], table: object, key: str) -> T:
             continue
         coerced = _coerce(default, value, sub)
         choices = f.metadata.get("choices")
-        if choices and coerced not in choices:
-            raise ConfigError(f"must be one of {', '.join(choices)}; got {coerced!r}", key=sub)
+        for item in (coerced if isinstance(coerced, tuple) else (coerced,)) if choices else ():
+            if item not in choices:  # a list's every item is one of the choices
+                raise ConfigError(f"must be one of {', '.join(choices)}; got {item!r}", key=sub)
         allowed_keys = f.metadata.get("keys")
         if allowed_keys and isinstance(coerced, dict):
             bad = sorted(set(coerced) - set(allowed_keys))
@@ -567,6 +590,10 @@ def _build_named(cls: type[T], table: object, key: str) -> dict[str, T]:
 
 def _validate(config: Config) -> None:
     """Cross-field checks and regex compilation, each naming its key."""
+    if config.sender_auth.verify_dkim:
+        from .extras import require  # a missing optional dependency is a config error now
+
+        require("dkim", extra="dkim", feature="[sender_auth] verify_dkim")
     th = config.threading
     if "{number}" not in th.subject_format:
         raise ConfigError("must contain {number}", key="threading.subject_format")

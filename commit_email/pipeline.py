@@ -212,6 +212,8 @@ class Connector:
                        now=self.clock(), dry_run=dry_run)
 
     def _route(self, message: Message, ctx: Context) -> Outcome:
+        if self.config.sender_auth.enabled:
+            ctx.note("sender_auth", str(ctx.sender_verdict(message)))
         for stage in self.stages:
             check_time()
             ctx.stage = stage.name

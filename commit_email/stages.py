@@ -39,6 +39,8 @@ from .model import (
 )
 from .outgoing import build_forward, make_message_id
 from .protocols import AccountDirectory, ConnectorState, TicketSink
+from .senderauth import Verdict
+from .senderauth import verdict as sender_verdict
 
 if TYPE_CHECKING:
     from .xml_api import Transaction
@@ -147,6 +149,24 @@ class Context:
         #: The name of the stage handling the message now (hooks it fires can tell who opened
         #: a ticket: the auto-responder answers email-to-ticket, never an alert).
         self.stage = ""
+        self._verdict: tuple[Message, Verdict] | None = None
+
+    def sender_verdict(self, message: Message) -> Verdict:
+        """Whether the message's From domain is authenticated (``[sender_auth]``); worked
+        out once per message."""
+        if self._verdict is None or self._verdict[0] is not message:
+            self._verdict = (message, sender_verdict(message, self.config))
+        return self._verdict[1]
+
+    def sender_loses(self, message: Message, privilege: str) -> Verdict | None:
+        """The verdict when ``message`` must lose ``privilege`` (``"employee"``,
+        ``"xml_api"`` or ``"threading"``, as listed in ``[sender_auth] require_for``)
+        because its sender is not authenticated; None when it keeps it."""
+        settings = self.config.sender_auth
+        if not settings.enabled or privilege not in settings.require_for:
+            return None
+        found = self.sender_verdict(message)
+        return None if found.authenticated else found
 
     @staticmethod
     def check_time() -> None:

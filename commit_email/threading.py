@@ -166,6 +166,12 @@ class ThreadingStage:
             return None
         ticket, how = found
         ctx.note("threading", f"ticket {ticket.number} by {how}")
+        lost = ctx.sender_loses(message, "threading")
+        if lost is not None:
+            ctx.note("threading", f"not filed: [sender_auth] requires an authenticated sender "
+                     f"for threading ({lost.reason})")
+            return ctx.forward(message, f"unverified reply to ticket {ticket.number}",
+                               stage=self.name)
         if self.config.threading.accept_replies_from == "ticket" and not how.startswith(
                 _BY_FILED_ID):
             who = _sender_may_join(message, ticket, ctx)
@@ -213,10 +219,18 @@ def _sender_match(message: Message, ctx: Context) -> Match | None:
 
 
 def _active_employee(message: Message, ctx: Context) -> Match | None:
+    """The sender's employee card, when they are an active employee whose mail may be
+    trusted as such (``[sender_auth] require_for = ["employee"]`` takes that from a From
+    that is not authenticated: a forged employee is then a stranger)."""
     match = _sender_match(message, ctx)
-    if match is not None and match.is_employee and match.account.active:
-        return match
-    return None
+    if match is None or not match.is_employee or not match.account.active:
+        return None
+    lost = ctx.sender_loses(message, "employee")
+    if lost is not None:
+        ctx.note("threading", f"{message.sender} is an employee address, but not authenticated "
+                 f"({lost.reason}): treated as a stranger")
+        return None
+    return match
 
 
 def _sender_may_join(message: Message, ticket: Ticket, ctx: Context) -> str | None:
@@ -231,7 +245,7 @@ def _sender_may_join(message: Message, ticket: Ticket, ctx: Context) -> str | No
     match = _sender_match(message, ctx)
     if match is not None:
         if match.is_employee:
-            if match.account.active:
+            if _active_employee(message, ctx) is not None:
                 return "an active employee"
         elif match.account.rec_id == ticket.account:
             return f"of the ticket's account {match.account.file_as or match.account.rec_id}"

@@ -342,6 +342,11 @@ class XmlApiStage:
             return Outcome(kind=OutcomeKind.XML_REJECTED, detail=detail, stage=self.name)
         actions = ctx.host.xml_actions(ctx.config)
         allowed = sender_allowed(message.sender, settings.allowed_senders)
+        lost = ctx.sender_loses(message, "xml_api")
+        if lost is not None:
+            ctx.note("xml", f"the sender is not authenticated ({lost.reason}): "
+                     "[sender_auth] requires it for the XML API")
+            allowed = False
         applied: list[_Applied] = []
         guessed = False
         for transaction in transactions:

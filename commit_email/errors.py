@@ -92,7 +92,15 @@ class MessageError(CommitEmailError, ValueError):
 
 
 class SourceError(CommitEmailError, OSError):
-    """The mail source (POP3 server, file, folder) could not be read."""
+    """The mail source (POP3 server, file, folder) could not be read.
+
+    ``permanent`` when waiting will not help (a refused password, a certificate that does
+    not verify): ``run --once`` then stops at once with exit status 2 instead of retrying.
+    """
+
+    def __init__(self, *args: object, permanent: bool = False) -> None:
+        super().__init__(*args)
+        self.permanent = permanent
 
 
 class LoginError(SourceError):
@@ -101,8 +109,7 @@ class LoginError(SourceError):
     password will not fix itself, so ``run --once`` stops at once instead of retrying."""
 
     def __init__(self, message: str, *, permanent: bool) -> None:
-        super().__init__(message)
-        self.permanent = permanent
+        super().__init__(message, permanent=permanent)
 
 
 class OAuthLoginError(LoginError):

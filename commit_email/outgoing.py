@@ -8,8 +8,10 @@ that no well-behaved system answers it.
 
 from __future__ import annotations
 
+import base64
 import email.policy
 import email.utils
+import re
 import secrets
 import time
 from email.generator import BytesGenerator
@@ -52,6 +54,10 @@ def _header_line(name: str, value: str) -> bytes:
     return _FOLDING.fold_binary(name, value)
 
 
+#: The longest subject a forward repeats (the original, attached, keeps the whole one).
+_MAX_FORWARD_SUBJECT = 2000
+
+
 def build_forward(
     message: Message,
     *,
@@ -67,6 +73,8 @@ def build_forward(
     message, and the point of a forward is that the human sees exactly what arrived.
     """
     subject = message.subject or "(no subject)"
+    if len(subject) > _MAX_FORWARD_SUBJECT:  # a 5 MB Subject is not repeated in full
+        subject = subject[: _MAX_FORWARD_SUBJECT - 1].rstrip() + "…"
     boundary = f"=_commit-email_{secrets.token_hex(12)}"
     while boundary.encode() in message.raw:  # pragma: no cover - 96 random bits
         boundary = f"=_commit-email_{secrets.token_hex(12)}"
@@ -92,7 +100,23 @@ def build_forward(
         f"Subject: {subject}\r\n"
         f"Message-ID: {message.message_id or '(none)'}\r\n"
     )
-    raw = message.raw if message.raw.endswith(b"\n") else message.raw + b"\r\n"
+    unsafe = _smtp_unsafe(message.raw)
+    if unsafe is None:
+        # The original byte for byte, as a message the reader's client opens in place.
+        raw = message.raw if message.raw.endswith(b"\n") else message.raw + b"\r\n"
+        original = (b"Content-Type: message/rfc822\r\n"
+                    b'Content-Disposition: attachment; filename="original.eml"\r\n\r\n' + raw)
+    else:
+        # message/rfc822 admits no transfer encoding (RFC 2046 5.2.1), and a relay refuses
+        # such bytes ("500 Line too long"): the original goes base64-encoded, still byte
+        # for byte once decoded.
+        summary += (f"\r\nThe original is attached base64-encoded as original.eml ({unsafe}); "
+                    "it is unchanged once decoded.\r\n")
+        encoded = base64.encodebytes(message.raw).replace(b"\n", b"\r\n")
+        original = (b'Content-Type: application/octet-stream; name="original.eml"\r\n'
+                    b"Content-Transfer-Encoding: base64\r\n"
+                    b'Content-Disposition: attachment; filename="original.eml"\r\n\r\n'
+                    + encoded)
     b = boundary.encode()
     return b"".join((
         b"".join(_header_line(name, value) for name, value in head),
@@ -103,8 +127,28 @@ def build_forward(
         b"Content-Transfer-Encoding: 8bit\r\n\r\n",
         summary.encode("utf-8", "replace"),
         b"\r\n--" + b + b"\r\n",
-        b"Content-Type: message/rfc822\r\n",
-        b'Content-Disposition: attachment; filename="original.eml"\r\n\r\n',
-        raw,
+        original,
         b"\r\n--" + b + b"--\r\n",
     ))
+
+
+#: RFC 5321 4.5.3.1.6: at most 998 octets on a line, CRLF not counted.
+_MAX_LINE = 998
+
+
+def _smtp_unsafe(raw: bytes) -> str | None:
+    """Why ``raw`` cannot go over SMTP unchanged, or None. Linear in its size."""
+    if b"\0" in raw:
+        return "it contains NUL bytes"
+    if raw.count(b"\r") != raw.count(b"\r\n"):
+        return "it contains bare CR characters"
+    if len(raw) > _MAX_LINE and max(map(len, raw.split(b"\n"))) > _MAX_LINE + 1:
+        return f"a line is longer than {_MAX_LINE} bytes"
+    return None
+
+
+def replied_to(raw: bytes) -> str:
+    """The Message-ID a mail we built answers or forwards (its ``References``), or ""."""
+    head = raw[: raw.find(b"\r\n\r\n") + 1 or 8192]
+    found = re.search(rb"^References:[ \t]*<([^<>\s]+)>", head, re.M | re.I)
+    return found.group(1).decode("ascii", "replace") if found else ""

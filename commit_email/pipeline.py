@@ -43,6 +43,7 @@ from .model import (
     SourceRef,
     utcnow,
 )
+from .outgoing import replied_to
 from .plugins import PluginHost
 from .protocols import AccountDirectory, ConnectorState, Mailer, QueuedMail, TicketSink
 from .quarantine import Quarantine
@@ -394,9 +395,11 @@ class Connector:
         mail = entry.mail
         if permanent:
             # Nobody reads a WARNING in time: this mail is lost unless someone acts on it.
+            about = replied_to(mail.raw)
             log.error(
-                "%s mail %d to %s (Message-ID %s) not sent, kept in the outbox: %s",
-                mail.kind, entry.id, ", ".join(mail.recipients), mail.message_id or "-", error,
+                "%s mail %d to %s (Message-ID %s%s) not sent, kept in the outbox: %s",
+                mail.kind, entry.id, ", ".join(mail.recipients), mail.message_id or "-",
+                f", about <{about}>" if about else "", error,
             )
         else:
             log.warning("sending %s mail %d failed (attempt %d): %s", mail.kind, entry.id,

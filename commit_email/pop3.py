@@ -350,7 +350,8 @@ class Pop3Mailbox:
                     pop.close()
                 raise SourceError(
                     f"POP3 {self.name}: STLS failed, refusing to continue without TLS: "
-                    f"{_describe(exc)}"
+                    f"{_describe(exc)}",
+                    permanent=isinstance(exc, ssl.SSLCertVerificationError),
                 ) from exc
         return pop
 
@@ -432,6 +433,13 @@ class Pop3Mailbox:
             if not isinstance(exc.args[0], bytes):
                 self.close()
             raise SourceError(f"POP3 {self.name}: {action}: {_describe(exc)}") from exc
+        except ssl.SSLCertVerificationError as exc:
+            # A configuration fault, not a network one: retrying cannot fix it.
+            self.close()
+            raise SourceError(
+                f"POP3 {self.name}: {action}: {_describe(exc)}: the server's certificate "
+                "does not verify; check [pop3] host, ca_file and security",
+                permanent=True) from exc
         except (OSError, EOFError, ValueError) as exc:
             # OSError covers refused/reset connections, timeouts and ssl.SSLError;
             # ValueError a reply that does not parse (a number that is not one).

@@ -44,7 +44,7 @@ import attrs
 from attrs import frozen
 
 from .config import Config
-from .errors import ConfigError, LoginError, SourceError, StoreError
+from .errors import ConfigError, SourceError, StoreError
 from .mailboxes import pop3_mailbox
 from .model import Outcome, OutcomeKind, SourceRef
 from .pipeline import Connector
@@ -184,8 +184,9 @@ class Runner:
 
         With ``once``, a pass cut short by a connection fault is retried (with back-off) up
         to ``once_attempts`` times; the status is 1 when it never completed or when the
-        completed pass had errors. A refused login ends ``once`` at once (raising the
-        :class:`~commit_email.errors.LoginError`); the endless mode keeps retrying it with
+        completed pass had errors. A permanent fault (a refused login, a certificate that
+        does not verify: ``SourceError.permanent``) ends ``once`` at once by raising it; the
+        endless mode keeps retrying it with
         back-off, since a password can be fixed on the server while the connector waits.
         Between polls a session that can wait for mail (IMAP IDLE) waits on the server;
         otherwise the loop sleeps ``poll_interval``.
@@ -204,8 +205,10 @@ class Runner:
                     continue
                 if summary.failed:
                     error = self.last_error
-                    if once and isinstance(error, LoginError) and error.permanent:
-                        raise error  # a wrong password: say so now, not after the back-off
+                    if once and isinstance(error, SourceError) and error.permanent:
+                        # a wrong password, a certificate that does not verify: say so now,
+                        # not after the back-off
+                        raise error
                     failures += 1
                     if once and failures >= box.once_attempts:
                         log.error("%s: giving up after %d attempts: %s", self.name, failures,

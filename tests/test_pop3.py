@@ -222,6 +222,7 @@ def test_a_certificate_from_another_ca_is_rejected(
         with pytest.raises(SourceError) as info:
             box.connect()
         assert isinstance(info.value.__cause__, ssl.SSLCertVerificationError), security
+        assert info.value.permanent, security  # run --once stops at once: waiting cannot help
 
 
 def test_the_system_trust_store_does_not_know_the_test_ca(dovecot_tls: DovecotServer) -> None:

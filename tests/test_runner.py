@@ -487,3 +487,28 @@ def test_run_once_over_pop3s_with_a_ca_file_relative_to_the_config(
     assert "poll: fetched=2 " in result.stderr
     assert dovecot_tls.message_files() == []
     assert (tmp_path / "db.sqlite").exists()
+
+
+def test_run_once_with_a_certificate_that_does_not_verify_fails_at_once(
+    tmp_path: Path, dovecot_tls: DovecotServer, cli_env: dict[str, str]
+) -> None:
+    # No ca_file: the system trust store does not know the test CA. A configuration fault,
+    # so no back-off rounds (they were 5 retries, 11 s, then exit 1).
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[connector]\nstate_dir = "{tmp_path}/state"\n'
+        f'[store]\nurl = "sqlite:///{tmp_path}/db.sqlite"\n'
+        f'[pop3]\nhost = "{dovecot_tls.host}"\nport = {dovecot_tls.pop3s_port}\n'
+        f'security = "ssl"\nuser = "{dovecot_tls.user}"\npassword = "{dovecot_tls.password}"\n'
+        "reconnect_delay = 2.0\n"
+    )
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "commit_email", "run", "--config", str(config), "--once"],
+        env=cli_env, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert time.monotonic() - started < 15
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("commit-email: error: POP3 ") and "does not verify" in last
+    assert "Traceback" not in result.stderr

@@ -24,6 +24,7 @@ from attrs import field, frozen
 
 from .alerts import BUILTIN_PARSERS
 from .errors import ConfigError
+from .extras import require
 from .store import check_store_url
 
 __all__ = [
@@ -591,8 +592,7 @@ def _build_named(cls: type[T], table: object, key: str) -> dict[str, T]:
 def _validate(config: Config) -> None:
     """Cross-field checks and regex compilation, each naming its key."""
     if config.sender_auth.verify_dkim:
-        from .extras import require  # a missing optional dependency is a config error now
-
+        # a missing optional dependency is a configuration error, reported now
         require("dkim", extra="dkim", feature="[sender_auth] verify_dkim")
     th = config.threading
     if "{number}" not in th.subject_format:

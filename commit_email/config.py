@@ -589,11 +589,14 @@ def _build_named(cls: type[T], table: object, key: str) -> dict[str, T]:
     return built
 
 
+def _validate_optional(config: Config) -> None:
+    """A missing optional dependency is a configuration error, reported when loading."""
+    if config.sender_auth.verify_dkim:
+        require("dkim", extra="dkim", feature="[sender_auth] verify_dkim")
+
+
 def _validate(config: Config) -> None:
     """Cross-field checks and regex compilation, each naming its key."""
-    if config.sender_auth.verify_dkim:
-        # a missing optional dependency is a configuration error, reported now
-        require("dkim", extra="dkim", feature="[sender_auth] verify_dkim")
     th = config.threading
     if "{number}" not in th.subject_format:
         raise ConfigError("must contain {number}", key="threading.subject_format")
@@ -850,6 +853,7 @@ def parse_config(data: Mapping[str, object], *, path: str = "") -> Config:
     config = attrs.evolve(config, path=path)
     try:
         _validate(config)
+        _validate_optional(config)
     except ConfigError as exc:
         if path:
             raise ConfigError(str(exc), path=path) from None

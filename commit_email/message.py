@@ -117,6 +117,11 @@ def decode_bytes(data: bytes, charset: str | None = None) -> tuple[str, str | No
     else:
         defect = None
     if data.isascii():
+        if codec == "utf-7" and b"+" in data:  # UTF-7 is ASCII on the wire
+            try:
+                return data.decode("utf-7"), defect
+            except UnicodeDecodeError:
+                return data.decode("ascii"), "text not valid in charset 'utf-7'"
         if b"\x1b" in data and any(esc in data for esc in _ISO2022_ESCAPES):
             try:
                 return data.decode("iso2022_jp_ext"), defect
@@ -263,6 +268,7 @@ def _strip_line_break(text: str) -> str:
 
 #: Longest header whose encoded words are decoded (characters); the rest is cut.
 _MAX_ENCODED_HEADER = 65_536
+_SPACED_WORD = re.compile(r"=\?[^?\s]+\?[qQ]\?[^?\r\n]{0,200} [^?\r\n]{0,200}\?=")
 _ENCODED_WORD_GAP = re.compile(r"(\?=)\s+(=\?)")
 _ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
 
@@ -270,6 +276,10 @@ _ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
 def decode_header_value(value: object) -> str:
     """Decode RFC 2047 encoded words, tolerating the usual breakage, into one line of text."""
     text = _header_str(value)
+    if "=?" in text and " " in text:
+        # Clients write Q-words with raw spaces inside ("=?us-ascii?Q?ABC / 123?="), which
+        # RFC 2047 forbids and the stdlib leaves encoded; a space there stands for "_".
+        text = _SPACED_WORD.sub(lambda m: m.group(0).replace(" ", "_"), text)
     if "=?" in text and _ENCODED_WORD.search(text):
         if len(text) > _MAX_ENCODED_HEADER:
             # email.header.decode_header is quadratic in the number of encoded words (a
@@ -638,6 +648,12 @@ class Message:
     @classmethod
     def from_bytes(cls, raw: bytes) -> Message:
         """Parse raw RFC 822 bytes. Never raises for malformed mail; see ``defects``."""
+        start = _leading_junk(raw)
+        if start:
+            message = cls._from_tree(raw, _parse_tree(raw[start:]))
+            junk = raw[:start].decode("ascii", "replace").strip()[:80]
+            return attrs.evolve(message, header_defects=(
+                *message._header_defects, f"a line before the headers was skipped: {junk!r}"))
         return cls._from_tree(raw, _parse_tree(raw))
 
     @classmethod
@@ -738,6 +754,39 @@ def _acting_sender(from_list: tuple[Address, ...], sender: tuple[Address, ...],
         defects.append("sender taken from Return-Path")
         return Address(address=return_path)
     return None
+
+
+_HEADER_LINE = re.compile(rb"[!-9;-~]{1,76}:")
+_KNOWN_HEADER = re.compile(
+    rb"(?i)(from|to|cc|subject|date|message-id|received|return-path|reply-to|sender|"
+    rb"mime-version|content-type):")
+#: Lines of text before the headers that are skipped at most ("---- Original email
+#: message ----" written by a forwarding tool or a web form).
+_MAX_JUNK_LINES = 3
+
+
+def _leading_junk(raw: bytes) -> int:
+    """Where the headers start when a few lines of text precede them, else 0.
+
+    Only when the lines after the junk look like a header block: header lines, at least one
+    of them a header every mail has. Otherwise the feedparser's answer stands (the whole
+    message is then body)."""
+    if _HEADER_LINE.match(raw) or not raw[:1].strip() or raw.startswith(b"From "):
+        return 0  # headers, a continuation line, an empty line, or an mbox separator
+    offset = 0
+    for _ in range(_MAX_JUNK_LINES):
+        end = raw.find(b"\n", offset, offset + 1000)
+        if end < 0:
+            return 0
+        offset = end + 1
+        following = raw[offset:offset + 4000].split(b"\n", 3)[:3]
+        if following and all(_HEADER_LINE.match(line) or line[:1] in (b" ", b"\t")
+                             for line in following[:2]) and any(
+                _KNOWN_HEADER.match(line) for line in following):
+            return offset
+        if not raw[offset:offset + 1].strip():
+            return 0  # an empty line: this was a body all along
+    return 0
 
 
 def _is_daemon(from_: Address | None, from_headers: list[str],

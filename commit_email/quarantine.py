@@ -18,6 +18,7 @@ from pathlib import Path
 
 from attrs import frozen
 
+from .errors import StoreError
 from .model import SourceRef, utcnow
 
 __all__ = ["Quarantine", "QuarantineEntry", "private_directory"]
@@ -86,6 +87,20 @@ class Quarantine:
     def add(
         self, raw: bytes, *, reason: str, source: SourceRef, message_id: str = "",
         details: str = "",
+    ) -> QuarantineEntry:
+        """Keep ``raw`` with its reason. A quarantine that cannot be written (a file where
+        the folder should be, a full disk) is a :class:`StoreError`: the message is then not
+        acknowledged to its source, so it is not lost, and the run stops with that error."""
+        try:
+            return self._add(raw, reason=reason, source=source, message_id=message_id,
+                             details=details)
+        except OSError as exc:
+            raise StoreError(f"cannot write to the quarantine at {self.directory}: "
+                             f"{exc.strerror or exc}") from exc
+
+    def _add(
+        self, raw: bytes, *, reason: str, source: SourceRef, message_id: str,
+        details: str,
     ) -> QuarantineEntry:
         private_directory(self.directory)
         now = utcnow()

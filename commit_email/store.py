@@ -14,6 +14,7 @@ them. Set ``?synchronous=FULL`` on the URL to fsync every commit.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -239,6 +240,19 @@ def _dt(value: str) -> datetime:
 _PROCESS_LOCKS: dict[tuple[str, str], int] = {}
 _PROCESS_LOCKS_GUARD = threading.Lock()
 
+
+def _file_identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of the database file, None for an in-memory or vanished one. On
+    Windows st_ino is the NTFS file index, which a replacement changes too."""
+    if path == ":memory:" or path.startswith("file:"):
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (-1, -1)
+    return (st.st_dev, st.st_ino)
+
+
 #: bytes of the database file SQLite reads through a memory map (see SQLiteStore)
 DEFAULT_MMAP_SIZE = 256 * 1024 * 1024
 
@@ -272,6 +286,8 @@ class SQLiteStore:
         self._depth = 0
         #: mailbox names this store holds (see lock_mailbox)
         self._held: set[str] = set()
+        identity = _file_identity(self.path)
+        self._identity = None if identity == (-1, -1) else identity
 
     @classmethod
     def in_memory(cls) -> SQLiteStore:
@@ -298,6 +314,8 @@ class SQLiteStore:
         fails alone)."""
         depth = self._depth
         name = f"sp{depth}"
+        if depth == 0 and not self._file_in_place():
+            raise self._file_gone()
         try:
             self._db.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT {name}")
         except sqlite3.Error as exc:
@@ -314,10 +332,23 @@ class SQLiteStore:
                 self._db.execute(f"RELEASE {name}")
             raise
         self._depth = depth
+        if depth == 0 and not self._file_in_place():
+            self._db.execute("ROLLBACK")
+            raise self._file_gone()
         try:
             self._db.execute("COMMIT" if depth == 0 else f"RELEASE {name}")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot commit: {exc}") from exc
+
+    def _file_in_place(self) -> bool:
+        # The file deleted or replaced under us (a state directory removed, a restore copied
+        # over it): SQLite would go on writing into the unlinked file, and every result
+        # would be lost without a word. Checked at the start and the end of each unit.
+        return self._identity is None or _file_identity(self.path) == self._identity
+
+    def _file_gone(self) -> StoreError:
+        return StoreError(f"the store file {self.path} was removed or replaced while in use: "
+                          "nothing more is written to it; restart to open it again")
 
     @contextmanager
     def rolled_back(self) -> Iterator[None]:

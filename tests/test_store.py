@@ -5,13 +5,23 @@ PostgreSQL (see ``tests/conftest.py``): the two stores must behave the same."""
 
 from __future__ import annotations
 
+import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from commit_email.errors import ConfigError
-from commit_email.model import Account, AccountKind, Document, HistoryEntry, TicketDraft
+from commit_email.errors import ConfigError, StoreError
+from commit_email.model import (
+    Account,
+    AccountKind,
+    Document,
+    HistoryEntry,
+    OutcomeKind,
+    TicketDraft,
+)
 from commit_email.store import DEFAULT_MMAP_SIZE, SQLiteStore, Store, account_keys, open_store
+from commit_email.testing import build_message, make_config, make_connector
 
 
 def test_everything_survives_closing_and_reopening(store_url: str) -> None:
@@ -148,3 +158,32 @@ def test_the_file_as_it_is_is_read_through_a_memory_map_unless_turned_off(
     assert mapped(open_store("sqlite:///b.db?mmap_size=0", base_dir=tmp_path)) == 0
     with pytest.raises(ConfigError, match="mmap_size must be a number"):
         open_store("sqlite:///d.db?mmap_size=lots", base_dir=tmp_path)
+
+
+def test_a_store_file_removed_while_in_use_refuses_to_write_on(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    config = make_config(state_dir=state, store={"url": f"sqlite:///{state / 'commit.db'}"})
+    connector = make_connector(config, store=open_store(config.store.url))
+    connector.process(build_message(subject="first"))
+    shutil.rmtree(state)  # an operator cleans up the wrong folder mid-run
+
+    # Nothing is lost: the mail is quarantined (the quarantine folder is made again) with the
+    # reason, for a replay once the store is back.
+    outcome = connector.process(build_message(subject="second"))
+    assert outcome.kind is OutcomeKind.QUARANTINED
+    assert "removed or replaced while in use" in outcome.detail
+    (entry,) = connector.quarantine.entries()
+    assert "removed or replaced" in entry.reason
+    with pytest.raises(StoreError, match="removed or replaced"), connector.sink.transaction():
+        pass
+
+
+def test_a_store_file_replaced_while_in_use_refuses_to_write_on(tmp_path: Path) -> None:
+    path = tmp_path / "commit.db"
+    store = open_store(f"sqlite:///{path}")
+    with store.transaction():
+        store.record_auto_response("a@b.example", datetime(2026, 1, 1, tzinfo=UTC))
+    path.rename(tmp_path / "old.db")
+    open_store(f"sqlite:///{path}").close()  # a restore puts another file in its place
+    with pytest.raises(StoreError, match="removed or replaced"), store.transaction():
+        store.record_auto_response("a@b.example", datetime(2026, 1, 2, tzinfo=UTC))

@@ -321,7 +321,7 @@ def cmd_accounts_import(args: argparse.Namespace, out: TextIO) -> int:
                              line=line)
     n = store.import_accounts(accounts)
     kinds = Counter(a.kind.value for a in accounts)
-    detail = ", ".join(f"{k} {v}" for v, k in sorted(kinds.items()))
+    detail = ", ".join(_count(k, v) for v, k in sorted(kinds.items()))
     print(f"imported {_count(n, 'card')} ({detail}; {result.created} new, "
           f"{result.updated} updated) into {redact_url(config.store.url)}", file=out)
     return 0
@@ -414,6 +414,9 @@ def cmd_check_config(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+_QUARANTINE_ID = re.compile(r"\(quarantine id ([0-9T-]+[0-9a-f]+)\)")
+
+
 def cmd_quarantine(args: argparse.Namespace, out: TextIO) -> int:
     config = load_config(args.config)
     connector = _connector(config)
@@ -440,6 +443,9 @@ def cmd_quarantine(args: argparse.Namespace, out: TextIO) -> int:
     outcome = connector.process(raw, entry.source, replay=True)
     if outcome.kind is not OutcomeKind.QUARANTINED:
         connector.quarantine.mark_resolved(entry.id, outcome.kind.value)
+    elif (again := _QUARANTINE_ID.search(outcome.detail)) and again.group(1) != entry.id:
+        # The new entry is the one to replay next; this one must not look unreplayed.
+        connector.quarantine.mark_resolved(entry.id, f"quarantined again as {again.group(1)}")
     print(_outcome_json(entry.source, entry.message_id, outcome), file=out)
     return 0 if outcome.kind is not OutcomeKind.QUARANTINED else 1
 

@@ -40,7 +40,7 @@ def test_the_readme_main_job(demo: Path, cli_env: dict[str, str]) -> None:
     imported = run_cli(["accounts", "--config", config, "import", str(demo / "accounts.csv")],
                        cli_env)
     assert imported.returncode == 0, imported.stderr
-    assert "imported 6 cards" in imported.stdout
+    assert "imported 6 cards (4 accounts, 1 contact, 1 employee;" in imported.stdout
     processed = run_cli(["process", "--config", config, "--json", str(demo / "messages")],
                         cli_env)
     assert processed.returncode == 0, processed.stderr
@@ -184,6 +184,35 @@ def test_quarantine_list_and_replay(demo: Path) -> None:
     assert code == 0 and json.loads(out)["outcome"] == "ticket_created"
     code, out = run("quarantine", "--config", str(config), "list")
     assert "[replayed: ticket_created]" in out
+
+
+def test_a_replay_that_quarantines_again_marks_the_old_entry(demo: Path) -> None:
+    config = demo / "commit-email.toml"
+    text = config.read_text()
+    config.write_text(text.replace('state_dir = "./state"',
+                                   'state_dir = "./state"\nmax_message_bytes = 300'))
+    run("process", "--config", str(config), str(demo / "messages" / "01-domain-match.eml"))
+    code, out = run("quarantine", "--config", str(config), "--json", "list")
+    [first] = json.loads(out)
+    code, out = run("quarantine", "--config", str(config), "replay", first["id"])
+    assert code == 1 and json.loads(out)["outcome"] == "quarantined"
+    code, out = run("quarantine", "--config", str(config), "--json", "list")
+    entries = {e["id"]: e for e in json.loads(out)}
+    assert len(entries) == 2
+    [second] = [e for e in entries.values() if e["id"] != first["id"]]
+    assert entries[first["id"]]["resolved"] == f"quarantined again as {second['id']}"
+    assert second["resolved"] == ""
+
+
+@pytest.mark.parametrize("bad_id", ["x" * 300, "../../etc/passwd", "20261207T000000-abc/.."])
+def test_a_bad_quarantine_id_is_one_line_not_a_traceback(
+    demo: Path, cli_env: dict[str, str], bad_id: str
+) -> None:
+    result = run_cli(["quarantine", "--config", str(demo / "commit-email.toml"), "replay",
+                      bad_id], cli_env)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "no quarantine entry" in result.stderr
 
 
 # -- one message per file, options anywhere, reading a ticket ----------------------------

@@ -33,8 +33,8 @@ from .loops import LOOP_HEADER, LoopGuard
 from .message import Message
 from .model import Match, OutgoingMail, Ticket
 from .outgoing import serialize
+from .replies import TicketToken
 from .stages import EMAIL_TO_TICKET_STAGE, Context, Stage
-from .threading import TicketToken
 
 __all__ = ["DEFAULT_SUBJECT", "DEFAULT_TEMPLATE", "AutoResponder", "build_auto_response"]
 

@@ -13,11 +13,20 @@ The tree::
     │   └── LoginError             the server refused the login; ``permanent`` unless it said not
     │       └── OAuthLoginError    an OAuth login refused even with a new token; names the
     │                              mailbox, the SASL mechanism and the server's status
-    ├── MailerError(OSError)       a mail could not be sent (smtplib faults translated here)
+    ├── MailerError(OSError)       a mail could not be sent; ``permanent``, ``code``
+    │   ├── SmtpTransientError     4xx, connection trouble: retried (commit_email.smtp)
+    │   └── SmtpPermanentError     5xx, refused login, bad TLS: given up (commit_email.smtp)
     └── OAuthError                 no OAuth 2.0 access token could be had
         ├── TokenRefused           the provider refused the grant (``invalid_grant``, …):
         │                          a person must act (``commit-email auth login NAME``)
         └── TokenUnavailable(OSError)  the token endpoint or command failed for now
+
+    XmlApiError(CommitEmailError, ValueError), in commit_email.xml_api, refuses one XML
+    transaction with its ``code``.
+
+Outside the tree on purpose: ``MessageTimeout`` (commit_email.deadline) is a
+``BaseException``, so that no ``except Exception`` in a stage or a plugin can swallow the
+per-message time limit.
 
 Low-level exceptions (sqlite3, poplib, imaplib/IMAPClient, smtplib, lxml) never leave the layer that
 caused them: each boundary translates them into one of these, keeping the
@@ -127,7 +136,17 @@ class OAuthLoginError(LoginError):
 
 
 class MailerError(CommitEmailError, OSError):
-    """A mail could not be handed to the SMTP server."""
+    """A mail could not be handed to the SMTP server (or a plugin's mailer).
+
+    ``permanent`` when sending it again cannot help (a 5xx reply, a refused login, a
+    certificate that does not verify): the outbox gives the mail up at once instead of
+    retrying it. ``code`` is the server's reply code when there was one.
+    """
+
+    def __init__(self, *args: object, permanent: bool = False, code: int | None = None) -> None:
+        super().__init__(*args)
+        self.permanent = permanent
+        self.code = code
 
 
 class OAuthError(CommitEmailError):

@@ -385,7 +385,7 @@ class Connector:
         """Record a failed send; True when the mail is given up (kept, never sent again)."""
         attempts = entry.attempts + 1
         cap = self.config.smtp.max_attempts
-        permanent = bool(getattr(exc, "permanent", False))
+        permanent = exc.permanent
         error = str(exc)
         if not permanent and cap and attempts >= cap:
             permanent = True

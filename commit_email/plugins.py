@@ -39,7 +39,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "commit_email.ticketing",
     "commit_email.xml_actions",
     "commit_email.bounces",
-    "commit_email.threading",
+    "commit_email.replies",
     "commit_email.autoresponse",
     "commit_email.mailboxes",
 )

@@ -41,17 +41,15 @@ log = logging.getLogger(__name__)
 class SmtpTransientError(MailerError):
     """Sending failed for a reason that may go away (4xx, connection trouble)."""
 
-    permanent = False
-
     def __init__(self, message: str, *, code: int | None = None) -> None:
-        self.code = code
-        super().__init__(message)
+        super().__init__(message, permanent=False, code=code)
 
 
-class SmtpPermanentError(SmtpTransientError):
+class SmtpPermanentError(MailerError):
     """The server refused the mail or the session for good (5xx, bad login, bad TLS)."""
 
-    permanent = True
+    def __init__(self, message: str, *, code: int | None = None) -> None:
+        super().__init__(message, permanent=True, code=code)
 
 
 def _decode(reply: bytes | str) -> str:
@@ -59,9 +57,9 @@ def _decode(reply: bytes | str) -> str:
     return " ".join(text.split())
 
 
-def classify(exc: BaseException) -> SmtpTransientError:
+def classify(exc: BaseException) -> MailerError:
     """Translate an smtplib / socket / ssl exception into transient or permanent."""
-    if isinstance(exc, SmtpTransientError):
+    if isinstance(exc, MailerError):
         return exc
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         codes = [code for code, _ in exc.recipients.values()]

@@ -17,7 +17,7 @@ from commit_email.quoting import (
     rules_from_config,
     strip_quotes,
 )
-from commit_email.threading import reply_text
+from commit_email.replies import reply_text
 
 REPLIES = Path(__file__).parent / "data" / "replies"
 

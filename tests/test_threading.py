@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from commit_email.config import ThreadingConfig
 from commit_email.model import Account, AccountKind, OutcomeKind
 from commit_email.pipeline import Connector
+from commit_email.replies import TicketToken
 from commit_email.testing import RecordingMailer, build_message, make_config, make_connector
-from commit_email.threading import TicketToken
 
 CUSTOMER = Account(rec_id="CRD-ACME-CUST-000001", file_as="Customer Ltd",
                    email1="jane@customer.example")

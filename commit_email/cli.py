@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 import logging
+import os
 import re
 import signal
 import sys
@@ -29,6 +30,7 @@ from .errors import CommitEmailError, ConfigError, InputError
 from .message import Message
 from .model import PERMANENT_FAILURE, Outcome, OutcomeKind, SourceRef
 from .pipeline import Connector
+from .plugins import DISABLE_PLUGINS_ENV
 from .runner import Service
 from .sources import iter_messages, one_message
 from .storage import redact_url
@@ -602,7 +604,8 @@ def _normalise_argv(argv: Sequence[str]) -> list[str]:
             continue
         if word.split("=", 1)[0] in _VALUE_OPTIONS or word in _FLAG_OPTIONS:
             back.append(word)
-        elif word == "--verbose" or (word.startswith("-v") and set(word[1:]) == {"v"}):
+        elif word in ("--verbose", "--no-plugins") or (
+                word.startswith("-v") and set(word[1:]) == {"v"}):
             front.append(word)
         else:
             words.append(word)
@@ -635,6 +638,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="log more (-v: each message, -vv: debug)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--no-plugins", action="store_true",
+                        help="start without the plugins installed as packages (entry points); "
+                             f"the same as {DISABLE_PLUGINS_ENV}=1")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, func: Command, help_text: str) -> argparse.ArgumentParser:
@@ -739,6 +745,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         parser.error("the following arguments are required: --config")
     if not hasattr(args, "json"):
         args.json = False
+    if args.no_plugins:
+        os.environ[DISABLE_PLUGINS_ENV] = "1"  # this process is ours: every connector sees it
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_SafeFormatter("%(asctime)s %(levelname)s %(message)s"))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import logging
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -26,7 +28,7 @@ if TYPE_CHECKING:
     from .sources import Mailbox
     from .stages import Context, Stage, XmlAction
 
-__all__ = ["BUILTIN_PLUGINS", "ENTRY_POINT_GROUP", "PluginHost"]
+__all__ = ["BUILTIN_PLUGINS", "DISABLE_PLUGINS_ENV", "ENTRY_POINT_GROUP", "PluginHost", "plugins_disabled"]
 
 ENTRY_POINT_GROUP = "commit_email"
 
@@ -48,6 +50,19 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
 def _plugin_name(plugin: object) -> str:
     name = getattr(plugin, "__name__", None) or type(plugin).__name__
     return str(name)
+
+
+log = logging.getLogger(__name__)
+
+#: Set to 1 (or true/yes) to start without the plugins installed as packages: the switch
+#: for a broken plugin, or to rule plugins out when looking for a fault. ``--no-plugins``
+#: sets it for one command.
+DISABLE_PLUGINS_ENV = "COMMIT_EMAIL_DISABLE_PLUGINS"
+
+
+def plugins_disabled() -> bool:
+    """Whether the environment turns the entry-point plugins off."""
+    return os.environ.get(DISABLE_PLUGINS_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 class PluginHost:
@@ -100,6 +115,9 @@ class PluginHost:
                 raise PluginError(f"unknown hook {attr!r} (known hooks: {known})", plugin=label)
 
     def _load_entry_points(self) -> None:
+        if plugins_disabled():
+            log.info("%s is set: the installed plugins are not loaded", DISABLE_PLUGINS_ENV)
+            return
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             if self._pm.get_plugin(ep.name) is not None or self._pm.is_blocked(ep.name):
                 continue
@@ -107,7 +125,10 @@ class PluginHost:
                 plugin = ep.load()
             except Exception as exc:
                 raise PluginError(
-                    f"cannot import {ep.value!r}: {type(exc).__name__}: {exc}", plugin=ep.name
+                    f"cannot import {ep.value!r}: {type(exc).__name__}: {exc} (the package "
+                    f"that installed it is broken; fix or uninstall it, or start without "
+                    f"installed plugins: --no-plugins or {DISABLE_PLUGINS_ENV}=1)",
+                    plugin=ep.name,
                 ) from exc
             self.register(plugin, name=ep.name)
 

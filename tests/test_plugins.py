@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import importlib.metadata
+import io
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from commit_email import hookimpl
 from commit_email.errors import PluginError
-from commit_email.plugins import PluginHost
+from commit_email.cli import main
+from commit_email.plugins import DISABLE_PLUGINS_ENV, PluginHost
 from commit_email.testing import make_config, make_host
 
 
@@ -58,6 +61,44 @@ def test_a_broken_installed_plugin_is_an_error_naming_it(monkeypatch: pytest.Mon
     assert "broken-plugin" in str(err.value) and "broken_plugin_module" in str(err.value)
     # With autoloading off the broken plugin is never imported.
     assert "builtin:commit_email.ticketing" in PluginHost(autoload=False).plugin_names()
+
+
+@pytest.fixture
+def broken_plugin_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    def entry_points(group: str) -> list[Any]:
+        return [FakeEntryPoint()] if group == "commit_email" else []
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    monkeypatch.delenv(DISABLE_PLUGINS_ENV, raising=False)
+
+
+@pytest.mark.parametrize("value", ["1", "true", "YES"])
+def test_the_environment_switch_starts_without_installed_plugins(
+    broken_plugin_installed: None, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv(DISABLE_PLUGINS_ENV, value)
+    names = PluginHost().plugin_names()
+    assert "broken-plugin" not in names and "builtin:commit_email.ticketing" in names
+    monkeypatch.setenv(DISABLE_PLUGINS_ENV, "0")
+    with pytest.raises(PluginError, match="--no-plugins"):
+        PluginHost()
+
+
+def test_no_plugins_on_the_command_line(
+    broken_plugin_installed: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[connector]\npublic_address = "support@acme.example"\n'
+                      'internal_address = "helpdesk@acme.example"\n'
+                      f'state_dir = "{tmp_path}/state"\n[store]\nurl = "memory:"\n')
+    eml = tmp_path / "a.eml"
+    eml.write_bytes(b"From: a@b.example\r\nSubject: hi\r\n\r\nhello\r\n")
+    # the broken plugin is named, with the way out
+    assert main(["inspect", "--config", str(config), str(eml)], out=io.StringIO()) == 2
+    out = io.StringIO()
+    assert main(["inspect", str(eml), "--config", str(config), "--no-plugins"], out=out) == 0
+    assert "route:" in out.getvalue()
+    monkeypatch.delenv(DISABLE_PLUGINS_ENV)  # main() set it for this process
 
 
 def test_hosts_do_not_share_plugins() -> None:

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from commit_email import hookimpl
-from commit_email.errors import PluginError
 from commit_email.cli import main
+from commit_email.errors import PluginError
 from commit_email.plugins import DISABLE_PLUGINS_ENV, PluginHost
 from commit_email.testing import make_config, make_host
 

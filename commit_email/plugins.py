@@ -28,7 +28,13 @@ if TYPE_CHECKING:
     from .sources import Mailbox
     from .stages import Context, Stage, XmlAction
 
-__all__ = ["BUILTIN_PLUGINS", "DISABLE_PLUGINS_ENV", "ENTRY_POINT_GROUP", "PluginHost", "plugins_disabled"]
+__all__ = [
+    "BUILTIN_PLUGINS",
+    "DISABLE_PLUGINS_ENV",
+    "ENTRY_POINT_GROUP",
+    "PluginHost",
+    "plugins_disabled",
+]
 
 ENTRY_POINT_GROUP = "commit_email"
 

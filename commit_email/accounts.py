@@ -13,7 +13,7 @@ from .errors import InputError
 from .model import Account, AccountKind
 from .storage import new_rec_id
 
-__all__ = ["CSV_COLUMNS", "Reconciled", "read_accounts_csv", "reconcile"]
+__all__ = ["CSV_COLUMNS", "Reconciled", "read_accounts_csv", "reconcile", "write_accounts_csv"]
 
 CSV_COLUMNS = (
     "rec_id", "file_as", "email1", "email2", "account_number", "account_id",
@@ -167,3 +167,19 @@ def reconcile(rows: Iterable[Account], existing: Iterable[Account]) -> Reconcile
                 by_name.setdefault(row.file_as.lower(), rec_id)
         settled.append(attrs.evolve(row, rec_id=rec_id))
     return Reconciled(accounts=settled, created=created, updated=updated)
+
+
+def write_accounts_csv(accounts: Iterable[Account], stream: io.TextIOBase | object) -> int:
+    """Write ``accounts`` as an Accounts CSV that ``read_accounts_csv`` reads back to the same
+    Accounts (every column, rec_id included, so a re-import updates instead of duplicating).
+    Returns how many rows were written."""
+    writer = csv.writer(stream, lineterminator="\r\n")  # type: ignore[arg-type]
+    writer.writerow(CSV_COLUMNS)
+    n = 0
+    for account in accounts:
+        row = attrs.asdict(account, recurse=False)
+        row["kind"] = account.kind.value
+        row["active"] = "true" if account.active else "false"
+        writer.writerow([row[c] for c in CSV_COLUMNS])
+        n += 1
+    return n

@@ -24,7 +24,7 @@ from types import FrameType
 from typing import Any, TextIO, cast
 
 from . import __version__
-from .accounts import read_accounts_csv, reconcile
+from .accounts import read_accounts_csv, reconcile, write_accounts_csv
 from .config import Config, check_secrets, deployment_problems, load_config
 from .errors import CommitEmailError, ConfigError, InputError
 from .message import Message
@@ -309,7 +309,29 @@ def cmd_inspect(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def cmd_accounts_import(args: argparse.Namespace, out: TextIO) -> int:
+def cmd_accounts(args: argparse.Namespace, out: TextIO) -> int:
+    if args.action == "export":
+        return _accounts_export(args, out)
+    return _accounts_import(args, out)
+
+
+def _accounts_export(args: argparse.Namespace, out: TextIO) -> int:
+    config = load_config(args.config)
+    accounts = _store(config).list_accounts()
+    if args.output == "-":
+        n = write_accounts_csv(accounts, out)
+    else:
+        # Written whole, then renamed: a crash never leaves half a file under the name.
+        target = Path(args.output)
+        tmp = target.with_name(f".{target.name}.tmp")
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            n = write_accounts_csv(accounts, fh)
+        os.replace(tmp, target)
+        print(f"exported {_count(n, 'card')} to {target}", file=out)
+    return 0
+
+
+def _accounts_import(args: argparse.Namespace, out: TextIO) -> int:
     config = load_config(args.config)
     store = _store(config)
     result = reconcile(read_accounts_csv(args.csv, assign_ids=False), store.list_accounts())
@@ -613,6 +635,17 @@ def _normalise_argv(argv: Sequence[str]) -> list[str]:
     return front + words + back + rest
 
 
+def _accounts_command(p: argparse.ArgumentParser) -> None:
+    acc = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    imp = acc.add_parser("import", help="import Accounts from a CSV file")
+    _common_options(imp)
+    imp.add_argument("csv", metavar="CSV", help="Accounts CSV (columns: see docs/reference/cli.md)")
+    exp = acc.add_parser("export", help="write every Account as a CSV that import reads back")
+    _common_options(exp)
+    exp.add_argument("output", metavar="CSV", nargs="?", default="-",
+                     help="the file to write (default: standard output)")
+
+
 def _store_command(sub: Any) -> None:
     """``store copy``: takes URLs, not a configuration (``--config`` is not needed)."""
     p = sub.add_parser("store", help="move a whole store (SQLite <-> PostgreSQL)",
@@ -662,11 +695,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "show a message's parsed fields and the route it would take; writes nothing")
     p.add_argument("file", metavar="FILE", help="one message (a leading mbox From line is dropped)")
 
-    p = command("accounts", cmd_accounts_import, "load Accounts into the configured store")
-    acc = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    imp = acc.add_parser("import", help="import Accounts from a CSV file")
-    _common_options(imp)
-    imp.add_argument("csv", metavar="CSV", help="Accounts CSV (columns: see docs/reference/cli.md)")
+    _accounts_command(command("accounts", cmd_accounts,
+                              "load Accounts into the store, or write them out"))
 
     p = command("tickets", cmd_tickets, "list tickets, or show one with 'show NUMBER'")
     t = p.add_subparsers(dest="action", required=False, metavar="ACTION")
@@ -709,8 +739,10 @@ def build_parser() -> argparse.ArgumentParser:
 #: What must not reach a terminal from a mail: C0 and C1 controls (escape sequences move the
 #: cursor, retitle the window, or on some terminals answer back), DEL, and the Unicode line
 #: separators and bidi overrides that make a line read differently from what it holds.
-#: Newline and tab are the output's own.
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+#: Newline, tab and CRLF are the output's own (a CSV export writes CRLF).
+_UNSAFE = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]|\r(?!\n)"
+)
 
 
 def _escape(text: str) -> str:

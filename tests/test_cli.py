@@ -215,6 +215,28 @@ def test_a_bad_quarantine_id_is_one_line_not_a_traceback(
     assert "no quarantine entry" in result.stderr
 
 
+def test_accounts_round_trip_import_twice_export_and_compare(
+    demo: Path, tmp_path: Path
+) -> None:
+    config = str(demo / "commit-email.toml")
+    # The sample CSV has no rec_id column: the second import must match, not duplicate.
+    assert run("accounts", "--config", config, "import", str(demo / "accounts.csv"))[0] == 0
+    code, out = run("accounts", "--config", config, "import", str(demo / "accounts.csv"))
+    assert code == 0 and "0 new, 6 updated" in out
+    first = tmp_path / "first.csv"
+    assert run("accounts", "export", str(first), "--config", config)[0] == 0
+    exported = first.read_bytes().decode("utf-8")
+    assert exported.count("\r\n") == 7  # the header and six cards, once each
+
+    code, out = run("accounts", "--config", config, "import", str(first))
+    assert code == 0 and "0 new, 6 updated" in out
+    code, again = run("accounts", "--config", config, "export")  # to standard output
+    assert code == 0 and again == exported
+    rows = exported.splitlines()
+    assert rows[0].startswith("rec_id,file_as,email1")
+    assert all(row.split(",")[0].startswith("CRD") for row in rows[1:])
+
+
 # -- one message per file, options anywhere, reading a ticket ----------------------------
 
 def test_an_eml_file_is_one_message_even_with_from_lines_in_its_body(

@@ -418,11 +418,13 @@ _BOUNCE_WORDS = re.compile(
     r"|notification|problem)|failure notice|mail delivery (?:failed|failure|subsystem)"
     r"|non-?delivery|could not be delivered|message not delivered|mail system (?:error|notice)"
     r"|delayed mail|still being retried|could not send message|errors from "
-    r"|delivery (?:delayed|warning)|warning: message .* delayed"
+    r"|delivery (?:delayed|warning)|warning: message .* delayed|failed delivery|mail failed"
+    r"|unable to deliver|returning to sender"
     r"|unzustellbar|nicht zugestellt|nicht zustellbar|non remis|no entregado",
     re.IGNORECASE,
 )
-_DAEMON_LOCAL_PART = re.compile(r"^(?:mailer-daemon|mail-daemon|postmaster)$", re.IGNORECASE)
+_DAEMON_LOCAL_PART = re.compile(r"^(?:mailer-daemon|mail-daemon|postmaster|post_master)$",
+                                re.IGNORECASE)
 #: The display names mail servers sign their reports with, for ``From: MAILER-DAEMON <>``
 #: (DragonFly Mail Agent) and other forms without a usable address.
 _DAEMON_NAME = re.compile(
@@ -434,11 +436,13 @@ _BOUNCE_BODY = re.compile(
     r"this is the mail system at host|qmail-send program|could not be delivered"
     r"|original message was received at|^\s*final-recipient:|^\s*action:\s*(?:failed|delayed)"
     r"|^\s*status:\s*[45]\.\d|user unknown|permanent error|delivery to the following"
-    r"|message (?:was )?not (?:been )?delivered|mailbox (?:unavailable|full|not found)",
+    r"|message (?:was )?not (?:been )?delivered|mailbox (?:unavailable|full|not found)"
+    r"|unable to deliver|original message follows",
     re.IGNORECASE | re.MULTILINE,
 )
-#: Amazon SES / SNS bounce and complaint notifications: JSON in a text/plain mail.
-_SES_NOTIFICATION = re.compile(r'"notificationType"\s*:\s*"(?:Bounce|Complaint)"')
+#: Amazon SES / SNS bounce, complaint and delivery notifications: JSON in a text/plain mail.
+#: Through SNS the notification is a JSON string inside JSON, its quotes escaped.
+_SES_NOTIFICATION = re.compile(r'\\?"notificationType\\?"\s*:\s*\\?"(?:Bounce|Complaint|Delivery)')
 _SES_DOMAINS = ("amazonses.com", "amazonaws.com")
 #: The subject prefix Outlook and Exchange put on out-of-office replies, in the user's
 #: language: with its colon it is a robot's, without one it may be a person's words.

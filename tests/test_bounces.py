@@ -277,7 +277,9 @@ BOUNCE_SET = sorted((Path(__file__).parent / "data" / "bounces").glob("*.eml"))
 def test_reports_that_are_not_multipart_report_are_still_reports(path: Path) -> None:
     """One report per MTA family that writes no ``multipart/report``: DragonFly's
     ``From: MAILER-DAEMON <>``, qmail, Exim, Sendmail and Postfix warnings, Exchange, a
-    carrier's notice, Amazon SES and its SNS JSON. None is forwarded to a human or answered."""
+    carrier's notice (also from ``post_master@``), X2's "failed delivery", Amazon SES and
+    its SNS JSON (plain, or escaped inside the SNS envelope). None is forwarded to a human
+    or answered."""
     mailer = RecordingMailer()
     c = connector(mailer)
     outcome = c.process(path.read_bytes())

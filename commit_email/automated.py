@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import logging
 import re
-import string
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 from attrs import frozen
 
+from ._regex import required_literal
 from .alerts import (
     BUILTIN_PARSERS,
     Alert,
@@ -62,11 +62,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("commit_email.automated")
-
-try:  # the regex parser, to find the literals a rule regex requires (see _required_literal)
-    from re import _parser as _re_parser  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - another Python's re: regex rules are gated instead
-    _re_parser = None
 
 
 #: Up to this many literals, :class:`LiteralFinder` tests each with ``in``.
@@ -274,33 +269,6 @@ class _SenderGroup:
                     found.update(hit)
 
 
-#: Characters a rule regex's literal may be made of for :func:`_required_literal`: with
-#: ``re.IGNORECASE`` each matches exactly the characters that lower-case to its own lower
-#: case — not so "i" and "s", which also match "ı" and "ſ" (checked over all of Unicode).
-_FOLD_SAFE = frozenset(string.printable) - set("iIsS")
-
-
-def _required_literal(pattern: re.Pattern[str] | None) -> str:
-    """The longest run of plain characters every match of ``pattern`` contains, lower-cased
-    ("" if none): wherever the regex matches, this occurs in the lower-cased text, so a
-    rule whose literal is absent cannot match. Read from the regex's parse tree — only
-    top-level literals, which every match passes through in order."""
-    if pattern is None or _re_parser is None:
-        return ""
-    try:
-        tree = _re_parser.parse(pattern.pattern, pattern.flags)
-    except Exception:  # a private module of the stdlib: without it, only the gate helps
-        return ""
-    best, run = "", ""
-    for op, av in tree:
-        char = chr(av) if op is _re_parser.LITERAL else ""
-        run = run + char if char and char in _FOLD_SAFE else ""
-        best = max(best, run, key=len)
-    # a shorter literal is in almost every text: then one joined search is the better filter
-    return best.lower() if len(best) >= _MIN_REQUIRED_LITERAL else ""
-
-
-_MIN_REQUIRED_LITERAL = 3
 
 
 class _RegexGate:
@@ -388,8 +356,8 @@ class RuleList:
         """A rule with no sender and no literal: filed under the literals its regexes
         require, if they have any; else behind a gate if its regex can join one (its subject
         regex, else its body regex: each must match); else checked every time."""
-        subject_literal = _required_literal(rule.subject_regex)
-        body_literal = _required_literal(rule.body_regex)
+        subject_literal = required_literal(rule.subject_regex)
+        body_literal = required_literal(rule.body_regex)
         if subject_literal or body_literal:
             group = self._groups.setdefault("", _SenderGroup())
             group.add(subject_literal, body_literal, rule.index)

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import attrs
 from attrs import field, frozen
 
+from ._regex import backtracking_risk
 from .alerts import BUILTIN_PARSERS
 from .errors import ConfigError
 from .extras import require
@@ -55,9 +56,14 @@ T = TypeVar("T")
 def compile_regex(pattern: str, key: str) -> re.Pattern[str]:
     """Compile a user-supplied regex case-insensitively, naming ``key`` when it is invalid."""
     try:
-        return re.compile(pattern, re.IGNORECASE | re.MULTILINE)
+        compiled = re.compile(pattern, re.IGNORECASE | re.MULTILINE)
     except re.error as exc:
         raise ConfigError(f"invalid regular expression {pattern!r}: {exc}", key=key) from None
+    # No time limit can stop a search inside re: a regex that can run away is refused here.
+    risk = backtracking_risk(pattern, compiled.flags)
+    if risk:
+        raise ConfigError(f"regular expression {pattern!r} refused: {risk}", key=key)
+    return compiled
 
 
 def _secret(value: str, env: str, key: str) -> str:

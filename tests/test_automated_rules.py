@@ -6,12 +6,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from commit_email._regex import required_literal
 from commit_email.alerts import Alert, AlertState
 from commit_email.automated import (
     AutomatedRules,
     LiteralFinder,
     _MailText,
-    _required_literal,
 )
 from commit_email.config import AutomatedConfig, DetectionRule, compile_regex, parse_config
 from commit_email.errors import ConfigError
@@ -283,7 +283,7 @@ def test_rules_of_one_sender_are_told_apart_by_their_literals() -> None:
     ],
 )
 def test_required_literal_of_a_rule_regex(pattern: str, literal: str) -> None:
-    assert _required_literal(compile_regex(pattern, "test")) == literal
+    assert required_literal(compile_regex(pattern, "test")) == literal
 
 
 def test_regex_only_rules_are_filed_under_the_literals_they_require() -> None:
@@ -324,3 +324,20 @@ def test_compiled_rules_from_default_config_detect_nothing() -> None:
     r = AutomatedRules(AutomatedConfig())
     assert r.detect(mail(subject="Alert")) is None
     assert r.skipped_by(mail(subject="Self Healed")) is None
+
+
+@pytest.mark.parametrize("pattern", [r"(a+)+$", r"(\w+\s?)*x", r"(?:x*)*y", r"((ab)*)*c",
+                                     r"(\s*\w+)*\s*$"])
+def test_a_rule_regex_that_can_run_away_is_refused_when_the_config_loads(pattern: str) -> None:
+    """No time limit can interrupt a search inside ``re``: a regex with nested unbounded
+    repetition would stall every message (and ``inspect``), so check-config refuses it."""
+    with pytest.raises(ConfigError, match=r"automated\.detection\[0\]\.body_regex.*exponential"):
+        parse_config({"connector": {"public_address": "s@h.example"},
+                      "automated": {"detection": [{"body_regex": pattern}]}})
+
+
+@pytest.mark.parametrize("pattern", [r"(\d+\.)+\d+", r"Client: (\w+)", r"^(a|b)+$",
+                                     r"(a++)+", r"\[Ticket#(\d+)\]", r"(?:\w+, )*\w+"])
+def test_ordinary_regexes_with_repetition_are_accepted(pattern: str) -> None:
+    parse_config({"connector": {"public_address": "s@h.example"},
+                  "automated": {"detection": [{"body_regex": pattern}]}})

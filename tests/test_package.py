@@ -80,3 +80,14 @@ def test_the_docs_and_code_cite_nothing_outside_the_repository(marker: str) -> N
     citing = [str(p.relative_to(ROOT)) for p in paths
               if marker in p.read_text(encoding="utf-8")]
     assert citing == []
+
+
+def test_the_version_is_written_in_one_place() -> None:
+    import importlib.metadata
+    import tomllib
+
+    import commit_email
+
+    project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    assert importlib.metadata.version("commit-email") == commit_email.__version__

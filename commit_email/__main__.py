@@ -1,3 +1,6 @@
 from .cli import main
 
-raise SystemExit(main())
+# Guarded: worker processes (``run`` with several mailboxes) are started with "spawn", which
+# imports this module again in each child, where it must not run the command a second time.
+if __name__ == "__main__":
+    raise SystemExit(main())

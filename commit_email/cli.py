@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -368,8 +369,31 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
             with printing:
                 print(line, file=out, flush=True)
 
+    # Several mailboxes: a worker process each, so that parsing uses every core.
+    setup = functools.partial(_worker_setup, logging.getLogger().getEffectiveLevel())
+    service = Service(config, _connector, stop=stop, on_outcome=on_outcome, processes=True,
+                      process_setup=setup)
     with _stop_on_signals(stop):
-        return Service(config, _connector, stop=stop, on_outcome=on_outcome).run(once=args.once)
+        return service.run(once=args.once)
+
+
+def _worker_setup(level: int, stop: threading.Event) -> None:
+    """The start of a worker process of ``run`` (one per mailbox): the command's logging,
+    and SIGTERM/SIGINT (sent to every process of the service) end it after the message in
+    hand. Its parent stops it too, and so does the parent's death."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_SafeFormatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
+    runner_log = logging.getLogger("commit_email.runner")
+    if runner_log.getEffectiveLevel() > logging.INFO:
+        runner_log.setLevel(logging.INFO)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        threading.Thread(target=stop.set, name="commit-email-stop", daemon=True).start()
+
+    for name in ("SIGTERM", "SIGINT", "SIGBREAK"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), on_signal)
 
 
 @contextlib.contextmanager

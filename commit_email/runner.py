@@ -32,11 +32,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
+import multiprocessing.connection
 import random
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from queue import Empty
 from types import TracebackType
 from typing import Any
 
@@ -553,6 +556,15 @@ class Service:
 
     ``connector_factory(config)`` makes a connector with a store connection of its own
     (:meth:`Connector.from_config` does); its plugins say which mailboxes there are.
+
+    With ``processes``, several mailboxes are served by one worker *process* each instead
+    of threads, so that parsing mail uses every core (threads share one interpreter lock):
+    the processes are started with ``spawn`` (no ``fork``: it works the same on Windows),
+    so ``config`` and ``connector_factory`` must be picklable (a module-level function)
+    and the plugins come from entry points, as the worker builds its own connector.
+    ``process_setup(stop)`` runs first in each worker (the CLI sets up logging and
+    signals there); a worker whose parent dies stops after the message in hand. Outcomes
+    reach ``on_outcome`` in this process.
     """
 
     def __init__(
@@ -564,8 +576,12 @@ class Service:
         on_outcome: Callable[[SourceRef, Outcome], None] | None = None,
         runner_factory: Callable[..., Runner] = Runner,
         sleep: Callable[[float], None] | None = None,
+        processes: bool = False,
+        process_setup: Callable[[threading.Event], None] | None = None,
     ) -> None:
         self.config = config
+        self.processes = processes
+        self.process_setup = process_setup
         self.connector_factory = connector_factory
         self.stop_event = stop if stop is not None else threading.Event()
         self.on_outcome = on_outcome
@@ -609,6 +625,9 @@ class Service:
             _close_store(first)
             raise ConfigError("a memory: store cannot be shared by several mailboxes (each "
                               "would get its own, lost at exit)", key="store.url")
+        if self.processes:
+            _close_store(first)
+            return self._report(names, self._run_processes(names, once=once))
         statuses: dict[str, int] = {}
         threads = [
             threading.Thread(target=self._serve_in_thread,
@@ -621,13 +640,39 @@ class Service:
         for thread in threads:
             while thread.is_alive():
                 thread.join(0.5)  # a short join keeps the main thread able to take signals
+        return self._report(names, statuses)
+
+    def _report(self, names: list[str], statuses: dict[str, int]) -> int:
         failed = [n for n in names if statuses.get(n, 1) != 0]
         if failed:
-            log.error("%d of %d mailboxes failed: %s", len(failed), len(boxes),
+            log.error("%d of %d mailboxes failed: %s", len(failed), len(names),
                       "; ".join(f"{n}: {self.failures.get(n, 'errors in the pass')}"
                                 for n in failed))
             return 1
         return 0
+
+    def _run_processes(self, names: list[str], *, once: bool) -> dict[str, int]:
+        """One spawned worker process per mailbox; a worker that dies without reporting is
+        started again (not with ``once``: its mailbox has failed then)."""
+        pool = _WorkerPool(self, once=once)
+        for name in names:
+            pool.start(name)
+        try:
+            while pool.running or pool.restart_at:
+                if self.stop_event.is_set():
+                    pool.stop_all()
+                    pool.restart_at.clear()
+                pool.drain()
+                pool.reap()
+                for name, when in list(pool.restart_at.items()):
+                    if time.monotonic() >= when:
+                        del pool.restart_at[name]
+                        pool.start(name)
+                self.stop_event.wait(0.1)
+        finally:
+            pool.close()
+        return pool.statuses
+
 
     def _serve_in_thread(self, box: Mailbox, connector: Connector | None, once: bool,
                          statuses: dict[str, int]) -> None:
@@ -679,6 +724,159 @@ class Service:
             return status
         finally:
             _close_store(connector)
+
+
+class _WorkerPool:
+    """The worker processes of a :class:`Service` with ``processes``, and their reports."""
+
+    def __init__(self, service: Service, *, once: bool) -> None:
+        self.service = service
+        self.once = once
+        self.ctx = multiprocessing.get_context("spawn")
+        # A pipe per worker, not a multiprocessing.Event: Event.set() waits for every
+        # waiter to wake, and hangs for good on a waiter whose process was killed.
+        self.stopping = False
+        self.stoppers: dict[str, Any] = {}
+        self.results: Any = self.ctx.Queue()
+        self.outcomes: Any = self.ctx.Queue() if service.on_outcome is not None else None
+        self.statuses: dict[str, int] = {}
+        self.running: dict[str, Any] = {}
+        self.restart_at: dict[str, float] = {}
+        #: name -> (when its worker started, how many times in a row it died young)
+        self.started: dict[str, tuple[float, int]] = {}
+
+    def start(self, name: str) -> None:
+        s = self.service
+        job = _WorkerJob(config=s.config, connector_factory=s.connector_factory, name=name,
+                         once=self.once, setup=s.process_setup)
+        reader, writer = self.ctx.Pipe(duplex=False)
+        worker = self.ctx.Process(target=_serve_in_process, name=f"commit-email {name}",
+                                  args=(job, reader, self.results, self.outcomes))
+        worker.start()
+        reader.close()  # the worker has its own copy
+        self.running[name] = worker
+        self.stoppers[name] = writer
+        self.started[name] = (time.monotonic(), self.started.get(name, (0.0, 0))[1])
+
+    def stop_all(self) -> None:
+        """Tell every worker to stop after the message in hand."""
+        if self.stopping:
+            return
+        self.stopping = True
+        for writer in self.stoppers.values():
+            with contextlib.suppress(OSError):
+                writer.send(True)
+
+    def drain(self, timeout: float = 0.0) -> None:
+        """Hand on the outcomes and record the reports that arrived."""
+        while self.outcomes is not None:
+            try:
+                source, outcome = self.outcomes.get_nowait()
+            except Empty:
+                break
+            if self.service.on_outcome is not None:
+                self.service.on_outcome(source, outcome)
+        while True:
+            try:
+                name, status, why = (self.results.get(timeout=timeout) if timeout
+                                     else self.results.get_nowait())
+            except Empty:
+                break
+            self.statuses[name] = status
+            if why:
+                self.service._fail(name, why)
+
+    def reap(self) -> None:
+        """Note the workers that ended; one that ended without a report failed."""
+        for name, worker in list(self.running.items()):
+            if worker.is_alive():
+                continue
+            worker.join()
+            del self.running[name]
+            if name not in self.statuses:
+                self.drain(timeout=0.5)  # what it reported just before it ended
+            if name in self.statuses:
+                continue
+            why = f"the worker process ended with exit code {worker.exitcode}"
+            if self.once or self.stopping:
+                self.statuses[name] = 1
+                self.service._fail(name, why)
+            else:
+                # Again at once (the other mailboxes' workers are unaffected), but a worker
+                # that keeps dying young waits longer each time, up to a minute.
+                began, young = self.started[name]
+                young = young + 1 if time.monotonic() - began < 60 else 1
+                self.started[name] = (began, young)
+                delay = min(60.0, 0.5 * 2.0 ** (young - 1))
+                log.error("%s: %s; starting it again in %.1f s", name, why, delay)
+                self.restart_at[name] = time.monotonic() + delay
+
+    def close(self) -> None:
+        self.stop_all()
+        for worker in self.running.values():
+            worker.join(30)
+            if worker.is_alive():
+                worker.kill()
+        self.drain()
+
+
+@frozen(kw_only=True)
+class _WorkerJob:
+    """What a worker process is given (pickled: spawn starts a fresh interpreter)."""
+
+    config: Config
+    connector_factory: Callable[[Config], Connector]
+    name: str
+    once: bool
+    setup: Callable[[threading.Event], None] | None
+
+def _serve_in_process(job: _WorkerJob, stopper: Any, results: Any, outcomes: Any) -> None:
+    """A worker process of :class:`Service`: serves the mailbox ``name`` and reports
+    ``(name, status, why)``. It stops when the service does, and when its parent dies (a
+    killed ``run`` must not leave workers holding its mailboxes)."""
+    config, name, once = job.config, job.name, job.once
+    local_stop = threading.Event()
+    if job.setup is not None:
+        job.setup(local_stop)
+    parent = multiprocessing.parent_process()
+
+    def follow() -> None:
+        """Stop when the service says so, or when it is gone (a killed ``run`` must not
+        leave its workers serving its mailboxes)."""
+        waited = [stopper] if parent is None else [stopper, parent.sentinel]
+        ready = multiprocessing.connection.wait(waited)
+        if stopper not in ready:
+            log.warning("%s: the service process ended; stopping after the message in hand",
+                        name)
+        local_stop.set()
+
+    threading.Thread(target=follow, daemon=True).start()
+    send = None if outcomes is None else (lambda s, o: outcomes.put((s, o)))
+    service = Service(config, job.connector_factory, stop=local_stop, on_outcome=send)
+    status, why = 1, ""
+    try:
+        connector = service._connector(config, once=once)
+        if connector is None:
+            status = 0
+        else:
+            boxes = [b for b in connector.host.sources(config) if b.name == name]
+            if not boxes:
+                _close_store(connector)
+                raise ConfigError(f"no mailbox named {name!r} in this worker's configuration")
+            status = service._serve(boxes[0], connector, once=once)
+            why = service.failures.get(name, "")
+    except Exception as exc:  # reported to the service, which names the mailbox
+        why = str(exc) or type(exc).__name__
+        if isinstance(exc, SourceError | StoreError | ConfigError):
+            log.error("%s: %s", name, exc)
+        else:
+            log.exception("%s: the worker stopped on an error", name)
+    results.put((name, status, why))
+    results.close()
+    results.join_thread()
+    if outcomes is not None:
+        outcomes.close()
+        outcomes.join_thread()
 
 
 def _close_store(connector: Connector) -> None:

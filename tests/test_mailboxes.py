@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -121,8 +122,10 @@ def seeded(store_url: str) -> Callable[[Config], Connector]:
 
 @pytest.mark.server
 def test_run_once_serves_every_mailbox_and_names_it(
-    tmp_path: Path, dovecot_plain_server: DovecotServer, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, dovecot_plain_server: DovecotServer, capfd: pytest.CaptureFixture[str]
 ) -> None:
+    """``run`` serves each mailbox in a worker process of its own: their log lines go to
+    the same stderr, their outcomes to the command's ``--json`` output."""
     boxes = {name: dovecot_plain_server.new_user() for name in ("support", "alerts", "forms")}
     for name, server in boxes.items():
         server.deliver_many([mail(n, name) for n in range(5)])
@@ -130,18 +133,17 @@ def test_run_once_serves_every_mailbox_and_names_it(
     seeded(url)
     config = write_config(tmp_path, url, *(mailbox_toml(n, s) for n, s in boxes.items()))
     out = io.StringIO()
-    with caplog.at_level(logging.INFO, logger="commit_email.runner"):
-        status = main(["run", "--once", "--json", "--config", str(config)], out=out)
-    assert status == 0
+    status = main(["run", "--once", "--json", "--config", str(config)], out=out)
+    err = capfd.readouterr().err
+    assert status == 0, err
     assert all(server.message_files() == [] for server in boxes.values())
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert sorted((line["mailbox"], line["message_id"]) for line in lines) == sorted(
         (name, f"{name}.{n}@acme.example") for name in boxes for n in range(5))
     assert {line["outcome"] for line in lines} == {"ticket_created"}
     for name in boxes:
-        assert f"{name}: poll: fetched=5 " in caplog.text
-        assert any(r.getMessage().startswith(f"{name}: ") and "ticket_created" in r.getMessage()
-                   for r in caplog.records)
+        assert f"{name}: poll: fetched=5 " in err
+        assert re.search(rf"INFO {name}: \S+ ticket_created <{name}\.0@acme\.example>", err)
     with open_store(url) as store:
         by_box: dict[str, int] = {}
         for record in store.iter_processed():
@@ -154,7 +156,8 @@ def test_run_once_serves_every_mailbox_and_names_it(
 
 @pytest.mark.server
 def test_a_mailbox_that_is_down_fails_alone_and_run_once_says_which(
-    tmp_path: Path, dovecot_plain_server: DovecotServer, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, dovecot_plain_server: DovecotServer, capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     good = dovecot_plain_server.new_user()
     good.deliver_many([mail(n, "support") for n in range(3)])
@@ -163,14 +166,17 @@ def test_a_mailbox_that_is_down_fails_alone_and_run_once_says_which(
     config = write_config(tmp_path, url, mailbox_toml("support", good),
                           mailbox_toml("alerts", good, port=free_port()))
     started = time.monotonic()
-    with caplog.at_level(logging.INFO, logger="commit_email"):
-        status = main(["run", "--once", "--config", str(config)], out=io.StringIO())
+    status = main(["run", "--once", "--config", str(config)], out=io.StringIO())
+    err = capfd.readouterr().err
     assert status == 1
     assert time.monotonic() - started < 20
     assert good.message_files() == []
-    failed = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-    assert any(m.startswith("1 of 2 mailboxes failed: alerts: ") for m in failed), failed
-    assert "support: poll: fetched=3" in caplog.text
+    # the service's own line (in this process) names the mailbox and why
+    assert re.search(r"^1 of 2 mailboxes failed: alerts: .*Connection refused",
+                     "\n".join(r.getMessage() for r in caplog.records if r.levelname == "ERROR"),
+                     re.M), caplog.text
+    assert "support: poll: fetched=3" in err  # the workers' lines
+    assert "alerts: giving up after 2 attempts" in err
 
 
 @pytest.mark.server

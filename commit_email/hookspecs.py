@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .config import Config
     from .message import Message
     from .model import Match, Outcome, Ticket
+    from .oauth import OAuthCredentials
     from .protocols import AccountDirectory
     from .sources import Mailbox
     from .stages import Context, Stage, XmlAction
@@ -105,10 +106,16 @@ def commit_email_message_processed(message: Message | None, outcome: Outcome) ->
 
 
 @hookspec
-def commit_email_register_sources(config: Config) -> Sequence[Mailbox]:
+def commit_email_register_sources(
+    config: Config, credentials: OAuthCredentials
+) -> Sequence[Mailbox]:
     """Return the mailboxes ``commit-email run`` serves. Called once per run.
 
     :param config: the connector's configuration.
+    :param credentials: the OAuth 2.0 credentials of ``[oauth.NAME]`` sections, shared by
+        every mailbox and the SMTP relay (``credentials.get(NAME)`` is a
+        :class:`~commit_email.oauth.TokenProvider`), so a source logging in with OAuth uses
+        the same cached token as the others.
 
     The built-in implementation (the last to run) returns the ``[pop3]`` and ``[imap]``
     mailboxes that have a host. A plugin adds a source of its own (Microsoft Graph, an HTTP

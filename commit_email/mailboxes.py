@@ -17,21 +17,29 @@ from .sources import Mailbox
 
 if TYPE_CHECKING:
     from .config import Config
+    from .oauth import OAuthCredentials
 
 __all__ = ["commit_email_register_sources", "pop3_mailbox"]
 
 
 @hookimpl(trylast=True)
-def commit_email_register_sources(config: Config) -> Sequence[Mailbox]:
+def commit_email_register_sources(
+    config: Config, credentials: OAuthCredentials
+) -> Sequence[Mailbox]:
     """The ``[pop3]`` mailbox when it has a host, or every ``[[pop3]]`` table."""
-    return [pop3_mailbox(config.for_mailbox(m)) for m in config.mailboxes]
+    return [pop3_mailbox(config.for_mailbox(m), credentials) for m in config.mailboxes]
 
 
-def pop3_mailbox(config: Config) -> Mailbox:
-    """The ``[pop3]`` section as a :class:`~commit_email.sources.Mailbox`."""
+def pop3_mailbox(config: Config, credentials: OAuthCredentials | None = None) -> Mailbox:
+    """The ``[pop3]`` section as a :class:`~commit_email.sources.Mailbox`; an OAuth login
+    takes its tokens from ``credentials`` (the cache outlives each session)."""
+    if credentials is None and config.pop3.sasl_mechanism:
+        from .oauth import OAuthCredentials  # noqa: PLC0415 - only when OAuth is used
+
+        credentials = OAuthCredentials(config)
 
     def open_session() -> Pop3Mailbox:
-        return Pop3Mailbox.from_config(config)
+        return Pop3Mailbox.from_config(config, credentials=credentials)
 
     cfg = config.pop3
     return Mailbox(

@@ -43,6 +43,7 @@ from .model import (
     SourceRef,
     utcnow,
 )
+from .oauth import OAuthCredentials
 from .outgoing import replied_to
 from .plugins import PluginHost
 from .protocols import AccountDirectory, ConnectorState, Mailer, QueuedMail, TicketSink
@@ -162,8 +163,12 @@ class Connector:
         host: PluginHost | None = None,
         quarantine: Quarantine | None = None,
         clock: Callable[[], datetime] = utcnow,
+        credentials: OAuthCredentials | None = None,
     ) -> None:
         self.config = config
+        #: the ``[oauth.NAME]`` credentials, shared by the mailboxes ``run`` serves and the
+        #: SMTP relay, so that each section's token is fetched once and cached for all
+        self.credentials = credentials if credentials is not None else OAuthCredentials(config)
         self.directory = directory
         self.sink = sink
         self.state = state
@@ -193,9 +198,12 @@ class Connector:
                                password=config.store.resolved_password())
         if host is None:
             host = PluginHost(plugins, autoload=autoload)
+        credentials = OAuthCredentials(config)
         if mailer is None and config.smtp_configured:
-            mailer = SmtpMailer(config.smtp)
-        return cls(config, directory=store, sink=store, state=store, mailer=mailer, host=host)
+            mailer = SmtpMailer(config.smtp, tokens=credentials.for_login(
+                config.smtp.oauth, config.smtp.sasl_mechanism))
+        return cls(config, directory=store, sink=store, state=store, mailer=mailer, host=host,
+                   credentials=credentials)
 
     # Processing ------------------------------------------------------------------------
 

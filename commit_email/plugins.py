@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from .config import Config
     from .message import Message
     from .model import Match, Outcome, Ticket
+    from .oauth import OAuthCredentials
     from .protocols import AccountDirectory
     from .sources import Mailbox
     from .stages import Context, Stage, XmlAction
@@ -183,9 +184,14 @@ class PluginHost:
     def message_processed(self, message: Message | None, outcome: Outcome) -> None:
         self._pm.hook.commit_email_message_processed(message=message, outcome=outcome)
 
-    def sources(self, config: Config) -> list[Mailbox]:
+    def sources(self, config: Config,
+                credentials: OAuthCredentials | None = None) -> list[Mailbox]:
+        if credentials is None:
+            from .oauth import OAuthCredentials  # noqa: PLC0415 - a caller without its own
+
+            credentials = OAuthCredentials(config)
         results: list[Sequence[Mailbox]] = self._pm.hook.commit_email_register_sources(
-            config=config
+            config=config, credentials=credentials
         )
         # Built-ins first, then plugins in registration order (pluggy returns them reversed).
         return [box for group in reversed(results) for box in (group or ())]

@@ -15,6 +15,7 @@ the original exception as ``__cause__``.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import poplib
@@ -26,10 +27,21 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO, Protocol, Self, cast
 
-from .errors import ConfigError, LoginError, SourceError
+from .errors import ConfigError, LoginError, SourceError, TokenRefused, TokenUnavailable
+from .oauth import (
+    AccessToken,
+    TokenProvider,
+    TokenRejected,
+    failure_reply,
+    log_in,
+    login_error,
+    parse_challenge,
+    sasl_response,
+)
 
 if TYPE_CHECKING:
     from .config import Config, Pop3Config
+    from .oauth import OAuthCredentials
 
 __all__ = ["LoginError", "PeekableStream", "Pop3Mailbox", "read_multiline"]
 
@@ -75,8 +87,11 @@ class Pop3Mailbox:
     and the server keeps every message.
     """
 
-    def __init__(self, config: Pop3Config, *, ca_file: Path | None = None) -> None:
+    def __init__(self, config: Pop3Config, *, ca_file: Path | None = None,
+                 tokens: TokenProvider | None = None) -> None:
         self.config = config
+        #: where the access tokens come from when ``auth`` is ``xoauth2``/``oauthbearer``
+        self.tokens = tokens
         self._ca_file = ca_file if ca_file is not None else (
             Path(config.ca_file) if config.ca_file else None
         )
@@ -87,10 +102,20 @@ class Pop3Mailbox:
         self._capabilities: frozenset[str] = frozenset()
 
     @classmethod
-    def from_config(cls, config: Config) -> Pop3Mailbox:
-        """The mailbox of a whole configuration, with ``ca_file`` relative to the config file."""
+    def from_config(cls, config: Config, *,
+                    credentials: OAuthCredentials | None = None) -> Pop3Mailbox:
+        """The mailbox of a whole configuration, with ``ca_file`` relative to the config file;
+        an OAuth login takes its tokens from ``credentials`` (shared, so the token cache
+        outlives the session), else from credentials of its own."""
         ca = config.resolve_path(config.pop3.ca_file) if config.pop3.ca_file else None
-        return cls(config.pop3, ca_file=ca)
+        tokens = None
+        if config.pop3.sasl_mechanism:
+            if credentials is None:
+                from .oauth import OAuthCredentials  # noqa: PLC0415 - only for a lone session
+
+                credentials = OAuthCredentials(config)
+            tokens = credentials.get(config.pop3.oauth)
+        return cls(config.pop3, ca_file=ca, tokens=tokens)
 
     #: the source kind written into the processed log
     kind = "pop3"
@@ -370,6 +395,9 @@ class Pop3Mailbox:
 
     def _authenticate(self, pop: poplib.POP3) -> None:
         cfg = self.config
+        if cfg.sasl_mechanism:
+            self._oauth_login(pop, cfg.sasl_mechanism)
+            return
         password = cfg.resolved_password()
         offers_apop = _APOP_TIMESTAMP.search(pop.getwelcome()) is not None
         if cfg.auth == "apop" and not offers_apop:
@@ -388,6 +416,52 @@ class Pop3Mailbox:
                 return
         pop.user(cfg.user)
         pop.pass_(password)
+
+    def _oauth_login(self, pop: poplib.POP3, mechanism: str) -> None:
+        """SASL XOAUTH2/OAUTHBEARER (RFC 5034 AUTH), retried once with a new token after a
+        refusal; a provider that refuses the grant is a permanent :class:`LoginError`, an
+        unreachable one a transient :class:`SourceError`."""
+        tokens = self.tokens
+        if tokens is None:
+            raise ConfigError(f"auth = {self.config.auth!r} needs OAuth credentials",
+                              key="pop3.oauth")
+        where = f"POP3 {self.name}"
+        try:
+            log_in(tokens, lambda token: self._sasl(pop, mechanism, token))
+        except TokenRejected as exc:
+            raise login_error(where, mechanism, tokens, exc) from None
+        except TokenRefused as exc:
+            raise LoginError(f"{where}: {exc}", permanent=True) from exc
+        except TokenUnavailable as exc:
+            raise SourceError(f"{where}: {exc}") from exc
+
+    def _sasl(self, pop: poplib.POP3, mechanism: str, token: AccessToken) -> None:
+        """One AUTH exchange. The response goes on its own line after the server's ``+``
+        (Exchange Online's POP3 takes no initial response on the AUTH line; every server
+        takes this form). A failure challenge (``+ base64 JSON``) is answered as the
+        mechanism says before the server's ``-ERR``, which becomes :class:`TokenRejected`."""
+        cfg = self.config
+        response = sasl_response(mechanism, cfg.user, token.value, host=cfg.host,
+                                 port=cfg.effective_port)
+        pop.sock.sendall(b"AUTH " + mechanism.encode("ascii") + b"\r\n")
+        reply = _read_reply(pop.file)
+        if reply.startswith(b"-ERR"):
+            raise _ServerSaid(reply.rstrip(b"\r\n"))  # no such mechanism here, or no AUTH
+        if not reply.startswith(b"+") or reply.startswith(b"+OK"):
+            raise EOFError(f"unexpected reply to AUTH {reply[:80]!r}")
+        pop.sock.sendall(base64.b64encode(response) + b"\r\n")
+        reply = _read_reply(pop.file)
+        challenge = None
+        if reply.startswith(b"+") and not reply.startswith(b"+OK"):
+            challenge = parse_challenge(reply[1:].strip().decode("ascii", "replace"))
+            pop.sock.sendall(base64.b64encode(failure_reply(mechanism)) + b"\r\n")
+            reply = _read_reply(pop.file)
+        if reply.startswith(b"+OK"):
+            return
+        text = reply.rstrip(b"\r\n")
+        if b"[SYS/TEMP]" in text or b"[IN-USE]" in text:
+            raise _ServerSaid(text)  # the server's trouble, not the token's: a temporary LoginError
+        raise TokenRejected(challenge, text.decode("utf-8", "replace"))
 
     def _load_listing(self, pop: poplib.POP3) -> None:
         try:
@@ -494,6 +568,18 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return f"timed out ({exc})" if str(exc) else "timed out"
     return str(exc) or type(exc).__name__
+
+
+def _read_reply(stream: BinaryIO) -> bytes:
+    """One reply line of an AUTH exchange: ``+OK``, ``-ERR`` or a ``+`` continuation."""
+    line = stream.readline(_MAX_STATUS)
+    if not line:
+        raise EOFError("connection closed by the server")
+    if not line.endswith(b"\n"):
+        raise EOFError("reply line too long or cut off")
+    if not line.startswith((b"+", b"-ERR")):
+        raise EOFError(f"unexpected reply {line[:80]!r}")
+    return line
 
 
 def _read_status(stream: BinaryIO) -> bytes:

@@ -528,7 +528,8 @@ class Runner:
 
 def _the_mailbox(config: Config, connector: Connector) -> Mailbox:
     """The one mailbox the plugins (built-ins: ``[pop3]``, ``[imap]``) register."""
-    boxes: Sequence[Mailbox] = connector.host.sources(config)
+    boxes: Sequence[Mailbox] = connector.host.sources(
+        config, getattr(connector, "credentials", None))
     if not boxes:
         raise ConfigError("no mailbox to read: give [pop3] or [imap] a host", key="pop3.host")
     if len(boxes) > 1:

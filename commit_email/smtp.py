@@ -21,6 +21,7 @@ or ssl leaves this module.
 
 from __future__ import annotations
 
+import base64
 import logging
 import random
 import re
@@ -30,8 +31,18 @@ import time
 from collections.abc import Callable
 
 from .config import SmtpConfig
-from .errors import ConfigError, MailerError
+from .errors import ConfigError, MailerError, TokenRefused, TokenUnavailable
 from .model import OutgoingMail
+from .oauth import (
+    AccessToken,
+    TokenProvider,
+    TokenRejected,
+    failure_reply,
+    log_in,
+    login_error,
+    parse_challenge,
+    sasl_response,
+)
 
 __all__ = ["SmtpMailer", "SmtpPermanentError", "SmtpTransientError", "classify", "wire_bytes"]
 
@@ -96,6 +107,11 @@ def classify(exc: BaseException) -> MailerError:
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
+def _code(reply: str) -> int | None:
+    head = reply.split(" ", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
 def wire_bytes(raw: bytes) -> bytes:
     """``raw`` as it may go over SMTP: bare LFs become CRLF (RFC 5321 forbids them, and
     servers that defend against SMTP smuggling reject them); anything else is untouched.
@@ -118,10 +134,13 @@ class SmtpMailer:
         backoff: float = 2.0,
         sleep: Callable[[float], None] = time.sleep,
         local_hostname: str | None = None,
+        tokens: TokenProvider | None = None,
     ) -> None:
         if not config.host:
             raise MailerError("smtp.host is not set")
         self.config = config
+        #: where the access tokens come from when ``auth`` is ``xoauth2``/``oauthbearer``
+        self.tokens = tokens
         self.backoff = backoff
         self._sleep = sleep
         self._local_hostname = local_hostname
@@ -173,11 +192,65 @@ class SmtpMailer:
                 smtp.starttls(context=self._tls_context())
                 smtp.ehlo()
             if cfg.user:
-                smtp.login(cfg.user, self._resolved_password())
+                self._log_in(smtp)
         except BaseException:
             smtp.close()
             raise
         return smtp
+
+    def _log_in(self, smtp: smtplib.SMTP) -> None:
+        cfg = self.config
+        mechanism = cfg.sasl_mechanism
+        if mechanism:
+            self._oauth_login(smtp, mechanism)
+            return
+        password = self._resolved_password()
+        if cfg.auth == "auto":
+            smtp.login(cfg.user, password)
+            return
+        smtp.user, smtp.password = cfg.user, password
+        method = smtp.auth_plain if cfg.auth == "plain" else smtp.auth_login
+        smtp.auth(cfg.auth.upper(), method)
+
+    def _oauth_login(self, smtp: smtplib.SMTP, mechanism: str) -> None:
+        """SASL XOAUTH2/OAUTHBEARER (RFC 4954 AUTH), retried once with a new token after a
+        refusal. A provider that cannot give a token (down, or refusing the grant until
+        ``auth login`` is run) leaves the mail queued; a relay that refuses a new token is
+        a permanent failure, as a wrong password is."""
+        cfg = self.config
+        where = f"SMTP {cfg.user}@{cfg.host}:{cfg.effective_port}"
+        tokens = self.tokens
+        if tokens is None:
+            raise SmtpPermanentError(f"{where}: auth = {cfg.auth!r} needs OAuth credentials "
+                                     "(smtp.oauth)")
+        try:
+            log_in(tokens, lambda token: self._sasl(smtp, mechanism, token))
+        except TokenRejected as exc:
+            error = login_error(where, mechanism, tokens, exc)
+            raise SmtpPermanentError(str(error), code=_code(exc.reply)) from None
+        except (TokenRefused, TokenUnavailable) as exc:
+            raise SmtpTransientError(f"{where}: {exc}") from exc
+
+    def _sasl(self, smtp: smtplib.SMTP, mechanism: str, token: AccessToken) -> None:
+        """One AUTH exchange, the response on its own line after the server's 334 (no
+        initial response on the AUTH line, whose length servers limit); a failure challenge
+        is answered before the server's final reply."""
+        cfg = self.config
+        response = sasl_response(mechanism, cfg.user, token.value, host=cfg.host,
+                                 port=cfg.effective_port)
+        code, reply = smtp.docmd("AUTH", mechanism)
+        if code != 334:
+            raise smtplib.SMTPAuthenticationError(code, reply)  # no such mechanism here
+        code, reply = smtp.docmd(base64.b64encode(response).decode("ascii"))
+        challenge = None
+        if code == 334:
+            challenge = parse_challenge(reply.decode("ascii", "replace"))
+            code, reply = smtp.docmd(base64.b64encode(failure_reply(mechanism)).decode("ascii"))
+        if code == 235:
+            return
+        if 400 <= code < 500:
+            raise smtplib.SMTPAuthenticationError(code, reply)  # the relay's trouble: retried
+        raise TokenRejected(challenge, f"{code} {_decode(reply)}")
 
     def _resolved_password(self) -> str:
         if self._password is None:

@@ -53,7 +53,7 @@ auth_mechanisms = {auth_mechanisms}
 auth_failure_delay = 0
 mail_location = maildir:{base}/mail/%u
 pop3_uidl_format = %08Xu%08Xv
-passdb {{
+{passdbs}passdb {{
   driver = passwd-file
   args = scheme=PLAIN {base}/users
 }}
@@ -73,6 +73,26 @@ service pop3-login {{
   }}
 }}
 {ssl}
+"""
+
+#: Dovecot's oauth2 passdb, checking each XOAUTH2/OAUTHBEARER token with the test
+#: authorization server's RFC 7662 introspection endpoint (POST, client credentials in the
+#: URL), the token's ``username`` having to be the user logging in
+_OAUTH2_PASSDB = """\
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {base}/dovecot-oauth2.conf.ext
+}}
+"""
+_OAUTH2_CONF = """\
+introspection_mode = post
+introspection_url = {url}
+force_introspection = yes
+username_attribute = username
+active_attribute = active
+active_value = true
+timeout_msecs = 5000
 """
 
 _SSL_OFF = "ssl = no\n"
@@ -272,9 +292,14 @@ def _chown_dovecot(path: Path) -> None:
 
 
 def start_dovecot(
-    base: Path, *, ca: TestCA | None = None, apop: bool = False
+    base: Path, *, ca: TestCA | None = None, apop: bool = False,
+    oauth2_introspection_url: str | None = None,
 ) -> DovecotServer:
-    """Write a private config under ``base`` and start Dovecot on two free ports."""
+    """Write a private config under ``base`` and start Dovecot on two free ports.
+
+    With ``oauth2_introspection_url`` (``http://client:secret@127.0.0.1:PORT/introspect``)
+    Dovecot offers SASL PLAIN XOAUTH2 OAUTHBEARER and checks tokens there.
+    """
     binary = require_server_tool("dovecot", dovecot_binary())
     try:
         pwd.getpwnam("dovecot")
@@ -292,13 +317,21 @@ def start_dovecot(
         base=base, pop3_port=free_port(), pop3s_port=free_port() if ca else 0, ca=ca
     )
     ssl = _SSL_ON.format(cert=ca.server_cert, key=ca.server_key) if ca else _SSL_OFF
+    mechanisms = "plain apop" if apop else "plain"
+    passdbs = ""
+    if oauth2_introspection_url:
+        mechanisms += " xoauth2 oauthbearer"
+        passdbs = _OAUTH2_PASSDB.format(base=base)
+        (base / "dovecot-oauth2.conf.ext").write_text(
+            _OAUTH2_CONF.format(url=oauth2_introspection_url))
     (base / "dovecot.conf").write_text(
         _CONFIG.format(
             base=base,
             pop3_port=server.pop3_port,
             pop3s_port=server.pop3s_port,
             ssl=ssl,
-            auth_mechanisms="plain apop" if apop else "plain",
+            auth_mechanisms=mechanisms,
+            passdbs=passdbs,
         )
     )
     (base / "users").write_text(

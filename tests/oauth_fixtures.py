@@ -21,21 +21,29 @@ request answers 503), :meth:`OAuthTestServer.revoke_refresh_tokens`,
 
 from __future__ import annotations
 
+import base64
 import hmac
 import json
 import os
 import secrets
+import shutil
+import tempfile
 import threading
 import time
 import urllib.parse
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import attrs
 import pytest
+
+from tests.dovecot_fixtures import DovecotServer, start_dovecot
+from tests.smtp_fixtures import SmtpTestServer
 
 try:
     from authlib.oauth2 import AuthorizationServer
@@ -477,9 +485,23 @@ class OAuthTestServer:
         return 404, {"error": "not_found"}, []
 
 
-@pytest.fixture
-def oauth_server() -> Iterator[OAuthTestServer]:
-    """A fresh OAuth 2.0 authorization server on 127.0.0.1 (stopped afterwards)."""
+    @property
+    def introspection_url_with_credentials(self) -> str:
+        """The introspection URL as Dovecot's ``introspection_url`` takes it."""
+        host = self.url.removeprefix("http://")
+        return f"http://{INTROSPECTION_CLIENT}:{INTROSPECTION_SECRET}@{host}/introspect"
+
+    def reset(self) -> None:
+        """The knobs back to their defaults (a session-wide server between tests)."""
+        with self.lock:
+            self.expires_in, self.rotate, self.grace, self.down = 3600, True, True, False
+            self.auto_approve_user = None
+            self.grants.clear()
+            self.introspections = 0
+
+
+@pytest.fixture(scope="session")
+def oauth_server_session() -> Iterator[OAuthTestServer]:
     _require_authlib()
     server = OAuthTestServer()
     server.add_client(INTROSPECTION_CLIENT, secret=INTROSPECTION_SECRET,
@@ -489,3 +511,57 @@ def oauth_server() -> Iterator[OAuthTestServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def oauth_server(oauth_server_session: OAuthTestServer) -> OAuthTestServer:
+    """The OAuth 2.0 authorization server on 127.0.0.1, its knobs reset for this test (each
+    test registers clients of its own with ``add_client``)."""
+    oauth_server_session.reset()
+    return oauth_server_session
+
+
+def introspect(server: OAuthTestServer, token: str) -> str | None:
+    """Ask the server's introspection endpoint about ``token`` over HTTP, as a resource
+    server does (RFC 7662); the user it is for, or None when it is not active."""
+    basic = base64.b64encode(f"{INTROSPECTION_CLIENT}:{INTROSPECTION_SECRET}".encode())
+    request = urllib.request.Request(
+        server.introspection_url, data=urllib.parse.urlencode({"token": token}).encode(),
+        headers={"Authorization": "Basic " + basic.decode()})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        data = json.load(response)
+    return data.get("username") if data.get("active") else None
+
+
+@pytest.fixture
+def smtp_oauth_server(oauth_server: OAuthTestServer) -> Iterator[SmtpTestServer]:
+    """aiosmtpd offering XOAUTH2 and OAUTHBEARER (besides PLAIN/LOGIN), each token checked
+    with the OAuth test server's introspection endpoint."""
+    server = SmtpTestServer(introspect=lambda token: introspect(oauth_server, token))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def dovecot_oauth_server(oauth_server_session: OAuthTestServer) -> Iterator[DovecotServer]:
+    """A Dovecot offering SASL PLAIN XOAUTH2 OAUTHBEARER, tokens checked by introspection."""
+    base = Path(tempfile.mkdtemp(prefix="commit-email-dovecot-oauth-"))
+    try:
+        server = start_dovecot(
+            base, oauth2_introspection_url=oauth_server_session.introspection_url_with_credentials)
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def dovecot_oauth(dovecot_oauth_server: DovecotServer,
+                  oauth_server: OAuthTestServer) -> DovecotServer:
+    """The OAuth Dovecot seen as a fresh user with an empty mailbox."""
+    return dovecot_oauth_server.new_user()

@@ -19,11 +19,14 @@ aiosmtpd fails the test instead of skipping it.
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
 import os
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
@@ -79,6 +82,7 @@ class _Handler:
         self.messages: list[CapturedMail] = []
         self.scripted: dict[str, list[str]] = {"RCPT": [], "DATA": []}
         self.refused: dict[str, str] = {}
+        self.oauth_logins = []
         self.lock = threading.Lock()
         self.arrived = threading.Condition(self.lock)
 
@@ -86,6 +90,46 @@ class _Handler:
         with self.lock:
             queue = self.scripted[command]
             return queue.pop(0) if queue else None
+
+    #: set to check XOAUTH2/OAUTHBEARER tokens: token -> the user it is for, or None
+    introspect: Callable[[str], str | None] | None = None
+    #: (mechanism, user, accepted) of every OAuth login attempt
+    oauth_logins: list[tuple[str, str, bool]]
+
+    async def auth_XOAUTH2(self, server: Any, args: list[str]) -> Any:
+        return await self._oauth(server, args, "XOAUTH2")
+
+    async def auth_OAUTHBEARER(self, server: Any, args: list[str]) -> Any:
+        return await self._oauth(server, args, "OAUTHBEARER")
+
+    async def _oauth(self, server: Any, args: list[str], mechanism: str) -> Any:
+        """Check the token with the authorization server (RFC 7662 introspection); on a
+        bad one send the RFC 7628 failure challenge, read the client's answer, then 535."""
+        if self.introspect is None:
+            return AuthResult(success=False, handled=False,
+                              message="504 5.5.4 Unrecognized authentication type")
+        if len(args) > 1:
+            blob: Any = base64.b64decode(args[1])
+        else:
+            blob = await server.challenge_auth("")
+            if not isinstance(blob, bytes):
+                return AuthResult(success=False, handled=True)
+        user, token = _parse_oauth(blob, mechanism)
+        check = self.introspect
+        owner = await asyncio.get_running_loop().run_in_executor(None, check, token)
+        ok = owner is not None and owner == user
+        with self.lock:
+            self.oauth_logins.append((mechanism, user, ok))
+        if ok:
+            return AuthResult(success=True, auth_data=LoginPassword(user.encode(), b""))
+        challenge = json.dumps({"status": "401", "schemes": "bearer", "scope": "mail"})
+        answer = await server.challenge_auth(challenge)
+        expected = b"\x01" if mechanism == "OAUTHBEARER" else b""
+        if answer != expected:
+            return AuthResult(success=False, handled=False,
+                              message="501 5.5.2 the failure challenge was not answered")
+        return AuthResult(success=False, handled=False,
+                          message="535 5.7.8 Username and Password not accepted")
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
@@ -120,6 +164,24 @@ class _Handler:
         return "250 2.0.0 queued"
 
 
+def _parse_oauth(blob: bytes, mechanism: str) -> tuple[str, str]:
+    """(user, token) of an XOAUTH2 or OAUTHBEARER client response ("" when malformed)."""
+    text = blob.decode("utf-8", "replace")
+    fields = text.split("\x01")
+    user = token = ""
+    if mechanism == "OAUTHBEARER":
+        gs2 = fields[0].split(",")
+        authzid = next((p[2:] for p in gs2 if p.startswith("a=")), "")
+        user = authzid.replace("=2C", ",").replace("=3D", "=")
+        fields = fields[1:]
+    for item in fields:
+        if item.startswith("user="):
+            user = item[5:]
+        elif item.startswith("auth=Bearer "):
+            token = item[len("auth=Bearer "):]
+    return user, token
+
+
 def _authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
     ok = (
         isinstance(data, LoginPassword)
@@ -138,16 +200,20 @@ def _server_context(ca: TestCA) -> ssl.SSLContext:
 class SmtpTestServer:
     """A running aiosmtpd server and what it captured."""
 
-    def __init__(self, *, security: str = "plain", ca: TestCA | None = None) -> None:
+    def __init__(self, *, security: str = "plain", ca: TestCA | None = None,
+                 introspect: Callable[[str], str | None] | None = None) -> None:
         self.host = "127.0.0.1"
         self.port = free_port()
         self.security = security
         self.ca = ca
         self._handler = _Handler()
+        self._handler.introspect = introspect
         kwargs: dict[str, Any] = {
             "authenticator": _authenticate,
             "auth_require_tls": security != "plain",
         }
+        if introspect is None:
+            kwargs["auth_exclude_mechanism"] = ["XOAUTH2", "OAUTHBEARER"]
         if security == "starttls":
             assert ca is not None
             kwargs.update(tls_context=_server_context(ca), require_starttls=True)
@@ -168,6 +234,12 @@ class SmtpTestServer:
     def messages(self) -> list[CapturedMail]:
         with self._handler.lock:
             return list(self._handler.messages)
+
+    @property
+    def oauth_logins(self) -> list[tuple[str, str, bool]]:
+        """(mechanism, user, accepted) of each XOAUTH2/OAUTHBEARER attempt."""
+        with self._handler.lock:
+            return list(self._handler.oauth_logins)
 
     def clear(self) -> None:
         with self._handler.lock:

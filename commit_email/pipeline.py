@@ -190,15 +190,17 @@ class Connector:
         host: PluginHost | None = None,
         plugins: Sequence[object] = (),
         autoload: bool = True,
+        credentials: OAuthCredentials | None = None,
     ) -> Connector:
         """The connector a configuration describes: its store serves as directory, sink and
-        state. ``mailer`` defaults to SMTP when ``[smtp]`` is configured."""
+        state. ``mailer`` defaults to SMTP when ``[smtp]`` is configured. ``credentials``
+        (the OAuth tokens' cache) may be shared by several connectors of one process."""
         if store is None:
             store = open_store(config.store.url, base_dir=config.base_dir,
                                password=config.store.resolved_password())
         if host is None:
             host = PluginHost(plugins, autoload=autoload)
-        credentials = OAuthCredentials(config)
+        credentials = credentials if credentials is not None else OAuthCredentials(config)
         if mailer is None and config.smtp_configured:
             mailer = SmtpMailer(config.smtp, tokens=credentials.for_login(
                 config.smtp.oauth, config.smtp.sasl_mechanism))

@@ -606,7 +606,7 @@ class Service:
         if first is None:
             return 0  # stopped while the store was unreachable
         try:
-            boxes = list(first.host.sources(self.config))
+            boxes = list(first.host.sources(self.config, getattr(first, "credentials", None)))
         except BaseException:
             _close_store(first)
             raise

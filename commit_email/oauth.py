@@ -37,19 +37,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import math
 import os
 import shlex
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -511,6 +513,34 @@ class RefreshTokenStore:
     def delete(self) -> None:
         self.path.unlink(missing_ok=True)
 
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the token's lock file: one refresh at a time across processes (the worker
+        processes of ``run`` each refresh on their own), so a rotated token is read by the
+        next refresh, never raced past. The lock goes with its process, even at ``kill -9``."""
+        directory = private_directory(self.path.parent)
+        lock = directory / f".{self.path.name}.lock"
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o600)
+        try:
+            _lock_file(fd, lock)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock on every system
+
+
+def _lock_file(fd: int, path: Path) -> None:
+    if sys.platform == "win32":
+        import msvcrt  # noqa: PLC0415 - Windows only
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_LOCK, 1)  # retries for about 10 s, then fails
+        except OSError as exc:
+            raise TokenUnavailable(f"{path} is locked by another process") from exc
+    else:
+        import fcntl  # noqa: PLC0415 - POSIX only
+
+        fcntl.flock(fd, fcntl.LOCK_EX)  # the holder's request is bounded by its time-out
+
 
 def _write_private(path: Path, data: bytes) -> None:
     directory = private_directory(path.parent)
@@ -560,6 +590,10 @@ class RefreshTokenGrant:
     def fetch(self) -> AccessToken:
         name = self.oauth.name
         what = f"oauth {name}: refresh_token token request"
+        with self.store.locked():
+            return self._refresh(name, what)
+
+    def _refresh(self, name: str, what: str) -> AccessToken:
         hint = f"; run: commit-email auth login {name}"
         refresh_token = self.store.load()
         if refresh_token is None:

@@ -860,7 +860,8 @@ def _serve_in_process(job: _WorkerJob, stopper: Any, results: Any, outcomes: Any
         if connector is None:
             status = 0
         else:
-            boxes = [b for b in connector.host.sources(config) if b.name == name]
+            boxes = [b for b in connector.host.sources(config, connector.credentials)
+                     if b.name == name]
             if not boxes:
                 _close_store(connector)
                 raise ConfigError(f"no mailbox named {name!r} in this worker's configuration")

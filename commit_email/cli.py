@@ -27,12 +27,14 @@ from typing import Any, TextIO, cast
 from . import __version__
 from .accounts import read_accounts_csv, reconcile, write_accounts_csv
 from .config import Config, check_secrets, deployment_problems, load_config
-from .errors import CommitEmailError, ConfigError, InputError
+from .errors import CommitEmailError, ConfigError, InputError, OAuthError
 from .message import Message
 from .model import PERMANENT_FAILURE, Outcome, OutcomeKind, SourceRef
+from .oauth import OAuthCredentials, RefreshTokenStore, refresh_token_path
 from .pipeline import Connector
-from .plugins import DISABLE_PLUGINS_ENV
+from .plugins import DISABLE_PLUGINS_ENV, PluginHost
 from .runner import Service
+from .smtp import SmtpMailer
 from .sources import iter_messages, one_message
 from .storage import redact_url
 from .store import OutboxEntry, Store, check_store_url, open_store
@@ -617,6 +619,82 @@ def cmd_outbox(args: argparse.Namespace, out: TextIO) -> int:
     return _outbox_purge(args, store, out)
 
 
+def cmd_auth(args: argparse.Namespace, out: TextIO) -> int:
+    config = load_config(args.config)
+    if args.action == "login":
+        from .authflow import login  # noqa: PLC0415 - only this command signs in
+
+        path = login(config, args.name, out, flow=args.flow or "", timeout=args.timeout)
+        print(f"oauth {args.name}: signed in; the refresh token is kept in {path}", file=out)
+        return 0
+    return _auth_status(config, out, test=args.test)
+
+
+def _auth_status(config: Config, out: TextIO, *, test: bool) -> int:
+    """Every [oauth.NAME] credential; with ``test``, a token for each and a login to every
+    mailbox and the relay (nothing fetched, nothing sent)."""
+    credentials = OAuthCredentials(config)
+    users: dict[str, list[str]] = {}
+    for mailbox in config.mailboxes:
+        if mailbox.sasl_mechanism:
+            users.setdefault(mailbox.oauth, []).append(f"pop3 {mailbox.mailbox}")
+    if config.smtp.host and config.smtp.sasl_mechanism:
+        users.setdefault(config.smtp.oauth, []).append("smtp")
+    failed = 0
+    if not config.oauth:
+        print("no [oauth.NAME] sections", file=out)
+    for name, oauth in sorted(config.oauth.items()):
+        print(f"{name}: provider {oauth.provider}, grant {oauth.grant}, used by "
+              f"{', '.join(users.get(name, [])) or 'nothing'}", file=out)
+        if oauth.grant == "refresh_token":
+            try:
+                record = RefreshTokenStore(refresh_token_path(config, name)).load_record()
+            except OAuthError as exc:
+                record, failed = None, failed + 1
+                print(f"  refresh token: {exc}", file=out)
+            else:
+                print("  refresh token: " + (
+                    f"kept since {record.get('saved_at', '?')} (last refresh or sign-in)"
+                    if record else f"none yet; run: commit-email auth login {name}"), file=out)
+        if not test:
+            continue
+        try:
+            token = credentials.get(name).access_token()
+        except OAuthError as exc:
+            failed += 1
+            print(f"  access token: FAILED: {exc}", file=out)
+        else:
+            expiry = datetime.fromtimestamp(token.expires_at, UTC).isoformat(timespec="seconds")
+            print(f"  access token: OK, valid until {expiry}", file=out)
+    if test:
+        failed += _test_logins(config, credentials, out)
+    return 1 if failed else 0
+
+
+def _test_logins(config: Config, credentials: OAuthCredentials, out: TextIO) -> int:
+    """Log in to every mailbox (and leave: no message is fetched or deleted) and the relay."""
+    failed = 0
+    for box in PluginHost().sources(config, credentials):
+        try:
+            with box.open_session():
+                pass
+        except CommitEmailError as exc:
+            failed += 1
+            print(f"{box.kind} {box.name}: login FAILED: {exc}", file=out)
+        else:
+            print(f"{box.kind} {box.name}: login OK", file=out)
+    if config.smtp.host:
+        tokens = credentials.for_login(config.smtp.oauth, config.smtp.sasl_mechanism)
+        try:
+            SmtpMailer(config.smtp, tokens=tokens).check_login()
+        except CommitEmailError as exc:
+            failed += 1
+            print(f"smtp {config.smtp.host}: login FAILED: {exc}", file=out)
+        else:
+            print(f"smtp {config.smtp.host}: login OK", file=out)
+    return failed
+
+
 # Options every command takes, accepted before or after the command and its action: they
 # are moved behind the last word of the command line, where the innermost parser reads them.
 _VALUE_OPTIONS = frozenset({"--config"})
@@ -668,6 +746,25 @@ def _accounts_command(p: argparse.ArgumentParser) -> None:
     _common_options(exp)
     exp.add_argument("output", metavar="CSV", nargs="?", default="-",
                      help="the file to write (default: standard output)")
+
+
+def _auth_command(p: argparse.ArgumentParser) -> None:
+    """``auth login NAME`` and ``auth status [--test]``."""
+    a = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    li = a.add_parser("login", help="sign in once and keep the refresh token (grant = "
+                                    "refresh_token)")
+    _common_options(li)
+    li.add_argument("name", metavar="NAME", help="the [oauth.NAME] section")
+    li.add_argument("--flow", choices=("device", "browser"),
+                    help="device code, or a browser coming back to 127.0.0.1 (default: "
+                         "device for Microsoft, browser for Google)")
+    li.add_argument("--timeout", type=float, default=900.0, metavar="SECONDS",
+                    help="how long to wait for the sign-in (default 900)")
+    st = a.add_parser("status", help="every credential: provider, grant, refresh token")
+    _common_options(st)
+    st.add_argument("--test", action="store_true",
+                    help="also get a token for each, and log in to every mailbox and the "
+                         "SMTP relay (nothing is fetched or sent); exit 1 if any fails")
 
 
 def _store_command(sub: Any) -> None:
@@ -756,6 +853,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("check-config", cmd_check_config, "validate the configuration; touches no mail")
 
+    _auth_command(command("auth", cmd_auth, "sign in for an [oauth.NAME] section, or list "
+                          "the credentials"))
     _store_command(sub)
     return parser
 

@@ -97,7 +97,8 @@ _MAX_COMMAND_OUTPUT = 64 * 1024
 _UNKNOWN_LIFETIME = 300.0
 #: a cached token is replaced this long before it expires (at most a quarter of its life)
 _MARGIN = 300.0
-#: the OAuth error codes after which retrying the same request cannot succeed
+#: the OAuth error codes after which retrying the same request cannot succeed (MSAL's
+#: answers carry them; HTTP answers are sorted by status, see post_token_request)
 _REFUSALS = frozenset({
     "invalid_grant", "invalid_client", "unauthorized_client", "invalid_scope",
     "unsupported_grant_type", "access_denied", "consent_required", "interaction_required",
@@ -275,9 +276,12 @@ def post_token_request(url: str, form: Mapping[str, str], *, timeout: float, wha
     error = str(data.get("error", "")) if data else ""
     description = _shorten(str(data.get("error_description", ""))) if data else ""
     said = f"{error}: {description}" if error and description else error or f"HTTP {status}"
-    if error in _REFUSALS or (status in (400, 401, 403) and not error and data is not None):
-        raise TokenRefused(f"{what}: {host} refused the request ({said})", error=error or
-                           f"http_{status}")
+    transient = status == 429 or status >= 500 or error == "temporarily_unavailable"
+    if not transient and 400 <= status < 500 and (error or data is not None):
+        # RFC 6749 §5.2: the provider said why, and asking again will not change it (the
+        # device flow's authorization_pending and slow_down are read by its caller)
+        raise TokenRefused(f"{what}: {host} refused the request ({said})",
+                           error=error or f"http_{status}")
     raise TokenUnavailable(f"{what}: {host} answered {said} (HTTP {status})")
 
 

@@ -198,6 +198,15 @@ class SmtpMailer:
             raise
         return smtp
 
+    def check_login(self) -> None:
+        """Connect, secure and log in as for a mail, then QUIT: nothing is sent. Raises
+        :class:`SmtpTransientError` / :class:`SmtpPermanentError` as :meth:`send` does."""
+        try:
+            with self._connect():
+                pass
+        except (smtplib.SMTPException, OSError) as exc:
+            raise classify(exc) from exc
+
     def _log_in(self, smtp: smtplib.SMTP) -> None:
         cfg = self.config
         mechanism = cfg.sasl_mechanism

@@ -479,8 +479,9 @@ class OAuthTestServer:
             return tuple(authz.create_endpoint_response("introspection", request))  # type: ignore[return-value]
         if path == "/authorize":
             user = self.auto_approve_user
+            grant = authz.get_consent_grant(request, end_user=user)
             status, payload, headers = authz.create_authorization_response(
-                request, grant_user=user)
+                request, grant_user=user, grant=grant)
             return status, payload, list(headers)
         return 404, {"error": "not_found"}, []
 

@@ -459,6 +459,16 @@ COMMAND_NOTES = {
     "`status`, `description`, `history` (count of entries), `created` (ISO 8601) and more.",
     "quarantine": "`list` shows each entry's id, size, Message-ID and reason; `replay ID` "
     "processes the stored bytes again and prints the outcome as `process --json` does.",
+    "auth": "`login NAME` signs in for an `[oauth.NAME]` section with `grant = "
+    "\"refresh_token\"` and keeps the refresh token in `state_dir/oauth/NAME.json` (0600): "
+    "the device code flow prints a URL and a code to enter on any device (Microsoft's "
+    "default); the browser flow prints a URL and listens on 127.0.0.1 for the browser to come "
+    "back (Google's default, with PKCE). `status` lists every credential (provider, grant, "
+    "which mailboxes use it, when its refresh token was last saved); `--test` also gets a "
+    "token for each and logs in to every mailbox and the SMTP relay without fetching or "
+    "sending anything, and exits 1 if any fails. See "
+    "[Connect to Microsoft 365](../howto/connect-microsoft-365.md) and "
+    "[Connect to Google Workspace](../howto/connect-google-workspace.md).",
     "check-config": "Loads the file, resolves every secret a configured feature needs, checks "
     "the store URL and loads every plugin; prints what it checked.",
 }

@@ -197,6 +197,9 @@ class SmtpConfig:
     #: Without it every processed message would spend one attempt, so a burst of incoming
     #: mail during an SMTP outage would use up ``max_attempts`` in seconds.
     retry_interval: float = 300.0
+    #: Seconds a session may sit unused before it is closed (QUIT); the next mail opens a
+    #: new one. A session the server closed earlier is reopened without costing an attempt.
+    idle_timeout: float = 30.0
 
     @property
     def effective_port(self) -> int:
@@ -808,6 +811,8 @@ def _validate_servers(config: Config) -> None:
     # hang for hours, which is never what was meant.
     if config.smtp.retries > 100:
         raise ConfigError(f"at most 100, got {config.smtp.retries}", key="smtp.retries")
+    if config.smtp.idle_timeout < 0:
+        raise ConfigError("must not be negative", key="smtp.idle_timeout")
     for mailbox in config.mailboxes or (config.pop3,):
         if mailbox.once_attempts > 100:
             raise ConfigError(f"at most 100, got {mailbox.once_attempts}",

@@ -73,9 +73,9 @@ __all__ = ["PG_SCHEMA_VERSION", "PostgresStore", "is_postgres_url", "load_psycop
 EXTRA_HINT = "pip install 'commit-email[postgres]'"
 
 #: The schema this code writes; see ``_PG_MIGRATIONS`` for how older stores are brought up.
-PG_SCHEMA_VERSION = 1
+PG_SCHEMA_VERSION = 2
 
-# Version 1. A schema change is a new version: the change goes here (new stores) and into
+# Version 2. A schema change is a new version: the change goes here (new stores) and into
 # ``_PG_MIGRATIONS`` (existing ones); the tests compare the two.
 _PG_SCHEMA = """
 CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL);
@@ -133,12 +133,16 @@ CREATE TABLE outbox (
     sender text NOT NULL, recipients text[] NOT NULL, raw bytea NOT NULL,
     message_id text NOT NULL, ticket text NOT NULL,
     attempts integer NOT NULL DEFAULT 0, last_error text NOT NULL DEFAULT '',
-    created timestamptz NOT NULL, sent timestamptz, last_attempt timestamptz
+    created timestamptz NOT NULL, sent timestamptz, last_attempt timestamptz,
+    -- a sender's claim: who is sending the row, and until when the claim holds
+    claimed_by text, claimed_until timestamptz
 );
 CREATE INDEX outbox_pending ON outbox (id) WHERE sent IS NULL;
 -- what a flush may still send (given-up mail piles up and must not be read after every
 -- message); due_mail repeats this WHERE word for word, so the planner can use it
 CREATE INDEX outbox_due ON outbox (id) WHERE sent IS NULL AND last_error NOT LIKE 'permanent: %';
+-- the renewal of a sender's claims (claim_mail) finds its rows without reading the queue
+CREATE INDEX outbox_claimed ON outbox (claimed_by) WHERE claimed_by IS NOT NULL;
 CREATE TABLE sent_ids (
     message_id text PRIMARY KEY, ticket text NOT NULL, created timestamptz NOT NULL
 );
@@ -159,7 +163,13 @@ CREATE INDEX recoveries_age ON recoveries (remembered)
 """
 
 #: version -> the statements that bring a store of the version before up to it
-_PG_MIGRATIONS: dict[int, tuple[str, ...]] = {}
+_PG_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # the outbox claim, so that senders beside each other never send one row twice
+    2: (
+        "ALTER TABLE outbox ADD COLUMN claimed_by text, ADD COLUMN claimed_until timestamptz",
+        "CREATE INDEX outbox_claimed ON outbox (claimed_by) WHERE claimed_by IS NOT NULL",
+    ),
+}
 
 #: how ``export_rows`` orders each table: the order rows were written in, where it matters
 _WRITE_ORDER = {"accounts": "seq", "tickets": "id", "history": "id", "documents": "id",
@@ -863,13 +873,52 @@ class PostgresStore:
     def pending_mail(self) -> list[OutboxEntry]:
         return self._outbox("WHERE sent IS NULL")
 
+    #: what may be sent: the WHERE of the ``outbox_due`` index, word for word, and more
+    _DUE = (
+        "sent IS NULL AND last_error NOT LIKE 'permanent: %%'"
+        " AND cardinality(recipients) > 0 AND (last_attempt IS NULL OR last_attempt <= %s)"
+    )
+
     def due_mail(self, *, tried_before: datetime, limit: int) -> list[OutboxEntry]:
-        assert PERMANENT_FAILURE == "permanent: "  # spelled out below, as in the index
-        return self._outbox(
-            "WHERE sent IS NULL AND last_error NOT LIKE 'permanent: %%'"
-            " AND cardinality(recipients) > 0 AND (last_attempt IS NULL OR last_attempt <= %s)",
-            (_utc(tried_before),), limit=limit,
-        )
+        assert PERMANENT_FAILURE == "permanent: "  # spelled out in _DUE, as in the index
+        return self._outbox("WHERE " + self._DUE, (_utc(tried_before),), limit=limit)
+
+    def claim_mail(
+        self, *, owner: str, now: datetime, until: datetime, tried_before: datetime, limit: int
+    ) -> list[OutboxEntry]:
+        """Claim due mail for ``owner`` (see ``ConnectorState.claim_mail``).
+
+        The rows are picked ``FOR UPDATE SKIP LOCKED``: a row another worker is claiming
+        at this moment is passed over, not waited for, and one it claimed a moment ago no
+        longer matches once its lock is released (READ COMMITTED reads the row again), so
+        two workers claiming at once get disjoint rows without blocking each other."""
+        with self.transaction():
+            self._execute(
+                "UPDATE outbox SET claimed_until = %s WHERE claimed_by = %s AND sent IS NULL",
+                (_utc(until), owner),
+            )
+            if limit <= 0:
+                return []
+            ids = [int(i) for (i,) in self._execute(
+                "UPDATE outbox SET claimed_by = %s, claimed_until = %s WHERE id IN ("
+                " SELECT id FROM outbox WHERE " + self._DUE
+                + " AND (claimed_until IS NULL OR claimed_until <= %s)"
+                " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id",
+                (owner, _utc(until), _utc(tried_before), _utc(now), limit),
+            ).fetchall()]
+            if not ids:
+                return []
+            return self._outbox("WHERE id = ANY(%s)", (ids,))
+
+    def release_mail(self, owner: str, mail_ids: Iterable[int]) -> None:
+        """Give up ``owner``'s claim on these mails (they were not tried)."""
+        ids = list(mail_ids)
+        if ids:
+            self._execute(
+                "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL"
+                " WHERE claimed_by = %s AND id = ANY(%s)",
+                (owner, ids),
+            )
 
     def all_mail(self) -> list[OutboxEntry]:
         return self._outbox("")
@@ -881,15 +930,15 @@ class PostgresStore:
     def mark_mail_sent(self, mail_id: int) -> None:
         now = utcnow()
         self._execute(
-            "UPDATE outbox SET sent = %s, last_attempt = %s, attempts = attempts + 1"
-            " WHERE id = %s",
+            "UPDATE outbox SET sent = %s, last_attempt = %s, attempts = attempts + 1,"
+            " claimed_by = NULL, claimed_until = NULL WHERE id = %s",
             (now, now, mail_id),
         )
 
     def mark_mail_failed(self, mail_id: int, error: str) -> None:
         self._execute(
-            "UPDATE outbox SET attempts = attempts + 1, last_error = %s, last_attempt = %s"
-            " WHERE id = %s",
+            "UPDATE outbox SET attempts = attempts + 1, last_error = %s, last_attempt = %s,"
+            " claimed_by = NULL, claimed_until = NULL WHERE id = %s",
             (error, utcnow(), mail_id),
         )
 

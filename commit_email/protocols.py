@@ -26,6 +26,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
+from .errors import MailerError
 from .model import (
     Account,
     Document,
@@ -40,6 +41,7 @@ from .model import (
 
 __all__ = [
     "AccountDirectory",
+    "BatchMailer",
     "ConnectorState",
     "IdleMailSession",
     "MailSession",
@@ -217,13 +219,37 @@ class ConnectorState(Protocol):
         waiting mail accumulates (an index, a limit)."""
         ...
 
+    def claim_mail(
+        self, *, owner: str, now: datetime, until: datetime, tried_before: datetime, limit: int
+    ) -> Sequence[QueuedMail]:
+        """Claim what ``owner`` is about to send, so that no other sender sends it too.
+
+        In one atomic step: extend every claim ``owner`` holds on unsent mail to ``until``;
+        then claim for ``owner`` until ``until`` at most ``limit`` mails that are due (as
+        ``due_mail`` picks them) and not claimed by anyone, or whose claim ended at or before
+        ``now``; return those, oldest first. Two senders (threads, processes, machines)
+        calling this at the same time never get the same mail. ``limit=0`` only renews.
+
+        A claim is a lease: a sender renews it while it works, so a sender that dies
+        (``kill -9``) leaves its mails to the next one once ``until`` has passed. With SQL:
+        ``UPDATE outbox SET claimed_by = :owner, claimed_until = :until WHERE id IN (SELECT
+        id ... ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED) RETURNING ...`` (PostgreSQL),
+        or the select and update inside one write transaction (SQLite's ``BEGIN
+        IMMEDIATE``). ``mark_mail_sent`` and ``mark_mail_failed`` end the claim."""
+        ...
+
+    def release_mail(self, owner: str, mail_ids: Iterable[int]) -> None:
+        """End ``owner``'s claim on these mails without an attempt (they were not tried)."""
+        ...
+
     def mark_mail_sent(self, mail_id: int) -> None:
-        """Record that the mail went out (an attempt, at the current time)."""
+        """Record that the mail went out (an attempt, at the current time); ends its claim."""
         ...
 
     def mark_mail_failed(self, mail_id: int, error: str) -> None:
-        """Record a failed attempt (at the current time) with the error; ``error`` starting
-        with ``"permanent: "`` means the mail is given up and must not be sent again."""
+        """Record a failed attempt (at the current time) with the error, and end its claim;
+        ``error`` starting with ``"permanent: "`` means the mail is given up and must not be
+        sent again."""
         ...
 
     def record_sent_message_id(self, message_id: str, ticket_rec_id: str) -> None:
@@ -386,4 +412,25 @@ class IdleMailSession(MailSession, Protocol):
         :return: False when this session cannot wait (the server does not offer it, or it
             is turned off): the run loop then closes the session and sleeps instead.
         """
+        ...
+
+
+@runtime_checkable
+class BatchMailer(Mailer, Protocol):
+    """A :class:`Mailer` that keeps one session for many mails (``SmtpMailer`` is one).
+
+    The outbox hands it several mails at once when it has this method; one instance is used
+    by one thread at a time."""
+
+    def send_many(
+        self, mails: Iterable[OutgoingMail]
+    ) -> Iterator[tuple[OutgoingMail, MailerError | None]]:
+        """Send ``mails`` in order, yielding each with ``None`` (the server accepted it: its
+        reply to the end of DATA came) or the error, as soon as that is known. ``mails`` is
+        read lazily. A generator that stops before the end (the server cannot be reached)
+        leaves the mails it did not yield untried."""
+        ...
+
+    def close(self) -> None:
+        """End the session (QUIT); the next send opens a new one."""
         ...

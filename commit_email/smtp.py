@@ -22,13 +22,15 @@ or ssl leaves this module.
 from __future__ import annotations
 
 import base64
+import itertools
 import logging
 import random
 import re
 import smtplib
 import ssl
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 
 from .config import SmtpConfig
 from .errors import ConfigError, MailerError, TokenRefused, TokenUnavailable
@@ -69,9 +71,16 @@ def _decode(reply: bytes | str) -> str:
 
 
 def classify(exc: BaseException) -> MailerError:
-    """Translate an smtplib / socket / ssl exception into transient or permanent."""
+    """Translate an smtplib / socket / ssl exception into transient or permanent (with the
+    original as ``__cause__``)."""
     if isinstance(exc, MailerError):
         return exc
+    error = _classify(exc)
+    error.__cause__ = exc
+    return error
+
+
+def _classify(exc: BaseException) -> MailerError:
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         codes = [code for code, _ in exc.recipients.values()]
         detail = "; ".join(
@@ -120,11 +129,20 @@ def wire_bytes(raw: bytes) -> bytes:
 
 
 class SmtpMailer:
-    """Sends mail through the server in ``config``; one connection per mail.
+    """Sends mail through the server in ``config``, keeping one session for many mails.
 
-    ``sleep`` and ``backoff`` exist so tests can retry without waiting; the delay before
-    retry *n* (1-based) is ``backoff * 2**(n-1)`` seconds plus up to 25 % jitter, so that
-    several connectors hitting a greylisting server do not come back in lockstep.
+    The session (after STARTTLS and AUTH) stays open across mails and is closed (QUIT)
+    once it has been idle for ``smtp.idle_timeout`` seconds, or by :meth:`close`. When the
+    server offers PIPELINING (RFC 2920), each mail's ``RSET``, ``MAIL``, ``RCPT`` and
+    ``DATA`` go out together, and they travel behind the previous mail's content, so a
+    stream of mails costs one round trip per mail; without it each command waits for its
+    reply. A session the server dropped (its idle time-out, a restart) is reopened and the
+    mail sent on the new one: that costs no retry, as long as the session had worked before.
+
+    One instance is one session: use it from one thread at a time. ``sleep`` and
+    ``backoff`` exist so tests can retry without waiting; the delay before retry *n*
+    (1-based) is ``backoff * 2**(n-1)`` seconds plus up to 25 % jitter, so that several
+    connectors hitting a greylisting server do not come back in lockstep.
     """
 
     def __init__(
@@ -135,6 +153,7 @@ class SmtpMailer:
         sleep: Callable[[float], None] = time.sleep,
         local_hostname: str | None = None,
         tokens: TokenProvider | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not config.host:
             raise MailerError("smtp.host is not set")
@@ -145,33 +164,271 @@ class SmtpMailer:
         self._sleep = sleep
         self._local_hostname = local_hostname
         self._password: str | None = None
+        self._clock = clock
+        self._smtp: smtplib.SMTP | None = None
+        self._used = 0.0  # when the session last finished a command
+        self._dirty = False  # commands written whose replies were not read
+        self._proven = False  # the session completed a transaction (a drop is then no fault)
+        #: sessions opened so far (TCP connections, each with its TLS handshake and login)
+        self.connections = 0
+
+    # One mail, many mails -------------------------------------------------------------
 
     def send(self, mail: OutgoingMail) -> None:
         """Deliver ``mail`` or raise :class:`SmtpTransientError` / :class:`SmtpPermanentError`."""
-        if not mail.recipients:
-            raise SmtpPermanentError(f"{mail.kind} mail {mail.message_id!r} has no recipients")
-        attempts = self.config.retries + 1
-        for attempt in range(1, attempts + 1):
-            try:
-                self._deliver(mail)
-                return
-            except (smtplib.SMTPException, OSError) as exc:
-                error = classify(exc)
-                if error.permanent or attempt == attempts:
-                    log.warning("sending %s %s failed: %s", mail.kind, mail.message_id, error)
-                    raise error from exc
-                delay = self.backoff * 2 ** (attempt - 1) * (1 + random.random() / 4)
-                log.info("sending %s failed (%s); retry %d in %.1fs", mail.kind, error,
-                         attempt, delay)
-                self._sleep(delay)
+        for _, error in self.send_many((mail,)):
+            if error is not None:
+                raise error
 
-    def _deliver(self, mail: OutgoingMail) -> None:
-        with self._connect() as smtp:
-            refused = smtp.sendmail(mail.sender, list(mail.recipients), wire_bytes(mail.raw))
-        if refused:
-            # Some recipients got it: raising would make the outbox send it to them again.
-            log.warning("%s %s not accepted for %s", mail.kind, mail.message_id,
-                        ", ".join(f"{r} ({c})" for r, (c, _) in refused.items()))
+    def send_many(
+        self, mails: Iterable[OutgoingMail]
+    ) -> Iterator[tuple[OutgoingMail, MailerError | None]]:
+        """Send ``mails`` (read lazily) in order over the session, yielding each with
+        ``None`` once the server accepted it (replied to the end of DATA), or with the error.
+
+        A transient failure of one mail (a ``4xx`` reply) is retried ``smtp.retries`` times
+        with backoff, after the mails behind it. A session that breaks after it worked is
+        reopened at once and the mail in hand sent again (it may have arrived: at least
+        once, with its Message-ID). When no session can be opened, or a new one breaks
+        before it took a mail, ``smtp.retries`` times, the failure is yielded for the mail in
+        hand and the generator stops: the mails behind it are not tried. A permanent
+        failure to open a session (a refused login, no STARTTLS) is that mail's error.
+        """
+        source = iter(mails)
+        todo: deque[OutgoingMail] = deque()
+        later: list[tuple[OutgoingMail, MailerError]] = []  # 4xx, to try again
+        tries: dict[int, int] = {}
+        failures = 0  # sessions in a row that could not be opened or broke at once
+        try:
+            while True:
+                if not _head(todo, source):
+                    if not later:
+                        return
+                    self._pause(max(tries[id(m)] for m, _ in later))
+                    todo.extend(m for m, _ in later)
+                    later.clear()
+                session_error: MailerError | None = None
+                try:
+                    smtp, reused = self._session()
+                except (smtplib.SMTPException, OSError, MailerError) as exc:
+                    self.close()
+                    session_error = classify(exc)
+                else:
+                    try:
+                        yield from self._results(smtp, todo, source, reused=reused, tries=tries,
+                                                later=later)
+                        failures = 0
+                        continue
+                    except (smtplib.SMTPException, OSError) as exc:
+                        # The session broke under the mail in hand, which stays first in
+                        # todo: it may or may not have arrived, and goes again.
+                        proven = self._proven
+                        self._drop()
+                        session_error = classify(exc)
+                        if proven:
+                            log.info("SMTP session lost (%s); reconnecting", session_error)
+                            continue
+                failures += 1
+                if not session_error.permanent and failures <= self.config.retries:
+                    log.info("SMTP session failed (%s); retry %d", session_error, failures)
+                    self._pause(failures)
+                    continue
+                mail = todo.popleft()
+                self._log_failure(mail, session_error)
+                yield mail, session_error
+                failures = 0
+                if not session_error.permanent:
+                    for mail, error in later:  # their last answer stands
+                        self._log_failure(mail, error)
+                        yield mail, error
+                    return  # the server cannot be reached: nothing behind it is tried
+        finally:
+            if self._dirty:
+                self._drop()  # abandoned with commands in flight: the session is unusable
+
+    def _results(
+        self, smtp: smtplib.SMTP, todo: deque[OutgoingMail], source: Iterator[OutgoingMail],
+        *, reused: bool, tries: dict[int, int],
+        later: list[tuple[OutgoingMail, MailerError]],
+    ) -> Iterator[tuple[OutgoingMail, MailerError | None]]:
+        """The final results of one session's transactions; 4xx answers go to ``later``."""
+        for mail, error in self._transactions(smtp, todo, source, reused=reused):
+            self._proven = True
+            if error is not None and not error.permanent:
+                tries[id(mail)] = tries.get(id(mail), 0) + 1
+                if tries[id(mail)] <= self.config.retries:
+                    log.info("sending %s failed (%s); retry %d", mail.kind, error,
+                             tries[id(mail)])
+                    later.append((mail, error))
+                    continue
+            if error is not None:
+                self._log_failure(mail, error)
+            yield mail, error
+
+    def _pause(self, attempt: int) -> None:
+        self._sleep(self.backoff * 2 ** (attempt - 1) * (1 + random.random() / 4))
+
+    @staticmethod
+    def _log_failure(mail: OutgoingMail, error: MailerError) -> None:
+        log.warning("sending %s %s failed: %s", mail.kind, mail.message_id, error)
+
+    # The session ---------------------------------------------------------------------
+
+    def _session(self) -> tuple[smtplib.SMTP, bool]:
+        """The open session (True: it was used before), or a new one."""
+        if self._smtp is not None:
+            if self._clock() - self._used <= self.config.idle_timeout:
+                return self._smtp, True
+            self.close()
+        smtp = self._connect()
+        self.connections += 1
+        self._proven = False
+        self._smtp = smtp
+        self._used = self._clock()
+        return smtp, False
+
+    def close(self) -> None:
+        """End the session politely (QUIT); nothing happens when there is none."""
+        if self._dirty:
+            self._drop()
+        smtp, self._smtp = self._smtp, None
+        if smtp is None:
+            return
+        try:
+            smtp.quit()
+        except (smtplib.SMTPException, OSError):
+            pass
+        finally:
+            smtp.close()
+
+    def close_if_idle(self) -> bool:
+        """Close the session if it has been unused for ``smtp.idle_timeout``; True if open."""
+        if self._smtp is not None and self._clock() - self._used > self.config.idle_timeout:
+            self.close()
+        return self._smtp is not None
+
+    def _drop(self) -> None:
+        self._dirty = False
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None:
+            smtp.close()
+
+    # Transactions --------------------------------------------------------------------
+
+    def _transactions(
+        self, smtp: smtplib.SMTP, todo: deque[OutgoingMail], source: Iterator[OutgoingMail],
+        *, reused: bool,
+    ) -> Iterator[tuple[OutgoingMail, MailerError | None]]:
+        """Send what ``todo`` holds, and what ``source`` gives behind it, over ``smtp``.
+
+        A mail leaves ``todo`` once its result is known. A broken session raises (smtplib or
+        OSError) with the mail in hand still at the head of ``todo``.
+        """
+        pipelining = smtp.has_extn("pipelining")
+        rset = reused  # a session that sat idle is reset (and so checked) before a new mail
+        written = False  # todo[0]'s envelope went out behind the previous mail's content
+        while _head(todo, source):
+            mail = todo[0]
+            problem = None if written else _unsendable(mail, smtp)
+            if problem is not None:
+                todo.popleft()
+                yield mail, problem
+                continue
+            if pipelining and not written:
+                self._write(smtp, _envelope(mail, smtp, rset=rset))
+                written = True
+            error, refused = self._envelope_replies(smtp, mail, rset=rset, written=written)
+            written = False
+            if error is not None:
+                todo.popleft()
+                rset = True  # RSET ends whatever the server kept of that envelope
+                yield mail, error
+                continue
+            # The content, and behind it the next mail's envelope (RFC 2920 lets the
+            # content open a group), so the server never waits for us between two mails.
+            payload = _content(mail.raw)
+            if pipelining:
+                if len(todo) < 2:
+                    todo.extend(itertools.islice(source, 1))
+                if len(todo) > 1 and _unsendable(todo[1], smtp) is None:
+                    payload += _envelope(todo[1], smtp, rset=True)
+                    written = True
+            self._write(smtp, payload)
+            code, reply = self._reply(smtp)
+            if not written:
+                self._dirty = False
+            if code == 421:  # closing: the mail was not taken; it goes on a new session
+                raise smtplib.SMTPServerDisconnected(f"{code} {_decode(reply)}")
+            todo.popleft()
+            rset = pipelining  # free when pipelined; otherwise only after a failure
+            if code != 250:
+                rset = True
+                yield mail, classify(smtplib.SMTPDataError(code, reply))
+                continue
+            if refused:
+                # Some recipients got it: reporting a failure would send it to them again.
+                log.warning("%s %s not accepted for %s", mail.kind, mail.message_id,
+                            ", ".join(f"{r} ({c} {_decode(m)})" for r, (c, m) in refused.items()))
+            yield mail, None
+
+    def _write(self, smtp: smtplib.SMTP, data: bytes) -> None:
+        self._dirty = True
+        smtp.send(data)
+
+    def _reply(self, smtp: smtplib.SMTP) -> tuple[int, bytes]:
+        code, reply = smtp.getreply()
+        self._used = self._clock()
+        if code == -1:  # pragma: no cover - smtplib's answer to a line that is not a reply
+            raise smtplib.SMTPServerDisconnected(f"unreadable reply {_decode(reply)!r}")
+        return code, reply
+
+    def _envelope_replies(
+        self, smtp: smtplib.SMTP, mail: OutgoingMail, *, rset: bool, written: bool
+    ) -> tuple[MailerError | None, dict[str, tuple[int, bytes]]]:
+        """The replies to RSET, MAIL, each RCPT and DATA, read in order; each command is
+        sent first unless the whole envelope was ``written`` (pipelined). Returns (None,
+        the refused recipients) when the server waits for the content (354), else the
+        mail's error."""
+        commands = _commands(mail, smtp, rset=rset)
+        if rset:
+            if not written:
+                self._write(smtp, commands[0])
+            code, reply = self._reply(smtp)
+            if code == 421:
+                raise smtplib.SMTPServerDisconnected(f"{code} {_decode(reply)}")
+            if code != 250:
+                raise smtplib.SMTPResponseException(code, reply)  # the session is not sane
+            commands = commands[1:]
+        replies: list[tuple[int, bytes]] = []
+        for n, command in enumerate(commands):
+            if not written:
+                last = n == len(commands) - 1
+                mail_refused = n > 0 and replies[0][0] != 250
+                nobody = last and all(c not in (250, 251) for c, _ in replies[1:])
+                if mail_refused or nobody:
+                    break  # one command at a time: what follows a refusal is not sent
+                self._write(smtp, command)
+            code, reply = self._reply(smtp)
+            if code == 421:
+                raise smtplib.SMTPServerDisconnected(f"{code} {_decode(reply)}")
+            replies.append((code, reply))
+        (mail_code, mail_reply), rcpts = replies[0], replies[1:1 + len(mail.recipients)]
+        refused = {r: reply for r, reply in zip(mail.recipients, rcpts, strict=False)
+                   if reply[0] not in (250, 251)}
+        accepted = len(rcpts) - len(refused)
+        data = replies[-1] if len(replies) == len(commands) else None
+        if data is not None and data[0] == 354:
+            if mail_code != 250 or not accepted:
+                # It waits for content for a transaction it refused: send none, drop it.
+                raise smtplib.SMTPResponseException(354, b"DATA accepted without an envelope")
+            return None, refused
+        self._dirty = False
+        if mail_code != 250:
+            return classify(smtplib.SMTPSenderRefused(mail_code, mail_reply, mail.sender)), {}
+        if not accepted:
+            return classify(smtplib.SMTPRecipientsRefused(refused)), refused
+        assert data is not None
+        return classify(smtplib.SMTPDataError(data[0], data[1])), refused
 
     def _connect(self) -> smtplib.SMTP:
         cfg = self.config
@@ -279,3 +536,57 @@ class SmtpMailer:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         return context
+
+
+def _head(todo: deque[OutgoingMail], source: Iterator[OutgoingMail]) -> bool:
+    """Whether there is a mail to send: ``todo`` refilled from ``source`` when empty."""
+    if not todo:
+        todo.extend(itertools.islice(source, 1))
+    return bool(todo)
+
+
+def _needs_utf8(mail: OutgoingMail) -> bool:
+    return not all(a.isascii() for a in (mail.sender, *mail.recipients))
+
+
+def _unsendable(mail: OutgoingMail, smtp: smtplib.SMTP) -> SmtpPermanentError | None:
+    """Why ``mail`` cannot go out at all (checked before a byte of it is written)."""
+    if not mail.recipients:
+        return SmtpPermanentError(f"{mail.kind} mail {mail.message_id!r} has no recipients")
+    for address in (mail.sender, *mail.recipients):
+        if any(ord(c) < 32 or c in "<>" for c in address):
+            return SmtpPermanentError(f"address {address!r} cannot be written in SMTP")
+    if _needs_utf8(mail) and not smtp.has_extn("smtputf8"):
+        return SmtpPermanentError("a non-ASCII address and a server without SMTPUTF8")
+    return None
+
+
+def _commands(mail: OutgoingMail, smtp: smtplib.SMTP, *, rset: bool) -> list[bytes]:
+    """RSET (optional), MAIL FROM, one RCPT TO per recipient, DATA: one line each."""
+    utf8 = _needs_utf8(mail)
+    options = ""
+    if smtp.has_extn("size"):
+        options += f" SIZE={len(mail.raw)}"
+    if utf8:
+        options += " SMTPUTF8"
+    encoding = "utf-8" if utf8 else "ascii"
+    lines = ["RSET"] if rset else []
+    lines.append(f"MAIL FROM:{smtplib.quoteaddr(mail.sender)}{options}")
+    lines += [f"RCPT TO:{smtplib.quoteaddr(r)}" for r in mail.recipients]
+    lines.append("DATA")
+    return [f"{line}\r\n".encode(encoding) for line in lines]
+
+
+def _envelope(mail: OutgoingMail, smtp: smtplib.SMTP, *, rset: bool) -> bytes:
+    return b"".join(_commands(mail, smtp, rset=rset))
+
+
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+def _content(raw: bytes) -> bytes:
+    """The DATA content: CRLF line ends, leading dots doubled, the final ``.`` line."""
+    data = _LEADING_DOT.sub(b"..", wire_bytes(raw))
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return data + b".\r\n"

@@ -69,7 +69,7 @@ __all__ = [
 #: it is opened. A schema change is a new version: the new table or column goes into
 #: ``_SCHEMA`` (for new stores) and into a migration (for existing ones); tests check that
 #: both give the same tables, columns and indexes.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -121,13 +121,17 @@ CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY, kind TEXT NOT NULL, sender TEXT NOT NULL, recipients TEXT NOT NULL,
     raw BLOB NOT NULL, message_id TEXT NOT NULL, ticket TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT NOT NULL DEFAULT '',
-    created TEXT NOT NULL, sent TEXT, last_attempt TEXT
+    created TEXT NOT NULL, sent TEXT, last_attempt TEXT,
+    -- a sender's claim: who is sending the row, and until when the claim holds
+    claimed_by TEXT, claimed_until TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (id) WHERE sent IS NULL;
 -- what a flush may still send: given-up mail piles up (bad customer addresses) and must
 -- not be read again after every message; the query repeats this WHERE word for word
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (id)
     WHERE sent IS NULL AND last_error NOT LIKE 'permanent: %';
+-- the renewal of a sender's claims (claim_mail) finds its rows without reading the queue
+CREATE INDEX IF NOT EXISTS outbox_claimed ON outbox (claimed_by) WHERE claimed_by IS NOT NULL;
 CREATE TABLE IF NOT EXISTS sent_ids (
     message_id TEXT PRIMARY KEY, ticket TEXT NOT NULL, created TEXT NOT NULL
 );
@@ -157,9 +161,7 @@ def _from_unversioned(db: sqlite3.Connection) -> None:
     had_filed_ids = db.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'filed_ids'"
     ).fetchone() is not None
-    have = {row[1] for row in db.execute("PRAGMA table_info(outbox)")}
-    if have and "last_attempt" not in have:
-        db.execute("ALTER TABLE outbox ADD COLUMN last_attempt TEXT")
+    _add_outbox_columns(db, ("last_attempt", "claimed_by", "claimed_until"))
     for statement in _statements(_SCHEMA):
         db.execute(statement)  # every one is CREATE … IF NOT EXISTS
     if not had_filed_ids:
@@ -170,9 +172,26 @@ def _from_unversioned(db: sqlite3.Connection) -> None:
         )
 
 
+def _add_outbox_columns(db: sqlite3.Connection, columns: Sequence[str]) -> None:
+    """Add those of these TEXT columns the outbox lacks (none when there is no outbox)."""
+    have = {row[1] for row in db.execute("PRAGMA table_info(outbox)")}
+    for column in columns:
+        if have and column not in have:
+            db.execute(f"ALTER TABLE outbox ADD COLUMN {column} TEXT")
+
+
+def _outbox_claims(db: sqlite3.Connection) -> None:
+    """Version 3: the outbox claim (``claimed_by``, ``claimed_until`` and their index), so
+    that senders beside each other never send one row twice."""
+    _add_outbox_columns(db, ("claimed_by", "claimed_until"))
+    db.execute("CREATE INDEX IF NOT EXISTS outbox_claimed ON outbox (claimed_by)"
+               " WHERE claimed_by IS NOT NULL")
+
+
 #: version -> the step that brings a database of the version before up to it
 _MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     2: _from_unversioned,
+    3: _outbox_claims,
 }
 
 
@@ -746,12 +765,53 @@ class SQLiteStore:
     def pending_mail(self) -> list[OutboxEntry]:
         return self._outbox("WHERE sent IS NULL")
 
+    #: what may be sent: the WHERE of the ``outbox_due`` index, word for word, and more
+    _DUE = (
+        f"sent IS NULL AND last_error NOT LIKE '{PERMANENT_FAILURE}%'"
+        " AND recipients != '[]' AND (last_attempt IS NULL OR last_attempt <= ?)"
+    )
+
     def due_mail(self, *, tried_before: datetime, limit: int) -> list[OutboxEntry]:
-        return self._outbox(
-            f"WHERE sent IS NULL AND last_error NOT LIKE '{PERMANENT_FAILURE}%'"
-            " AND recipients != '[]' AND (last_attempt IS NULL OR last_attempt <= ?)",
-            (_iso(tried_before.astimezone(UTC)),), limit=limit,
-        )
+        return self._outbox("WHERE " + self._DUE, (_iso(_utc(tried_before)),), limit=limit)
+
+    def claim_mail(
+        self, *, owner: str, now: datetime, until: datetime, tried_before: datetime, limit: int
+    ) -> list[OutboxEntry]:
+        """Claim due mail for ``owner`` (see ``ConnectorState.claim_mail``).
+
+        One ``BEGIN IMMEDIATE`` transaction: SQLite lets one writer in at a time, so two
+        processes claiming at once get disjoint rows; the second waits for the first."""
+        with self.transaction():
+            self._execute(
+                "UPDATE outbox SET claimed_until = ? WHERE claimed_by = ? AND sent IS NULL",
+                (_iso(_utc(until)), owner),
+            )
+            if limit <= 0:
+                return []
+            ids = [int(i) for (i,) in self._execute(
+                "SELECT id FROM outbox WHERE " + self._DUE
+                + " AND (claimed_until IS NULL OR claimed_until <= ?) ORDER BY id LIMIT ?",
+                (_iso(_utc(tried_before)), _iso(_utc(now)), limit),
+            )]
+            if not ids:
+                return []
+            marks = ",".join("?" * len(ids))
+            self._execute(
+                f"UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id IN ({marks})",
+                (owner, _iso(_utc(until)), *ids),
+            )
+            return self._outbox(f"WHERE id IN ({marks})", ids)
+
+    def release_mail(self, owner: str, mail_ids: Iterable[int]) -> None:
+        """Give up ``owner``'s claim on these mails (they were not tried)."""
+        ids = list(mail_ids)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            self._execute(
+                "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL"
+                f" WHERE claimed_by = ? AND id IN ({','.join('?' * len(chunk))})",
+                (owner, *chunk),
+            )
 
     def all_mail(self) -> list[OutboxEntry]:
         return self._outbox("")
@@ -763,14 +823,15 @@ class SQLiteStore:
     def mark_mail_sent(self, mail_id: int) -> None:
         now = _iso(utcnow())
         self._execute(
-            "UPDATE outbox SET sent = ?, last_attempt = ?, attempts = attempts + 1 WHERE id = ?",
+            "UPDATE outbox SET sent = ?, last_attempt = ?, attempts = attempts + 1,"
+            " claimed_by = NULL, claimed_until = NULL WHERE id = ?",
             (now, now, mail_id),
         )
 
     def mark_mail_failed(self, mail_id: int, error: str) -> None:
         self._execute(
-            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, last_attempt = ?"
-            " WHERE id = ?",
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, last_attempt = ?,"
+            " claimed_by = NULL, claimed_until = NULL WHERE id = ?",
             (error, _iso(utcnow()), mail_id),
         )
 

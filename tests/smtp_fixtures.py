@@ -9,6 +9,14 @@ Loaded through ``pytest_plugins`` in ``tests/conftest.py``. Fixtures:
 - the certificates come from ``test_ca`` of ``tests/dovecot_fixtures.py`` (one
   throw-away CA per session, shared with the POP3S tests).
 
+``SmtpTestServer(pipelining=True)`` also lists PIPELINING in its EHLO reply (aiosmtpd reads
+commands from one stream in order, so pipelined commands work; it just does not say so),
+and records in ``.pipelined`` whether each MAIL arrived with more commands behind it.
+``.connections`` counts the TCP connections accepted, ``.drop_connections()`` closes every
+open one from the server side (an idle time-out, a restart), and ``script("DATA", "drop")``
+closes the connection once the content arrived instead of answering (``"accept-drop"``:
+keep the mail, then close without the reply: the client cannot know it arrived).
+
 Every server is an :class:`SmtpTestServer`: ``.messages`` are the captured
 :class:`CapturedMail` (envelope and raw bytes exactly as received), ``.config()``
 returns a matching :class:`~commit_email.config.SmtpConfig`, and ``.script(...)``
@@ -39,7 +47,10 @@ try:
     from aiosmtpd.controller import Controller
     from aiosmtpd.smtp import AuthResult, LoginPassword
 except ImportError:  # pragma: no cover - aiosmtpd is a test dependency
-    Controller = None
+    Controller = object
+    _have_aiosmtpd = False
+else:
+    _have_aiosmtpd = True
 
 USER = "support"
 PASSWORD = "secret"
@@ -78,7 +89,10 @@ class CapturedMail:
 class _Handler:
     """aiosmtpd handler: records mail, or answers with a scripted reply instead."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, pipelining: bool = False, data_delay: float = 0.0) -> None:
+        self.pipelining = pipelining
+        self.data_delay = data_delay
+        self.pipelined: list[bool] = []
         self.messages: list[CapturedMail] = []
         self.scripted: dict[str, list[str]] = {"RCPT": [], "DATA": []}
         self.refused: dict[str, str] = {}
@@ -131,6 +145,24 @@ class _Handler:
         return AuthResult(success=False, handled=False,
                           message="535 5.7.8 Username and Password not accepted")
 
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, mail_options: Any
+    ) -> str:
+        buffered = bytes(getattr(server._reader, "_buffer", b""))
+        with self.lock:
+            self.pipelined.append(buffered.upper().startswith(b"RCPT"))
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
     ) -> str:
@@ -147,8 +179,13 @@ class _Handler:
     async def handle_DATA(
         self, server: Any, session: Any, envelope: Any
     ) -> str:
+        if self.data_delay:
+            await asyncio.sleep(self.data_delay)
         reply = self._scripted("DATA")
-        if reply:
+        if reply == "drop":
+            server.transport.close()
+            return "421 4.3.0 (never sent: the connection is closed)"
+        if reply and reply != "accept-drop":
             return reply
         login = session.auth_data.login if isinstance(session.auth_data, LoginPassword) else None
         mail = CapturedMail(
@@ -161,6 +198,8 @@ class _Handler:
         with self.arrived:
             self.messages.append(mail)
             self.arrived.notify_all()
+        if reply == "accept-drop":
+            server.transport.close()
         return "250 2.0.0 queued"
 
 
@@ -197,16 +236,32 @@ def _server_context(ca: TestCA) -> ssl.SSLContext:
     return context
 
 
+class _CountingController(Controller):  # type: ignore[misc]
+    """Counts the connections it accepts and keeps them, to drop them on demand."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.accepted = 0
+        self.open: list[Any] = []
+
+    def factory(self) -> Any:
+        server = super().factory()
+        self.accepted += 1
+        self.open.append(server)
+        return server
+
+
 class SmtpTestServer:
     """A running aiosmtpd server and what it captured."""
 
     def __init__(self, *, security: str = "plain", ca: TestCA | None = None,
-                 introspect: Callable[[str], str | None] | None = None) -> None:
+                 introspect: Callable[[str], str | None] | None = None,
+                 pipelining: bool = False, data_delay: float = 0.0) -> None:
         self.host = "127.0.0.1"
         self.port = free_port()
         self.security = security
         self.ca = ca
-        self._handler = _Handler()
+        self._handler = _Handler(pipelining=pipelining, data_delay=data_delay)
         self._handler.introspect = introspect
         kwargs: dict[str, Any] = {
             "authenticator": _authenticate,
@@ -220,12 +275,15 @@ class SmtpTestServer:
         elif security == "ssl":
             assert ca is not None
             kwargs.update(ssl_context=_server_context(ca))
-        self._controller = Controller(
+        self._controller = _CountingController(
             self._handler, hostname=self.host, port=self.port, **kwargs
         )
 
     def start(self) -> None:
         self._controller.start()
+        # start() connects once itself to check the server answers: not a client's.
+        self._controller.accepted = 0
+        self._controller.open.clear()
 
     def stop(self) -> None:
         self._controller.stop()
@@ -240,6 +298,31 @@ class SmtpTestServer:
         """(mechanism, user, accepted) of each XOAUTH2/OAUTHBEARER attempt."""
         with self._handler.lock:
             return list(self._handler.oauth_logins)
+
+    @property
+    def connections(self) -> int:
+        """TCP connections accepted so far."""
+        return int(self._controller.accepted)
+
+    @property
+    def pipelined(self) -> list[bool]:
+        """For each MAIL received: whether RCPT was already waiting behind it."""
+        with self._handler.lock:
+            return list(self._handler.pipelined)
+
+    def drop_connections(self) -> None:
+        """Close every open connection from the server side, as an idle time-out does."""
+        done = threading.Event()
+
+        def close_all() -> None:
+            for server in self._controller.open:
+                if server.transport is not None:
+                    server.transport.close()
+            self._controller.open.clear()
+            done.set()
+
+        self._controller.loop.call_soon_threadsafe(close_all)
+        done.wait(5)
 
     def clear(self) -> None:
         with self._handler.lock:
@@ -277,7 +360,7 @@ class SmtpTestServer:
 
 
 def _server(security: str, ca: TestCA | None) -> Iterator[SmtpTestServer]:
-    _require(Controller is not None, "aiosmtpd is not installed")
+    _require(_have_aiosmtpd, "aiosmtpd is not installed")
     server = SmtpTestServer(security=security, ca=ca)
     server.start()
     try:

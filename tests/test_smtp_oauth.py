@@ -52,10 +52,14 @@ def test_mail_goes_out_with_an_oauth_login(
         tmp_path: Path) -> None:
     mailer = mailer_for(config_for(smtp_oauth_server, oauth_server, tmp_path, auth=auth))
     mailer.send(mail(1))
-    mailer.send(mail(2))
+    mailer.send(mail(2))  # on the same session: one login for both
+    assert smtp_oauth_server.oauth_logins == [(auth.upper(), USER, True)]
+    smtp_oauth_server.drop_connections()  # the relay's idle time-out
+    mailer.send(mail(3))  # a new session logs in again, with the cached token
     got = smtp_oauth_server.messages
-    assert [m.auth_user for m in got] == [USER, USER]
+    assert [m.auth_user for m in got] == [USER, USER, USER]
     assert smtp_oauth_server.oauth_logins == [(auth.upper(), USER, True)] * 2
+    assert smtp_oauth_server.connections == mailer.connections == 2
     assert oauth_server.grants["client_credentials"] == 1  # the token was cached
 
 
@@ -65,6 +69,7 @@ def test_a_rejected_token_is_refreshed_and_the_login_retried(
     mailer = mailer_for(config_for(smtp_oauth_server, oauth_server, tmp_path))
     mailer.send(mail(1))
     oauth_server.revoke_access_tokens()
+    smtp_oauth_server.drop_connections()  # so that mail 2 needs a new login
     mailer.send(mail(2))
     assert len(smtp_oauth_server.messages) == 2
     assert smtp_oauth_server.oauth_logins == [("XOAUTH2", USER, True),

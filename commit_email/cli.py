@@ -78,17 +78,23 @@ def cmd_process(args: argparse.Namespace, out: TextIO) -> int:
     connector = _connector(config)
     tally: Counter[str] = Counter()
     created: list[str] = []
-    for source, raw in iter_messages(args.paths, mbox=args.mbox):
-        outcome = connector.process(raw, source)
-        tally[outcome.kind.value] += 1
-        if args.json:
-            print(_outcome_json(source, outcome.message_id, outcome), file=out)
-        else:
-            ticket = f" ticket {outcome.ticket}" if outcome.ticket else ""
-            print(f"{source}: {outcome.kind.value}{ticket} {outcome.detail}".rstrip(), file=out)
-        if outcome.kind in (OutcomeKind.TICKET_CREATED, OutcomeKind.ALERT_TICKET_CREATED):
-            created.append(outcome.ticket or "")
-    if not args.json:
+    # Mail goes out from threads beside processing; at the end the command waits (at most
+    # smtp.drain_timeout) for the outbox to empty. What is left is sent by the next run.
+    with connector.sending_in_background(drain=config.smtp.drain_timeout):
+        for source, raw in iter_messages(args.paths, mbox=args.mbox):
+            outcome = connector.process(raw, source)
+            tally[outcome.kind.value] += 1
+            if args.json:
+                print(_outcome_json(source, outcome.message_id, outcome), file=out)
+            else:
+                ticket = f" ticket {outcome.ticket}" if outcome.ticket else ""
+                print(f"{source}: {outcome.kind.value}{ticket} {outcome.detail}".rstrip(),
+                      file=out)
+            if outcome.kind in (OutcomeKind.TICKET_CREATED, OutcomeKind.ALERT_TICKET_CREATED):
+                created.append(outcome.ticket or "")
+    if args.json:
+        _log_unsent(connector)
+    else:
         total = sum(tally.values())
         summary = ", ".join(f"{n} {k}" for k, n in sorted(tally.items()))
         print(f"\n{_count(total, 'message')}: {summary or 'none'}", file=out)
@@ -121,9 +127,24 @@ def _print_unsent(connector: Connector, out: TextIO) -> None:
               "configure [smtp] to send them.", file=out)
         return
     # Sending failed: say so, with the server's last answer, instead of only logging it.
-    last = waiting[0].last_error or "not sent yet"
-    print(f"\n{_count(len(waiting), 'mail')} still in the outbox ({what}), "
-          f"retried on the next run; last error: {last}", file=out)
+    tried = [entry for entry in waiting if entry.last_error]
+    if tried:
+        print(f"\n{_count(len(waiting), 'mail')} still in the outbox ({what}), "
+              f"retried on the next run; last error: {tried[0].last_error}", file=out)
+    else:
+        print(f"\n{_count(len(waiting), 'mail')} still queued in the outbox ({what}), not "
+              f"sent within smtp.drain_timeout; the next run sends them", file=out)
+
+
+def _log_unsent(connector: Connector) -> None:
+    """``process --json`` prints only outcomes: mail left in the outbox goes to the log."""
+    pending = getattr(connector.state, "pending_mail", None)
+    if connector.mailer is None or pending is None:
+        return
+    waiting = [e for e in pending() if not e.last_error.startswith(PERMANENT_FAILURE)]
+    if waiting:
+        log.warning("%s left queued in the outbox; the next run sends them",
+                    _count(len(waiting), "mail"))
 
 
 def _print_tickets(sink: Any, out: TextIO, only: set[str] | None = None) -> None:

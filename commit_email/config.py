@@ -197,9 +197,20 @@ class SmtpConfig:
     #: Without it every processed message would spend one attempt, so a burst of incoming
     #: mail during an SMTP outage would use up ``max_attempts`` in seconds.
     retry_interval: float = 300.0
+    #: SMTP sessions ``run`` and ``process`` send over at the same time, from threads
+    #: beside processing (per mailbox worker in a ``run`` of several mailboxes). Each stays
+    #: open across mails (one TLS handshake and login for many) and a second one is opened
+    #: only while the first has a backlog: a relay tens of milliseconds away answers each
+    #: mail a round trip later, and more sessions send more mails in that time. Mail to one
+    #: customer address keeps its order whatever this is.
+    connections: int = 4
     #: Seconds a session may sit unused before it is closed (QUIT); the next mail opens a
     #: new one. A session the server closed earlier is reopened without costing an attempt.
     idle_timeout: float = 30.0
+    #: Seconds ``process`` and ``run --once`` wait at the end for the outbox to be sent;
+    #: what is still queued then (or waits for ``retry_interval``) stays in the outbox for
+    #: the next ``run`` or ``process``, and the summary says how many.
+    drain_timeout: float = 120.0
 
     @property
     def effective_port(self) -> int:
@@ -811,8 +822,12 @@ def _validate_servers(config: Config) -> None:
     # hang for hours, which is never what was meant.
     if config.smtp.retries > 100:
         raise ConfigError(f"at most 100, got {config.smtp.retries}", key="smtp.retries")
-    if config.smtp.idle_timeout < 0:
-        raise ConfigError("must not be negative", key="smtp.idle_timeout")
+    if not 1 <= config.smtp.connections <= 64:
+        raise ConfigError(f"must be 1 to 64, got {config.smtp.connections}",
+                          key="smtp.connections")
+    for key in ("idle_timeout", "drain_timeout"):
+        if getattr(config.smtp, key) < 0:
+            raise ConfigError("must not be negative", key=f"smtp.{key}")
     for mailbox in config.mailboxes or (config.pop3,):
         if mailbox.once_attempts > 100:
             raise ConfigError(f"at most 100, got {mailbox.once_attempts}",

@@ -9,8 +9,9 @@
    message no stage claims is forwarded to the internal address;
 4. records the outcome in the processed log in that same transaction, so that the ticket and
    the record that the message was handled commit together or not at all;
-5. after the commit, sends the mail the stages queued (a failed send stays queued and is
-   retried by the next run) and notifies ``commit_email_message_processed``.
+5. after the commit, sends the mail the stages queued, or wakes the sender that sends it
+   beside processing (``Connector.sending_in_background``; a failed send stays queued and
+   is retried later), and notifies ``commit_email_message_processed``.
 
 Anything a stage raises rolls its writes back, puts the raw bytes in quarantine and gives
 the outcome ``quarantined``; the run goes on.
@@ -24,7 +25,7 @@ import re
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, cast
 
 import attrs
@@ -33,7 +34,7 @@ from attrs import frozen
 from .config import Config
 from .deadline import MessageTimeout, time_limit
 from .deadline import check as check_time
-from .errors import CommitEmailError, MailerError, MessageError
+from .errors import CommitEmailError, MessageError
 from .message import Message
 from .model import (
     PERMANENT_FAILURE,
@@ -44,10 +45,10 @@ from .model import (
     utcnow,
 )
 from .oauth import OAuthCredentials
-from .outgoing import replied_to
 from .plugins import PluginHost
-from .protocols import AccountDirectory, ConnectorState, Mailer, QueuedMail, TicketSink
+from .protocols import AccountDirectory, ConnectorState, Mailer, TicketSink
 from .quarantine import Quarantine
+from .sender import BackgroundSender, Outbox, background_sender, flush, inline_lease
 from .smtp import SmtpMailer
 from .stages import (
     AUTOMATED_ORDER,
@@ -58,7 +59,7 @@ from .stages import (
     Context,
     Stage,
 )
-from .store import open_store
+from .store import is_memory_url, open_store
 
 __all__ = [
     "AUTOMATED_ORDER",
@@ -76,10 +77,6 @@ __all__ = [
 
 log = logging.getLogger("commit_email")
 
-
-
-#: mails loaded from the outbox at a time (a flush after an outage may have thousands)
-_FLUSH_BATCH = 50
 
 
 def message_digest(message: Message) -> str:
@@ -164,6 +161,8 @@ class Connector:
         quarantine: Quarantine | None = None,
         clock: Callable[[], datetime] = utcnow,
         credentials: OAuthCredentials | None = None,
+        sender_state: Callable[[], ConnectorState] | None = None,
+        mailer_factory: Callable[[], Mailer] | None = None,
     ) -> None:
         self.config = config
         #: the ``[oauth.NAME]`` credentials, shared by the mailboxes ``run`` serves and the
@@ -177,8 +176,12 @@ class Connector:
         self.quarantine = quarantine or Quarantine(config.state_dir / "quarantine")
         self.clock = clock
         self.stages: Sequence[Stage] = self.host.stages(config)
-        #: after the SMTP server could not be reached, the outbox rests until then
-        self._smtp_resumes: datetime | None = None
+        #: opens another connection to the state, for the sender beside processing
+        self._sender_state = sender_state
+        #: one mailer per SMTP session of that sender (default: ``mailer`` alone)
+        self._mailer_factory = mailer_factory
+        self._outbox: Outbox | None = None
+        self._background: BackgroundSender | None = None
 
     @classmethod
     def from_config(
@@ -194,18 +197,31 @@ class Connector:
     ) -> Connector:
         """The connector a configuration describes: its store serves as directory, sink and
         state. ``mailer`` defaults to SMTP when ``[smtp]`` is configured. ``credentials``
-        (the OAuth tokens' cache) may be shared by several connectors of one process."""
+        (the OAuth tokens' cache) may be shared by several connectors of one process.
+
+        A store opened here from a URL (not ``memory:``) can be opened a second time, for
+        the sender beside processing (:meth:`sending_in_background`); each of its SMTP
+        sessions gets a mailer of its own."""
+        sender_state: Callable[[], ConnectorState] | None = None
         if store is None:
-            store = open_store(config.store.url, base_dir=config.base_dir,
-                               password=config.store.resolved_password())
+            url, base = config.store.url, config.base_dir
+            password = config.store.resolved_password()
+            store = open_store(url, base_dir=base, password=password)
+            if not is_memory_url(url):  # a second connection sees the same data
+                def sender_state() -> ConnectorState:
+                    return open_store(url, base_dir=base, password=password)
         if host is None:
             host = PluginHost(plugins, autoload=autoload)
         credentials = credentials if credentials is not None else OAuthCredentials(config)
+        factory: Callable[[], Mailer] | None = None
         if mailer is None and config.smtp_configured:
-            mailer = SmtpMailer(config.smtp, tokens=credentials.for_login(
-                config.smtp.oauth, config.smtp.sasl_mechanism))
+            tokens = credentials.for_login(config.smtp.oauth, config.smtp.sasl_mechanism)
+            mailer = SmtpMailer(config.smtp, tokens=tokens)
+
+            def factory() -> Mailer:
+                return SmtpMailer(config.smtp, tokens=tokens)
         return cls(config, directory=store, sink=store, state=store, mailer=mailer, host=host,
-                   credentials=credentials)
+                   credentials=credentials, sender_state=sender_state, mailer_factory=factory)
 
     # Processing ------------------------------------------------------------------------
 
@@ -262,7 +278,7 @@ class Connector:
             outcome = self._quarantine(raw, source, message, exc)
         if message is not None:
             outcome = attrs.evolve(outcome, message_id=message.message_id)
-        self.flush_outbox()
+        self.send_queued()
         self._notify(message, outcome)
         return outcome
 
@@ -340,81 +356,65 @@ class Connector:
             log.exception("a commit_email_message_processed hook failed")
 
     def flush_outbox(self) -> int:
-        """Send queued mail, oldest first; returns how many were sent.
+        """Send queued mail in this thread, oldest first; returns how many were sent.
 
-        A transient failure (server down, ``4xx``) stops the flush: the mail stays queued and
-        is tried again once ``smtp.retry_interval`` has passed. When the server could not be
-        reached at all (no SMTP reply), no mail is tried for that long: a backlog processed
-        during an outage does not pay a connection attempt per message. Only mail that may
-        be sent is read (``ConnectorState.due_mail``, in batches). A permanent one (``5xx``, a
-        mailer error with ``permanent = True``), or the ``smtp.max_attempts``-th transient
-        one, gives the mail up: it is recorded with ``permanent:`` before the error, is not
-        sent again (``commit-email outbox retry`` puts it back), and does not hold back the
-        mail queued behind it.
-
-        Several workers sharing a store send one at a time: when the state offers
-        ``sending_outbox()`` (both built-in stores do), a flush that finds another worker
-        sending leaves the mail to it, so no mail is sent by two workers.
+        Each mail is claimed in the store before it is sent (``ConnectorState.claim_mail``),
+        so a flush running beside another sender, in this process or another one, never
+        sends a mail twice. A mail is marked sent once the server replied to its DATA. A
+        transient failure (``4xx``) keeps the mail queued; it is tried again once
+        ``smtp.retry_interval`` has passed, and the mails behind it go on. When the server
+        could not be reached at all (no SMTP reply), no mail is tried for that long: a
+        backlog processed during an outage does not pay a connection attempt per message.
+        A permanent failure (``5xx``, a mailer error with ``permanent = True``), or the
+        ``smtp.max_attempts``-th transient one, gives the mail up: it is recorded with
+        ``permanent:`` before the error, is not sent again (``commit-email outbox retry``
+        puts it back), and does not hold back the mail queued behind it.
         """
         if self.mailer is None:
             return 0
-        now = self.clock()
-        if self._smtp_resumes is not None and now < self._smtp_resumes:
-            return 0
-        interval = timedelta(seconds=self.config.smtp.retry_interval)
-        sending = getattr(self.state, "sending_outbox", None)
-        if sending is None:
-            return self._send_due(now, interval)
-        if not self.state.due_mail(tried_before=now - interval, limit=1):
-            return 0  # nothing to send: no need to ask who sends
-        with sending() as may_send:
-            return self._send_due(now, interval) if may_send else 0
+        if self._outbox is None or self._outbox.state is not self.state:
+            self._outbox = Outbox(self.config, self.state, lease=inline_lease(self.config))
+        return flush(self._outbox, self.mailer, self.clock())
 
-    def _send_due(self, now: datetime, interval: timedelta) -> int:
-        sent = 0
-        assert self.mailer is not None
-        while batch := self.state.due_mail(tried_before=now - interval, limit=_FLUSH_BATCH):
-            for entry in batch:
-                try:
-                    self.mailer.send(entry.mail)
-                except MailerError as exc:
-                    if self._record_failure(entry, exc):
-                        continue
-                    if getattr(exc, "code", None) is None:
-                        # No SMTP reply at all (refused, timed out, dropped): the server is
-                        # down. Rest instead of paying a connection attempt, with the
-                        # mailer's own retries, after every processed message.
-                        self._smtp_resumes = now + interval
-                    return sent  # the rest waits for a later flush, in order
-                with self.state.transaction():
-                    self.state.mark_mail_sent(entry.id)
-                sent += 1
-        return sent
-
-    def _record_failure(self, entry: QueuedMail, exc: MailerError) -> bool:
-        """Record a failed send; True when the mail is given up (kept, never sent again)."""
-        attempts = entry.attempts + 1
-        cap = self.config.smtp.max_attempts
-        permanent = exc.permanent
-        error = str(exc)
-        if not permanent and cap and attempts >= cap:
-            permanent = True
-            error = f"gave up after {attempts} attempts: {error}"
-        with self.state.transaction():
-            self.state.mark_mail_failed(entry.id, (PERMANENT_FAILURE if permanent else "") + error)
-        mail = entry.mail
-        if permanent:
-            # Nobody reads a WARNING in time: this mail is lost unless someone acts on it.
-            about = replied_to(mail.raw)
-            log.error(
-                "%s mail %d to %s (Message-ID %s%s) not sent, kept in the outbox: %s",
-                mail.kind, entry.id, ", ".join(mail.recipients), mail.message_id or "-",
-                f", about <{about}>" if about else "", error,
-            )
+    def send_queued(self) -> None:
+        """Mail was queued: wake the sender beside processing, or flush here without one."""
+        if self._background is not None:
+            self._background.wake()
         else:
-            log.warning("sending %s mail %d failed (attempt %d): %s", mail.kind, entry.id,
-                        attempts, error)
-        return permanent
+            self.flush_outbox()
+
+    @contextmanager
+    def sending_in_background(self, *, drain: float = 0.0,
+                              stop_timeout: float = 30.0) -> Iterator[BackgroundSender | None]:
+        """Send the outbox from threads beside processing while the block runs, so that
+        :meth:`process` never waits for SMTP (``commit-email run`` and ``process`` do this).
+
+        Needs a second connection to the state (``sender_state``; ``from_config`` opens one
+        for a store file) and a mailer; without them it yields None and mail is sent inline,
+        after each message, as before. At the end of the block it waits up to ``drain``
+        seconds for the outbox to empty, then lets the mails in flight finish (at most
+        ``stop_timeout`` seconds); what is left stays queued for the next sender.
+        """
+        if self.mailer is None or self._background is not None:
+            yield self._background
+            return
+        mailers = self._mailer_factory
+        if mailers is None:
+            only = self.mailer
+            mailers = lambda: only  # noqa: E731 - one lane, the integrator's own mailer
+        sender = background_sender(self.config, self._sender_state, mailers, clock=self.clock)
+        if sender is None:
+            yield None
+            return
+        sender.start()
+        self._background = sender
+        try:
+            yield sender
+            if drain > 0:
+                sender.drain(drain)
+        finally:
+            self._background = None
+            sender.stop(stop_timeout)
 
     # Inspection ------------------------------------------------------------------------
 

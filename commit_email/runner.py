@@ -194,6 +194,17 @@ class Runner:
         Between polls a session that can wait for mail (IMAP IDLE) waits on the server;
         otherwise the loop sleeps ``poll_interval``.
         """
+        # Mail goes out from threads beside the polls (when the store allows a second
+        # connection); ``once`` waits at the end (smtp.drain_timeout) for the outbox to be
+        # sent, a stop lets the mails in flight finish; the rest stays queued.
+        with self.connector.sending_in_background(
+                stop_timeout=min(self.config.smtp.timeout, 30.0)) as sender:
+            status = self._run(once=once)
+            if once and sender is not None and not self.stopping:
+                sender.drain(self.config.smtp.drain_timeout, stop=self.stop_event)
+            return status
+
+    def _run(self, *, once: bool) -> int:
         box = self.mailbox
         failures = 0
         try:
@@ -479,9 +490,9 @@ class Runner:
 
     def _flush_outbox(self) -> None:
         """Retry mail an earlier pass could not send (SMTP down), even when no new mail came:
-        the connector otherwise flushes only after processing a message."""
+        the connector otherwise sends only after processing a message."""
         try:
-            self.connector.flush_outbox()
+            self.connector.send_queued()
         except StoreError as exc:  # the next pass tries again; the poll itself went fine
             log.warning("%s: could not read the outbox: %s", self.name, exc)
 

@@ -1127,10 +1127,18 @@ Store: TypeAlias = Union[SQLiteStore, "PostgresStore"]  # a forward reference: n
 SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
+_MEMORY_URLS = ("memory:", "sqlite://:memory:", "sqlite:///:memory:")
+
+
+def is_memory_url(url: str) -> bool:
+    """Whether ``url`` names a private in-memory store (each connection its own)."""
+    return url in _MEMORY_URLS
+
+
 def sqlite_url_options(url: str) -> tuple[str, str, int]:
     """The path, ``synchronous`` mode and ``mmap_size`` of a ``sqlite:///PATH?…`` URL
     (``memory:`` gives an empty path); an unknown option or a bad value names the key."""
-    if url in ("memory:", "sqlite://:memory:", "sqlite:///:memory:"):
+    if is_memory_url(url):
         return "", "NORMAL", 0
     rest = url.removeprefix("sqlite:///")
     path, _, query = rest.partition("?")
@@ -1170,7 +1178,7 @@ def open_store(url: str, *, base_dir: Path | None = None, password: str = "") ->
     map; default 256 MB), ``memory:``, or ``postgresql://…`` (a libpq URL; needs the
     ``postgres`` extra, see :mod:`commit_email.pgstore`; ``password`` when the URL has
     none). A relative PATH is relative to ``base_dir`` (the config file's folder)."""
-    if url in ("memory:", "sqlite://:memory:", "sqlite:///:memory:"):
+    if is_memory_url(url):
         return SQLiteStore.in_memory()
     if url.startswith(("postgresql://", "postgres://")):
         from .pgstore import PostgresStore  # noqa: PLC0415 (psycopg only when asked for)

@@ -344,6 +344,11 @@ class SmtpTestServer:
         with self._handler.lock:
             self._handler.refused[address.lower()] = reply
 
+    def accept(self, address: str) -> None:
+        """Take mail for ``address`` again after :meth:`refuse`."""
+        with self._handler.lock:
+            self._handler.refused.pop(address.lower(), None)
+
     def config(self, **overrides: Any) -> SmtpConfig:
         """An SmtpConfig pointing at this server (with the test CA when it speaks TLS)."""
         values: dict[str, Any] = {

@@ -26,7 +26,7 @@ from typing import Any, TextIO, cast
 
 from . import __version__
 from .accounts import read_accounts_csv, reconcile, write_accounts_csv
-from .config import Config, check_secrets, deployment_problems, load_config
+from .config import Config, ImapConfig, check_secrets, deployment_problems, load_config
 from .errors import CommitEmailError, ConfigError, InputError, OAuthError
 from .message import Message
 from .model import PERMANENT_FAILURE, Outcome, OutcomeKind, SourceRef
@@ -658,7 +658,8 @@ def _auth_status(config: Config, out: TextIO, *, test: bool) -> int:
     users: dict[str, list[str]] = {}
     for mailbox in config.mailboxes:
         if mailbox.sasl_mechanism:
-            users.setdefault(mailbox.oauth, []).append(f"pop3 {mailbox.mailbox}")
+            kind = "imap" if isinstance(mailbox, ImapConfig) else "pop3"
+            users.setdefault(mailbox.oauth, []).append(f"{kind} {mailbox.mailbox}")
     if config.smtp.host and config.smtp.sasl_mechanism:
         users.setdefault(config.smtp.oauth, []).append("smtp")
     failed = 0

@@ -35,6 +35,7 @@ __all__ = [
     "ConnectorConfig",
     "DetectionRule",
     "EmailToTicketConfig",
+    "ImapConfig",
     "LoopProtectionConfig",
     "OAuthConfig",
     "Pop3Config",
@@ -157,6 +158,90 @@ class Pop3Config:
         """The name the delivery log files this mailbox's UIDLs under: ``name``, else
         ``user@host:port``."""
         return self.name or f"{self.user}@{self.host}:{self.effective_port}"
+
+    @property
+    def sasl_mechanism(self) -> str:
+        """``XOAUTH2``/``OAUTHBEARER`` when this mailbox logs in with OAuth, else ``""``."""
+        return _sasl_mechanism(self.auth, self.oauth)
+
+    def resolved_password(self) -> str:
+        return _secret(self.password, self.password_env, self.key)
+
+
+@frozen(kw_only=True)
+class ImapConfig:
+    #: the mailbox's name in logs, ``run --json`` and the processed log, which files its
+    #: messages under it (so choose it once); required and unique in ``[[imap]]`` arrays;
+    #: empty: ``user@host:port/folder``
+    name: str = ""
+    #: The IMAP server; empty means no IMAP source.
+    host: str = ""
+    #: The server's port; 0 means 993 for `ssl`, 143 otherwise.
+    port: int = 0
+    #: `ssl` (IMAPS, TLS from the first byte), `starttls` (STARTTLS on the plain port; never
+    #: falls back to plaintext) or `plain` (no TLS: a trusted network only).
+    security: str = field(default="ssl", metadata={"choices": ("ssl", "starttls", "plain")})
+    #: The mailbox login.
+    user: str = ""
+    #: The password, written in the file (prefer `password_env`).
+    password: str = field(default="", repr=False)
+    #: Name of the environment variable that holds the password.
+    password_env: str = ""
+    #: how to log in: `auto` (LOGIN, or AUTHENTICATE PLAIN where the server disables LOGIN;
+    #: XOAUTH2 when `oauth` is set), `login`, `plain` (AUTHENTICATE PLAIN, RFC 4616), or
+    #: OAuth 2.0 with `xoauth2` or `oauthbearer` (SASL, RFC 7628; needs `oauth`)
+    auth: str = field(default="auto", metadata={"choices": (
+        "auto", "login", "plain", "xoauth2", "oauthbearer")})
+    #: the `[oauth.NAME]` section whose tokens log in (with `auth = "xoauth2"` or
+    #: `"oauthbearer"`); no password is needed then
+    oauth: str = ""
+    #: The folder new mail is read from.
+    folder: str = "INBOX"
+    #: What happens to a message once its outcome is recorded: `move` it to
+    #: `processed_folder` (kept for audit), `delete` it, or `keep` it where it is (it is
+    #: still processed only once).
+    after: str = field(default="move", metadata={"choices": ("move", "delete", "keep")})
+    #: Where `after = "move"` puts processed mail; created (and subscribed) if missing.
+    processed_folder: str = "Processed"
+    #: Where mail that failed (quarantined locally) and mail over
+    #: `connector.max_message_bytes` (not downloaded) is moved, whatever `after` says; empty
+    #: leaves oversized mail in `folder` (logged) and treats failed mail like the rest.
+    #: Created if missing.
+    quarantine_folder: str = ""
+    #: Wait for new mail with IDLE (RFC 2177) when the server offers it, so a mail opens its
+    #: ticket within seconds; otherwise (or when false) poll every `poll_interval`.
+    idle: bool = True
+    #: Seconds between two polls; with IDLE, the longest wait before the folder is listed
+    #: again anyway (capped at 25 minutes, within the 29 that RFC 2177 allows).
+    poll_interval: float = 60.0
+    #: Socket timeout in seconds for connecting and for every reply.
+    timeout: float = 60.0
+    #: A PEM file of CA certificates to verify the server with (default: the system store);
+    #: relative to the config file.
+    ca_file: str = ""
+    #: Verify the server's certificate and host name. Turn off only for a test server.
+    verify_certificate: bool = True
+    #: seconds before the first reconnect after a failed poll; doubles per failure
+    reconnect_delay: float = 1.0
+    #: cap of the reconnect back-off, in seconds
+    reconnect_max_delay: float = 300.0
+    #: `run --once` gives up after this many failed attempts at one complete pass
+    once_attempts: int = 5
+    #: Messages fetched in one pass before they are moved (or deleted) together and the
+    #: folder is listed again, so a long backlog leaves the folder as it goes.
+    messages_per_session: int = 500
+    #: where this table stands in the file (``imap`` or ``imap[N]``), for error messages
+    key: str = field(default="imap", metadata={"internal": True})
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or (993 if self.security == "ssl" else 143)
+
+    @property
+    def mailbox(self) -> str:
+        """The name the processed log files this folder's messages under: ``name``, else
+        ``user@host:port/folder``."""
+        return self.name or f"{self.user}@{self.host}:{self.effective_port}/{self.folder}"
 
     @property
     def sasl_mechanism(self) -> str:
@@ -447,6 +532,10 @@ class Config:
     pop3: Pop3Config = field(factory=Pop3Config, metadata={"many": "pop3_all"})
     #: every ``[[pop3]]`` table when the file has an array of them (see ``mailboxes``)
     pop3_all: tuple[Pop3Config, ...] = field(default=(), metadata={"internal": True})
+    #: one ``[imap]`` table, or the first of several ``[[imap]]`` tables
+    imap: ImapConfig = field(factory=ImapConfig, metadata={"many": "imap_all"})
+    #: every ``[[imap]]`` table when the file has an array of them (see ``mailboxes``)
+    imap_all: tuple[ImapConfig, ...] = field(default=(), metadata={"internal": True})
     smtp: SmtpConfig = field(factory=SmtpConfig)
     email_to_ticket: EmailToTicketConfig = field(factory=EmailToTicketConfig)
     threading: ThreadingConfig = field(factory=ThreadingConfig)
@@ -472,16 +561,21 @@ class Config:
         return self.resolve_path(self.connector.state_dir)
 
     @property
-    def mailboxes(self) -> tuple[Pop3Config, ...]:
-        """Every configured POP3 mailbox: the ``[[pop3]]`` tables, or the one ``[pop3]``
-        table when it names a host. ``run`` serves them all."""
-        if self.pop3_all:
-            return self.pop3_all
-        return (self.pop3,) if self.pop3.host else ()
+    def mailboxes(self) -> tuple[Pop3Config | ImapConfig, ...]:
+        """Every configured mailbox: the ``[[pop3]]`` tables (or the one ``[pop3]`` table
+        when it names a host), then the ``[[imap]]`` tables (or ``[imap]``). ``run`` serves
+        them all."""
+        pop3 = self.pop3_all or ((self.pop3,) if self.pop3.host else ())
+        imap = self.imap_all or ((self.imap,) if self.imap.host else ())
+        return (*pop3, *imap)
 
-    def for_mailbox(self, mailbox: Pop3Config) -> Config:
-        """This configuration for one of its mailboxes alone (``pop3`` is that mailbox)."""
-        return attrs.evolve(self, pop3=mailbox, pop3_all=())
+    def for_mailbox(self, mailbox: Pop3Config | ImapConfig) -> Config:
+        """This configuration for one of its mailboxes alone (``pop3`` or ``imap`` is that
+        mailbox, the other section is empty)."""
+        if isinstance(mailbox, ImapConfig):
+            return attrs.evolve(self, pop3=Pop3Config(), pop3_all=(), imap=mailbox,
+                                imap_all=())
+        return attrs.evolve(self, pop3=mailbox, pop3_all=(), imap=ImapConfig(), imap_all=())
 
     @property
     def smtp_configured(self) -> bool:
@@ -682,7 +776,7 @@ def _validate(config: Config) -> None:
     _validate_xml_addresses(config.xml_api)
     for oauth in config.oauth.values():
         validate_oauth(oauth)
-    for mailbox in config.mailboxes or (config.pop3,):
+    for mailbox in config.mailboxes:
         validate_oauth_login(config, mailbox.key, mailbox.auth, mailbox.oauth)
     validate_oauth_login(config, "smtp", config.smtp.auth, config.smtp.oauth)
 
@@ -804,8 +898,8 @@ def _is_address(value: str) -> bool:
 
 def _validate_servers(config: Config) -> None:
     """Ports, time-outs, retry counts and CA files of the configured servers."""
-    servers: list[tuple[str, Pop3Config | SmtpConfig]] = [
-        (m.key, m) for m in config.mailboxes or (config.pop3,)]
+    servers: list[tuple[str, Pop3Config | ImapConfig | SmtpConfig]] = [
+        (m.key, m) for m in config.mailboxes]
     for section, server in [*servers, ("smtp", config.smtp)]:
         if not server.host:
             continue
@@ -818,6 +912,9 @@ def _validate_servers(config: Config) -> None:
         if server.ca_file and not config.resolve_path(server.ca_file).is_file():
             raise ConfigError(f"no such file: {config.resolve_path(server.ca_file)}",
                               key=f"{section}.ca_file")
+    for mailbox in config.mailboxes:
+        if isinstance(mailbox, ImapConfig):
+            _validate_imap_folders(mailbox)
     # Each retry waits for the server's time-out; past these counts a poll or a send would
     # hang for hours, which is never what was meant.
     if config.smtp.retries > 100:
@@ -828,32 +925,51 @@ def _validate_servers(config: Config) -> None:
     for key in ("idle_timeout", "drain_timeout"):
         if getattr(config.smtp, key) < 0:
             raise ConfigError("must not be negative", key=f"smtp.{key}")
-    for mailbox in config.mailboxes or (config.pop3,):
+    for mailbox in config.mailboxes:
         if mailbox.once_attempts > 100:
             raise ConfigError(f"at most 100, got {mailbox.once_attempts}",
                               key=f"{mailbox.key}.once_attempts")
 
 
 def _validate_mailbox_names(config: Config) -> None:
-    """Several ``[[pop3]]`` tables: each has a host and a name of its own (the name keys the
-    mailbox's state, so two mailboxes may never share one)."""
+    """``[[pop3]]`` and ``[[imap]]`` tables: each has a host and a name of its own, and no
+    two mailboxes share a name (the name keys the mailbox's state)."""
     seen: dict[str, str] = {}
-    for mailbox in config.pop3_all:
-        key = mailbox.key
-        if not mailbox.name.strip():
+    tables: tuple[Pop3Config | ImapConfig, ...] = (*config.pop3_all, *config.imap_all)
+    for table in tables:
+        key = table.key
+        if not table.name.strip():
             raise ConfigError("each of several mailboxes needs a name", key=f"{key}.name")
-        if mailbox.name != mailbox.name.strip() or len(mailbox.name) > 100 or any(
-            not ch.isprintable() for ch in mailbox.name
+        if table.name != table.name.strip() or len(table.name) > 100 or any(
+            not ch.isprintable() for ch in table.name
         ):
             raise ConfigError(f"a name of at most 100 printable characters without "
-                              f"leading or trailing spaces, got {mailbox.name!r}",
+                              f"leading or trailing spaces, got {table.name!r}",
                               key=f"{key}.name")
-        if not mailbox.host:
+        if not table.host:
             raise ConfigError("a mailbox needs a host", key=f"{key}.host")
-        if mailbox.name in seen:
-            raise ConfigError(f"{mailbox.name!r} is also the name of {seen[mailbox.name]}; "
-                              "mailbox names must be unique", key=f"{key}.name")
-        seen[mailbox.name] = key
+    for mailbox in config.mailboxes:
+        if mailbox.mailbox in seen:
+            raise ConfigError(f"{mailbox.mailbox!r} is also the name of "
+                              f"{seen[mailbox.mailbox]}; mailbox names must be unique",
+                              key=f"{mailbox.key}.name")
+        seen[mailbox.mailbox] = mailbox.key
+
+
+def _validate_imap_folders(imap: ImapConfig) -> None:
+    """Folders that would make ``after`` a no-op or a loop."""
+    if not imap.host:
+        return
+    if not imap.folder:
+        raise ConfigError("must name a folder (INBOX, say)", key=f"{imap.key}.folder")
+    if imap.after == "move" and not imap.processed_folder:
+        raise ConfigError('after = "move" needs a folder to move to',
+                          key=f"{imap.key}.processed_folder")
+    for key in ("processed_folder", "quarantine_folder"):
+        value = getattr(imap, key)
+        if value and value.casefold() == imap.folder.casefold():
+            raise ConfigError(f"must not be the folder mail is read from ({imap.folder})",
+                              key=f"{imap.key}.{key}")
 
 
 def deployment_problems(config: Config) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from .config import ImapConfig
 from .hookspecs import hookimpl
 from .pop3 import Pop3Mailbox
 from .sources import Mailbox
@@ -19,15 +20,20 @@ if TYPE_CHECKING:
     from .config import Config
     from .oauth import OAuthCredentials
 
-__all__ = ["commit_email_register_sources", "pop3_mailbox"]
+__all__ = ["commit_email_register_sources", "imap_mailbox", "pop3_mailbox"]
 
 
 @hookimpl(trylast=True)
 def commit_email_register_sources(
     config: Config, credentials: OAuthCredentials
 ) -> Sequence[Mailbox]:
-    """The ``[pop3]`` mailbox when it has a host, or every ``[[pop3]]`` table."""
-    return [pop3_mailbox(config.for_mailbox(m), credentials) for m in config.mailboxes]
+    """Every mailbox with a host: the ``[pop3]``/``[[pop3]]`` tables, then the
+    ``[imap]``/``[[imap]]`` tables."""
+    return [
+        imap_mailbox(config.for_mailbox(m), credentials) if isinstance(m, ImapConfig)
+        else pop3_mailbox(config.for_mailbox(m), credentials)
+        for m in config.mailboxes
+    ]
 
 
 def pop3_mailbox(config: Config, credentials: OAuthCredentials | None = None) -> Mailbox:
@@ -49,3 +55,26 @@ def pop3_mailbox(config: Config, credentials: OAuthCredentials | None = None) ->
         messages_per_session=cfg.messages_per_session,
     )
 
+
+def imap_mailbox(config: Config, credentials: OAuthCredentials | None = None) -> Mailbox:
+    """The ``[imap]`` section as a :class:`~commit_email.sources.Mailbox`; a missing
+    ``imap`` extra is a :class:`~commit_email.errors.ConfigError` now, not at the first poll.
+    An OAuth login takes its tokens from ``credentials`` (the cache outlives each session)."""
+    from .imap import ImapMailbox, import_imapclient  # noqa: PLC0415 (the optional extra)
+
+    import_imapclient()
+    if credentials is None and config.imap.sasl_mechanism:
+        from .oauth import OAuthCredentials  # noqa: PLC0415 - only when OAuth is used
+
+        credentials = OAuthCredentials(config)
+
+    def open_session() -> ImapMailbox:
+        return ImapMailbox.from_config(config, credentials=credentials)
+
+    cfg = config.imap
+    return Mailbox(
+        name=cfg.mailbox, kind="imap", open_session=open_session,
+        poll_interval=cfg.poll_interval, reconnect_delay=cfg.reconnect_delay,
+        reconnect_max_delay=cfg.reconnect_max_delay, once_attempts=cfg.once_attempts,
+        messages_per_session=cfg.messages_per_session,
+    )

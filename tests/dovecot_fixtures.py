@@ -1,4 +1,4 @@
-"""A private Dovecot POP3 server for tests.
+"""A private Dovecot POP3 (and IMAP, where dovecot-imapd is installed) server for tests.
 
 Each server lives in its own temp directory with its own config, user file, Maildir and
 port, is started with ``dovecot -c`` and stopped through ``master.pid``. Nothing of the
@@ -29,7 +29,7 @@ from typing import Any
 import attrs
 import pytest
 
-from commit_email.config import Pop3Config
+from commit_email.config import ImapConfig, Pop3Config
 
 USER = "support"
 PASSWORD = "secret"
@@ -42,7 +42,7 @@ base_dir = {base}/run
 state_dir = {base}/state
 log_path = {base}/dovecot.log
 info_log_path = {base}/dovecot.log
-protocols = pop3
+protocols = {protocols}
 listen = 127.0.0.1
 first_valid_uid = 1
 default_login_user = dovenull
@@ -72,7 +72,26 @@ service pop3-login {{
     ssl = yes
   }}
 }}
-{ssl}
+{imap}{ssl}
+"""
+
+#: the IMAP listeners (plain/STARTTLS and IMAPS) and options, when IMAP is served
+_IMAP = """\
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {imap_port}
+  }}
+  inet_listener imaps {{
+    address = 127.0.0.1
+    port = {imaps_port}
+    ssl = yes
+  }}
+}}
+protocol imap {{
+  # a client is told about new mail within this long of it arriving while it IDLEs
+  mailbox_idle_check_interval = 1 secs
+{imap_capability}}}
 """
 
 #: Dovecot's oauth2 passdb, checking each XOAUTH2/OAUTHBEARER token with the test
@@ -120,7 +139,8 @@ def require_server_tool(name: str, path: str | None) -> str:
     """Return ``path``; without it skip locally, but fail on CI where skipping hides breakage."""
     if path:
         return path
-    message = f"{name} is not installed (Debian: apt-get install dovecot-pop3d)"
+    package = "dovecot-imapd" if "imap" in name else "dovecot-pop3d"
+    message = f"{name} is not installed (Debian: apt-get install {package})"
     if os.environ.get("CI") == "true":
         pytest.fail(message + "; server tests must not be skipped on CI", pytrace=False)
     pytest.skip(message)
@@ -174,6 +194,9 @@ class DovecotServer:
     pop3_port: int
     pop3s_port: int
     ca: TestCA | None = None
+    #: 0 when the server has no IMAP (dovecot-imapd missing)
+    imap_port: int = 0
+    imaps_port: int = 0
     host: str = "127.0.0.1"
     user: str = USER
     password: str = PASSWORD
@@ -190,7 +213,7 @@ class DovecotServer:
         """This user's lines of the server log (logins, disconnects)."""
         path = self.base / "dovecot.log"
         text = path.read_text(errors="replace") if path.exists() else ""
-        marks = (f"user=<{self.user}>", f"pop3({self.user})")
+        marks = (f"user=<{self.user}>", f"pop3({self.user})", f"imap({self.user})")
         return "".join(ln for ln in text.splitlines(True) if any(m in ln for m in marks))
 
     def new_user(self) -> DovecotServer:
@@ -215,6 +238,31 @@ class DovecotServer:
         }
         values.update(overrides)
         return Pop3Config(**values)
+
+    def imap_config(self, security: str = "plain", **overrides: Any) -> ImapConfig:
+        """An ImapConfig pointing at this server (IMAPS port for ``ssl``, else the IMAP
+        port, which offers STARTTLS on a TLS server)."""
+        if not self.imap_port:
+            require_server_tool("dovecot-imapd", None)
+        values: dict[str, Any] = {
+            "host": self.host,
+            "port": self.imaps_port if security == "ssl" else self.imap_port,
+            "security": security,
+            "user": self.user,
+            "password": self.password,
+            "timeout": 10.0,
+            "ca_file": str(self.ca.ca_cert) if self.ca else "",
+        }
+        values.update(overrides)
+        return ImapConfig(**values)
+
+    def folder_files(self, folder: str) -> list[Path]:
+        """The messages in an IMAP folder other than INBOX (Maildir++: ``.NAME/``)."""
+        root = self.maildir / f".{folder}"
+        return sorted(
+            p for sub in ("new", "cur") if (root / sub).is_dir()
+            for p in (root / sub).iterdir() if p.is_file()
+        )
 
     def deliver(self, raw: bytes) -> Path:
         """Put one message into ``new/`` the Maildir way (write in tmp/, rename) and chown it."""
@@ -248,7 +296,8 @@ class DovecotServer:
                 stderr = self._process.stderr
                 err = stderr.read().decode(errors="replace") if stderr else ""
                 raise RuntimeError(f"dovecot exited at start: {err}\n{self.log}")
-            ports = [p for p in (self.pop3_port, self.pop3s_port) if p]
+            ports = [p for p in (self.pop3_port, self.pop3s_port, self.imap_port,
+                                 self.imaps_port) if p]
             if all(_accepts(self.host, p) for p in ports):
                 return
             time.sleep(0.1)
@@ -291,14 +340,25 @@ def _chown_dovecot(path: Path) -> None:
     os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
+def imap_binary() -> Path | None:
+    """Dovecot's IMAP process, installed by dovecot-imapd (Debian) beside the POP3 one."""
+    for lib in ("/usr/lib/dovecot", "/usr/libexec/dovecot", "/usr/local/libexec/dovecot"):
+        if (Path(lib) / "imap").is_file():
+            return Path(lib) / "imap"
+    return None
+
+
 def start_dovecot(
     base: Path, *, ca: TestCA | None = None, apop: bool = False,
-    oauth2_introspection_url: str | None = None,
+    oauth2_introspection_url: str | None = None, imap_capability: str | None = None,
 ) -> DovecotServer:
-    """Write a private config under ``base`` and start Dovecot on two free ports.
+    """Write a private config under ``base`` and start Dovecot on free ports: POP3 (and
+    POP3S with ``ca``), and IMAP (and IMAPS) where dovecot-imapd is installed.
 
     With ``oauth2_introspection_url`` (``http://client:secret@127.0.0.1:PORT/introspect``)
     Dovecot offers SASL PLAIN XOAUTH2 OAUTHBEARER and checks tokens there.
+    ``imap_capability`` replaces the IMAP capability list the server announces (to test a
+    client against a server without MOVE, say); the commands still work.
     """
     binary = require_server_tool("dovecot", dovecot_binary())
     try:
@@ -313,8 +373,10 @@ def start_dovecot(
             break
         p.chmod(p.stat().st_mode | 0o755)
     # Without TLS the POP3S listener stays off (port 0): Dovecot would not open it anyway.
+    imap = imap_binary() is not None
     server = DovecotServer(
-        base=base, pop3_port=free_port(), pop3s_port=free_port() if ca else 0, ca=ca
+        base=base, pop3_port=free_port(), pop3s_port=free_port() if ca else 0, ca=ca,
+        imap_port=free_port() if imap else 0, imaps_port=free_port() if imap and ca else 0,
     )
     ssl = _SSL_ON.format(cert=ca.server_cert, key=ca.server_key) if ca else _SSL_OFF
     mechanisms = "plain apop" if apop else "plain"
@@ -324,6 +386,9 @@ def start_dovecot(
         passdbs = _OAUTH2_PASSDB.format(base=base)
         (base / "dovecot-oauth2.conf.ext").write_text(
             _OAUTH2_CONF.format(url=oauth2_introspection_url))
+    capability = f"  imap_capability = {imap_capability}\n" if imap_capability else ""
+    imap_section = _IMAP.format(imap_port=server.imap_port, imaps_port=server.imaps_port,
+                                imap_capability=capability) if imap else ""
     (base / "dovecot.conf").write_text(
         _CONFIG.format(
             base=base,
@@ -332,6 +397,8 @@ def start_dovecot(
             ssl=ssl,
             auth_mechanisms=mechanisms,
             passdbs=passdbs,
+            imap=imap_section,
+            protocols="pop3 imap" if imap else "pop3",
         )
     )
     (base / "users").write_text(
@@ -445,3 +512,19 @@ def corpus_messages() -> list[tuple[str, bytes]]:
                 "spamscope-mail-parser/mail_test_*")
     files = sorted({p for pattern in patterns for p in base.glob(pattern) if p.is_file()})
     return [(str(p.relative_to(base)), p.read_bytes()) for p in files]
+
+
+@pytest.fixture
+def imap_dovecot(dovecot_plain_server: DovecotServer) -> DovecotServer:
+    """The plain-text Dovecot as a fresh user, for IMAP (fails on CI without dovecot-imapd)."""
+    if not dovecot_plain_server.imap_port:
+        require_server_tool("dovecot-imapd", None)
+    return dovecot_plain_server.new_user()
+
+
+@pytest.fixture
+def imap_dovecot_tls(dovecot_tls_server: DovecotServer) -> DovecotServer:
+    """The Dovecot that requires TLS (STARTTLS on the IMAP port, IMAPS on the other)."""
+    if not dovecot_tls_server.imap_port:
+        require_server_tool("dovecot-imapd", None)
+    return dovecot_tls_server.new_user()

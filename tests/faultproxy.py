@@ -15,7 +15,13 @@ starts with the given verb (``RETR`` by default):
   to pipelined commands. Login commands (Dovecot's login process words its refusal
   differently) are answered by the proxy itself.
 
-Only plain-text POP3 can be inspected like this; TLS tests use Dovecot directly.
+With ``protocol="imap"`` the verb is the command after the tag (``UID FETCH`` counts as
+``FETCH``, ``UID MOVE`` as ``MOVE``; the ``DONE`` that ends an IDLE as ``DONE``), and a
+:class:`Reply` fault is answered by the proxy itself with the command's tag and ``line``
+(``NO …`` or ``BAD …``) and never reaches the server: an IMAP client waits for each tagged
+reply, so the session stays in step.
+
+Only plain-text sessions can be inspected like this; TLS tests use Dovecot directly.
 """
 
 from __future__ import annotations
@@ -102,6 +108,10 @@ class _Session:
 
     def _command(self, line: bytes, *, new_burst: bool) -> None:
         fault = self.proxy.take_fault(line, new_burst=new_burst)
+        if isinstance(fault, Reply) and self.proxy.protocol == "imap":
+            tag = line.split(b" ", 1)[0]
+            self.client.sendall(tag + b" " + fault.line.rstrip(b"\r\n") + b"\r\n")
+            return
         if isinstance(fault, Reply):
             reply = fault.line.rstrip(b"\r\n") + b"\r\n"
             if line.split(b" ", 1)[0].strip().upper() in _LOGIN_VERBS:
@@ -162,8 +172,9 @@ class _Session:
 class FaultProxy:
     """Forwards 127.0.0.1:``port`` to ``target``; use as a context manager."""
 
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, *, protocol: str = "pop3") -> None:
         self.target = (target_host, target_port)
+        self.protocol = protocol
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(0.1)  # so the accept loop notices stop() promptly
         self.port: int = self._listener.getsockname()[1]
@@ -206,8 +217,15 @@ class FaultProxy:
         with self._lock:
             return [command for burst in self.bursts for command in burst]
 
+    def verb(self, line: bytes) -> bytes:
+        """The command word of a client line (see the module docstring for IMAP)."""
+        words = line.strip().upper().split()
+        if self.protocol != "imap" or len(words) < 2:
+            return words[0] if words else b""
+        return words[2] if words[1] == b"UID" and len(words) > 2 else words[1]
+
     def take_fault(self, line: bytes, *, new_burst: bool = True) -> Fault | None:
-        verb = line.split(b" ", 1)[0].strip().upper()
+        verb = self.verb(line)
         with self._lock:
             if new_burst or not self.bursts:
                 self.bursts.append([])

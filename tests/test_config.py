@@ -185,3 +185,39 @@ def test_check_config_refuses_a_config_that_can_forward_to_nobody(tmp_path: Path
                     "internal_address = 'helpdesk@msp.example'\n"
                     f"[store]\nurl = 'sqlite:///{tmp_path}/c.db'\n")
     assert main(["check-config", "--config", str(path)], out=io.StringIO()) == 0
+
+
+# -- [imap] ------------------------------------------------------------------------------------
+
+
+def test_an_imap_section_has_its_defaults_and_its_own_mailbox_name() -> None:
+    imap = parse_config({"imap": {"host": "mail.acme.example", "user": "support"}}).imap
+    assert (imap.effective_port, imap.folder, imap.after, imap.processed_folder) == (
+        993, "INBOX", "move", "Processed")
+    assert imap.idle and imap.quarantine_folder == ""
+    assert imap.mailbox == "support@mail.acme.example:993/INBOX"
+    assert parse_config({"imap": {"host": "h", "security": "starttls"}}).imap.effective_port == 143
+
+
+@pytest.mark.parametrize(("section", "key", "message"), [
+    ({"after": "move", "processed_folder": ""}, "imap.processed_folder", "needs a folder"),
+    ({"processed_folder": "inbox"}, "imap.processed_folder", "must not be the folder"),
+    ({"quarantine_folder": "INBOX"}, "imap.quarantine_folder", "must not be the folder"),
+    ({"after": "archive"}, "imap.after", "must be one of move, delete, keep"),
+    ({"auth": "xoauth2"}, "imap.oauth", "needs oauth"),
+    ({"oauth": "m365"}, "imap.oauth", r"no section \[oauth.m365\]"),
+    ({"port": 70000}, "imap.port", "must be a TCP port"),
+    ({"idle_renew": 5}, "imap", "unknown key 'idle_renew'"),
+])
+def test_imap_settings_that_cannot_work_are_refused_by_key(
+    section: dict[str, object], key: str, message: str,
+) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        parse_config({"imap": {"host": "mail.acme.example", **section}})
+    assert key in str(info.value)
+
+
+def test_check_secrets_asks_for_the_imap_password() -> None:
+    config = parse_config({"imap": {"host": "h", "password_env": "NOPE_IMAP_PW"}})
+    with pytest.raises(ConfigError, match=r"imap\.password_env: environment variable NOPE_IMAP_PW"):
+        check_secrets(config)

@@ -96,6 +96,40 @@ def test_mistakes_in_several_mailboxes_name_the_table(
         parse_config({"pop3": tables})
 
 
+def imap(**values: Any) -> dict[str, Any]:
+    return {"host": "imap.example", "user": "support", "password": "x", **values}
+
+
+def test_imap_tables_are_mailboxes_beside_the_pop3_ones() -> None:
+    config = parse_config({"pop3": [pop3(name="support")],
+                           "imap": [imap(name="alerts", folder="Alerts"),
+                                    imap(name="forms", user="forms")]})
+    assert [(type(m).__name__, m.mailbox, m.key) for m in config.mailboxes] == [
+        ("Pop3Config", "support", "pop3[0]"), ("ImapConfig", "alerts", "imap[0]"),
+        ("ImapConfig", "forms", "imap[1]")]
+    one = config.for_mailbox(config.mailboxes[2])
+    assert one.mailboxes == (one.imap,) and one.imap.user == "forms" and not one.pop3.host
+    assert check_secrets(config) == ["pop3[0].password", "imap[0].password",
+                                     "imap[1].password"]
+    single = parse_config({"imap": imap()})
+    assert [m.mailbox for m in single.mailboxes] == ["support@imap.example:993/INBOX"]
+
+
+@pytest.mark.parametrize(("sections", "key", "message"), [
+    ({"imap": [imap(name="a"), imap()]}, r"imap\[1\]\.name", "needs a name"),
+    ({"pop3": [pop3(name="a")], "imap": [imap(name="a")]}, r"imap\[0\]\.name",
+     "also the name of pop3"),
+    ({"imap": [imap(name="a"), imap(name="b", processed_folder="INBOX")]},
+     r"imap\[1\]\.processed_folder", "must not be the folder"),
+    ({"imap": [imap(name="a", auth="xoauth2")]}, r"imap\[0\]\.oauth", "needs oauth"),
+])
+def test_mistakes_in_imap_tables_name_the_table(
+    sections: dict[str, Any], key: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"{key}.*{message}"):
+        parse_config(sections)
+
+
 def test_a_missing_password_names_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NO_SUCH_PASSWORD", raising=False)
     config = parse_config({"pop3": [pop3(name="a"),
@@ -152,6 +186,35 @@ def test_run_once_serves_every_mailbox_and_names_it(
         assert store.count_tickets() == 15
         numbers = sorted(int(t.number) for t in store.list_tickets())
         assert numbers == list(range(1, 16))  # one counter for all the mailboxes
+
+
+@pytest.mark.server
+def test_run_once_serves_pop3_and_imap_mailboxes_together(
+    tmp_path: Path, dovecot_plain_server: DovecotServer, capfd: pytest.CaptureFixture[str]
+) -> None:
+    if not dovecot_plain_server.imap_port:
+        pytest.fail("dovecot-imapd is not installed")
+    pop3_box, imap_box = dovecot_plain_server.new_user(), dovecot_plain_server.new_user()
+    pop3_box.deliver_many([mail(n, "support") for n in range(3)])
+    imap_box.deliver_many([mail(n, "alerts") for n in range(4)])
+    url = f"sqlite:///{tmp_path / 'commit.db'}"
+    seeded(url)
+    imap_toml = (f'[[imap]]\nname = "alerts"\nhost = "{imap_box.host}"\n'
+                 f"port = {imap_box.imap_port}\nsecurity = \"plain\"\n"
+                 f'user = "{imap_box.user}"\npassword = "{imap_box.password}"\ntimeout = 5\n'
+                 f"idle = false\nreconnect_delay = 0.2\nonce_attempts = 2\n")
+    config = write_config(tmp_path, url, mailbox_toml("support", pop3_box), imap_toml)
+    out = io.StringIO()
+    status = main(["run", "--once", "--json", "--config", str(config)], out=out)
+    err = capfd.readouterr().err
+    assert status == 0, err
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert sorted((line["mailbox"], line["outcome"]) for line in lines) == sorted(
+        [("support", "ticket_created")] * 3 + [("alerts", "ticket_created")] * 4)
+    assert pop3_box.message_files() == [] and imap_box.message_files() == []
+    assert len(imap_box.folder_files("Processed")) == 4
+    with open_store(url) as store:
+        assert store.count_tickets() == 7
 
 
 @pytest.mark.server

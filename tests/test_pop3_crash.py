@@ -33,6 +33,7 @@ from commit_email.store import open_store
 from commit_email.testing import build_message
 from tests.conftest import DIRECTORY
 from tests.dovecot_fixtures import DovecotServer
+from tests.oauth_fixtures import OAuthTestServer
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -44,8 +45,11 @@ STRANGERS = 150
 RESENT = 50  # copies of ticket-worthy mails delivered a second time under new UIDLs
 
 
-def write_config(tmp_path: Path, dovecot: DovecotServer, store_url: str = "") -> Path:
+def write_config(tmp_path: Path, dovecot: DovecotServer, store_url: str = "",
+                 login: str = "") -> Path:
+    """The run's config; ``login`` replaces the password line (and may add sections)."""
     store_url = store_url or f"sqlite:///{tmp_path / 'commit.db'}"
+    login = login or f'password = "{dovecot.password}"'
     config = tmp_path / "commit-email.toml"
     config.write_text(f"""
 [connector]
@@ -61,9 +65,9 @@ host = "{dovecot.host}"
 port = {dovecot.pop3_port}
 security = "plain"
 user = "{dovecot.user}"
-password = "{dovecot.password}"
 timeout = 10
 reconnect_delay = 0.05
+{login}
 """)
     return config
 
@@ -127,9 +131,39 @@ def test_kill_minus_nine_at_random_points_loses_and_duplicates_nothing(
     tmp_path: Path, dovecot: DovecotServer, cli_env: dict[str, str], store_url: str
 ) -> None:
     """On each store: SQLite in a file, PostgreSQL on the private server."""
+    kill_and_check(dovecot, write_config(tmp_path, dovecot, store_url), store_url, cli_env)
+
+
+def test_kill_minus_nine_with_an_oauth_login(
+    tmp_path: Path, dovecot_oauth: DovecotServer, oauth_server: OAuthTestServer,
+    cli_env: dict[str, str]
+) -> None:
+    """The same with an XOAUTH2 login (Dovecot's oauth2 passdb asking the tests' OAuth
+    server): every restarted run gets its token and logs in again, whatever the kill
+    interrupted, the token request included."""
+    client = oauth_server.add_client(dovecot_oauth.user)
+    login = f'''auth = "xoauth2"
+oauth = "support"
+
+[oauth.support]
+provider = "generic"
+grant = "client_credentials"
+client_id = "{client.client_id}"
+client_secret = "{client.client_secret}"
+token_url = "{oauth_server.token_url}"
+'''
+    store_url = f"sqlite:///{tmp_path / 'commit.db'}"
+    config_path = write_config(tmp_path, dovecot_oauth, store_url, login=login)
+    kill_and_check(dovecot_oauth, config_path, store_url, cli_env)
+    assert oauth_server.grants["client_credentials"] >= KILLS // 2  # one per run that got far
+    assert "method=XOAUTH2" in dovecot_oauth.log
+    assert "auth failed" not in dovecot_oauth.log
+
+
+def kill_and_check(dovecot: DovecotServer, config_path: Path, store_url: str,
+                   cli_env: dict[str, str]) -> None:
     messages, worthy_ids = corpus()
     dovecot.deliver_many(messages)
-    config_path = write_config(tmp_path, dovecot, store_url)
     with open_store(store_url) as store:
         store.import_accounts(DIRECTORY)
     config = load_config(config_path)

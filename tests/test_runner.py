@@ -28,6 +28,7 @@ from commit_email.runner import PollSummary, Runner
 from commit_email.testing import build_message
 from tests.dovecot_fixtures import DovecotServer, as_served
 from tests.faultproxy import Drop, Fault, FaultProxy, Reply, Stall
+from tests.oauth_fixtures import OAuthTestServer
 
 pytestmark = pytest.mark.server
 
@@ -74,10 +75,12 @@ def make_runner(
     port: int | None = None,
     plugins: tuple[object, ...] = (),
     connector: dict[str, Any] | None = None,
+    oauth_sections: dict[str, Any] | None = None,
     **pop3: Any,
 ) -> tuple[Runner, Connector, Sleeps]:
+    sections = {"oauth": oauth_sections} if oauth_sections else {}
     conn = connector_factory(pop3=pop3_section(server, port, **pop3), plugins=plugins,
-                             connector=connector or {})
+                             connector=connector or {}, **sections)
     sleeps = Sleeps()
     return Runner(conn.config, conn, sleep=sleeps, rng=random.Random(4)), conn, sleeps
 
@@ -254,11 +257,28 @@ FAULTS: dict[str, tuple[Fault, str, int]] = {
 }
 
 
+@pytest.mark.parametrize("login", ["password", "oauth"])
 @pytest.mark.parametrize("name", list(FAULTS))
 def test_the_runner_recovers_from_faults_without_loss_or_duplicates(
-    name: str, connector_factory: Callable[..., Connector], dovecot: DovecotServer
+    name: str, login: str, connector_factory: Callable[..., Connector],
+    request: pytest.FixtureRequest
 ) -> None:
+    """With a password, and with an XOAUTH2 login whose token is fetched once and reused
+    by every reconnection (Dovecot's oauth2 passdb asking the tests' OAuth server)."""
     fault, command, skip = FAULTS[name]
+    extra: dict[str, Any] = {}
+    if login == "oauth":
+        dovecot: DovecotServer = request.getfixturevalue("dovecot_oauth")
+        oauth_server: OAuthTestServer = request.getfixturevalue("oauth_server")
+        client = oauth_server.add_client(dovecot.user)
+        extra = {"auth": "xoauth2", "oauth": "test",
+                 "oauth_sections": {"test": {
+                     "provider": "generic", "grant": "client_credentials",
+                     "client_id": client.client_id, "client_secret": client.client_secret,
+                     "token_url": oauth_server.token_url}}}
+        command = "AUTH" if command == "PASS" else command
+    else:
+        dovecot = request.getfixturevalue("dovecot")
     sent = [customer_mail(n, body="line of text\n" * 200) for n in range(8)]
     sent += [stranger_mail(n) for n in range(8, 12)]
     dovecot.deliver_many(sent)
@@ -266,10 +286,13 @@ def test_the_runner_recovers_from_faults_without_loss_or_duplicates(
         proxy.inject(fault, command, skip=skip)
         proxy.inject(fault, command, skip=skip)  # and again, counting on from the first
         runner, connector, sleeps = make_runner(
-            connector_factory, dovecot, port=proxy.port, timeout=1.0
+            connector_factory, dovecot, port=proxy.port, timeout=1.0, **extra
         )
         assert runner.run(once=True) == 0
         assert proxy.pending == 0, "both faults must have fired"
+    if login == "oauth":
+        assert "auth failed" not in dovecot.log
+        assert oauth_server.grants["client_credentials"] == 1  # one token for every session
     assert len(sleeps) >= 1  # it backed off before reconnecting
     counts = outcomes_by_message_id(connector)
     assert set(counts.values()) == {1}

@@ -189,12 +189,17 @@ def interleaved(
     reps: int,
     warmup: bool = True,
     before_subject: Callable[[], object] | None = None,
+    before_floor: Callable[[], object] | None = None,
 ) -> Comparison:
     """Run floor and subject ``reps`` times each, alternating which goes first.
 
-    ``before_subject`` runs untimed before every subject repetition (e.g. a fresh store).
+    ``before_subject`` runs untimed before every subject repetition (e.g. a fresh store);
+    ``before_floor`` likewise before every floor repetition, when the reference is not the
+    stdlib floor but another commit-email run that needs its own fresh store.
     """
     if warmup:
+        if before_floor:
+            before_floor()
         floor()
         if before_subject:
             before_subject()
@@ -204,6 +209,8 @@ def interleaved(
         order = ("floor", "subject") if rep % 2 == 0 else ("subject", "floor")
         for side in order:
             if side == "floor":
+                if before_floor:
+                    before_floor()
                 w, c = timed(floor)
                 f_wall.append(w)
                 f_cpu.append(c)
@@ -295,15 +302,16 @@ password = "{xml_password}"
 """
 
 
-def write_config(root: Path, db: Path) -> Path:
+def write_config(root: Path, db: Path, extra: str = "") -> Path:
     """A configuration like a new user's (defaults everywhere), with the XML API switched on
     so that the corpus's transactions take their real route. No [smtp]: mail stays queued in
-    the store's outbox, which is the durable work; sending is SMTP's cost, not ours."""
+    the store's outbox, which is the durable work; sending is SMTP's cost, not ours.
+    ``extra`` is TOML appended to it (``smtp_bench.py``'s ``[smtp]`` and ``[pop3]``)."""
     root.mkdir(parents=True, exist_ok=True)
     path = root / "commit-email.toml"
     path.write_text(CONFIG_TEMPLATE.format(
         state=root / "state", db=db, xml_password=gen_corpus.XML_PASSWORD
-    ))
+    ) + (f"\n{extra}" if extra else ""))
     return path
 
 
@@ -333,6 +341,8 @@ class Installation:
     config: Path
     db: Path
     runs: int = 0
+    #: TOML appended to every configuration :meth:`reset` writes
+    extra: str = ""
 
     @classmethod
     def create(cls, root: Path, accounts_csv: Path) -> Installation:
@@ -343,6 +353,14 @@ class Installation:
         _copy_db(db, template)
         return cls(root=root, template=template, config=config, db=db)
 
+    def variant(self, name: str, extra: str = "") -> Installation:
+        """Another installation on the same accounts (no second import), in a directory of
+        its own, whose configurations carry ``extra``."""
+        root = self.root / name
+        root.mkdir(parents=True, exist_ok=True)
+        return Installation(root=root, template=self.template, config=self.config,
+                            db=self.db, extra=extra)
+
     def reset(self) -> None:
         """A fresh store (accounts only) and an empty state dir: untimed, before each run."""
         if self.runs:
@@ -352,7 +370,7 @@ class Installation:
         run.mkdir()
         self.db = run / "commit.db"
         _copy_db(self.template, self.db)
-        self.config = write_config(run, self.db)
+        self.config = write_config(run, self.db, self.extra)
 
 
 def _copy_db(src: Path, dst: Path) -> None:

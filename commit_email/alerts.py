@@ -35,6 +35,8 @@ from typing import Protocol, runtime_checkable
 from attrs import field, frozen
 from dateutil import parser as dateparser
 
+from ._frozen import PicklesByFields, frozen_mapping
+
 __all__ = [
     "BUILTIN_PARSERS",
     "Alert",
@@ -58,10 +60,6 @@ class AlertState(enum.StrEnum):
     OTHER = "other"
 
 
-def _frozen_mapping(value: Mapping[str, str] | None) -> Mapping[str, str]:
-    return dict(value or {})
-
-
 def _key_part(value: str) -> str:
     # Case and inner whitespace differ between a tool's subject and its body (mailx folds
     # long subjects); neither may split one problem into two tickets.
@@ -69,7 +67,7 @@ def _key_part(value: str) -> str:
 
 
 @frozen(kw_only=True)
-class Alert:
+class Alert(PicklesByFields):
     """One monitoring notification, as a parser understood it.
 
     ``source`` names the tool ("nagios", "icinga", "monit", a plugin's name); ``host`` and
@@ -86,7 +84,7 @@ class Alert:
     output: str = ""
     external_id: str = ""
     timestamp: datetime | None = None
-    fields: Mapping[str, str] = field(factory=dict, converter=_frozen_mapping)
+    fields: Mapping[str, str] = field(factory=dict, converter=frozen_mapping)
 
     @property
     def identity(self) -> str:

@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 
 from attrs import field, frozen
 
+from ._frozen import PicklesByFields, frozen_mapping
+
 __all__ = [
     "ACCOUNT_FIELDS",
     "PERMANENT_FAILURE",
@@ -38,10 +40,6 @@ def utcnow() -> datetime:
 
 def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(value)
-
-
-def _frozen_mapping(value: Mapping[str, str] | None) -> Mapping[str, str]:
-    return dict(value or {})
 
 
 class AccountKind(enum.StrEnum):
@@ -80,7 +78,7 @@ TICKET_FIELDS: Mapping[str, str] = {
 
 
 @frozen(kw_only=True)
-class Account:
+class Account(PicklesByFields):
     """A Commit Card: an Account, a secondary contact (``parent`` = its Account) or an employee.
 
     ``email1``/``email2`` hold a full address or, for domain matching, a bare domain.
@@ -100,7 +98,7 @@ class Account:
     kind: AccountKind = field(default=AccountKind.ACCOUNT, converter=AccountKind)
     parent: str = ""
     active: bool = True
-    extra: Mapping[str, str] = field(factory=dict, converter=_frozen_mapping)
+    extra: Mapping[str, str] = field(factory=dict, converter=frozen_mapping)
 
     @property
     def emails(self) -> tuple[str, ...]:
@@ -109,7 +107,7 @@ class Account:
 
 
 @frozen(kw_only=True)
-class TicketDraft:
+class TicketDraft(PicklesByFields):
     """What a stage asks the sink to open. ``source_key`` makes creation idempotent."""
 
     account: str
@@ -122,11 +120,11 @@ class TicketDraft:
     manager: str = ""
     alert_key: str = ""
     source_key: str = ""
-    extra: Mapping[str, str] = field(factory=dict, converter=_frozen_mapping)
+    extra: Mapping[str, str] = field(factory=dict, converter=frozen_mapping)
 
 
 @frozen(kw_only=True)
-class Ticket:
+class Ticket(PicklesByFields):
     """A Commit ticket as the sink stores it."""
 
     rec_id: str
@@ -143,7 +141,7 @@ class Ticket:
     closed: bool = False
     created: datetime = field(factory=utcnow)
     updated: datetime = field(factory=utcnow)
-    extra: Mapping[str, str] = field(factory=dict, converter=_frozen_mapping)
+    extra: Mapping[str, str] = field(factory=dict, converter=frozen_mapping)
 
 
 @frozen(kw_only=True)

@@ -33,6 +33,7 @@ import attrs
 from attrs import field, frozen
 from lxml import etree
 
+from ._frozen import PicklesByFields, frozen_mapping
 from .deadline import check as check_time
 from .errors import CommitEmailError
 from .htmltext import html_to_text
@@ -110,12 +111,8 @@ class XmlApiError(CommitEmailError, ValueError):
         super().__init__(f"XML API error {int(code)} ({code.name}): {message}")
 
 
-def _frozen_fields(value: Mapping[str, str]) -> Mapping[str, str]:
-    return dict(value)
-
-
 @frozen(kw_only=True)
-class Transaction:
+class Transaction(PicklesByFields):
     """One well-formed transaction, as the sender wrote it (field names upper-cased).
 
     ``password`` is kept out of ``repr`` and ``str``; compare it, never print it.
@@ -128,7 +125,7 @@ class Transaction:
     password: str = field(default="", repr=False)
     return_transaction_id: str = ""
     data_kind: str = ""
-    fields: Mapping[str, str] = field(factory=dict, converter=_frozen_fields)
+    fields: Mapping[str, str] = field(factory=dict, converter=frozen_mapping)
     position: int = field(default=0, eq=False)
 
 

@@ -294,7 +294,7 @@ internal_address = "helpdesk@msp.example"
 state_dir = "{state}"
 
 [store]
-url = "sqlite:///{db}"
+url = "{url}"
 
 [xml_api]
 enabled = true
@@ -302,15 +302,22 @@ password = "{xml_password}"
 """
 
 
-def write_config(root: Path, db: Path, extra: str = "") -> Path:
+def write_config(root: Path, db: Path | None = None, extra: str = "", *, url: str = "") -> Path:
     """A configuration like a new user's (defaults everywhere), with the XML API switched on
     so that the corpus's transactions take their real route. No [smtp]: mail stays queued in
     the store's outbox, which is the durable work; sending is SMTP's cost, not ours.
-    ``extra`` is TOML appended to it (``smtp_bench.py``'s ``[smtp]`` and ``[pop3]``)."""
+
+    The store is the SQLite file ``db``, or ``url`` (a ``postgresql://`` one, say).
+    ``extra`` is TOML appended to it (``smtp_bench.py``'s ``[smtp]`` and ``[pop3]``,
+    ``postgres_bench.py``'s ``[[pop3]]`` tables)."""
+    if not url:
+        if db is None:
+            raise ValueError("write_config needs a database file or a store URL")
+        url = f"sqlite:///{db}"
     root.mkdir(parents=True, exist_ok=True)
     path = root / "commit-email.toml"
     path.write_text(CONFIG_TEMPLATE.format(
-        state=root / "state", db=db, xml_password=gen_corpus.XML_PASSWORD
+        state=root / "state", url=url, xml_password=gen_corpus.XML_PASSWORD
     ) + (f"\n{extra}" if extra else ""))
     return path
 

@@ -48,12 +48,21 @@ echo "== docs (generated reference current, mkdocs --strict: warnings are errors
 
 echo "== benchmarks, smoke size (the scripts work and check their results; no timing judged)"
 # smtp_bench needs no guard: without root or Dovecot it skips (CI=true: fails) its run --once part itself.
-for bench in common process_bench matching_bench memory_bench rules_bench hostile_bench pop3_bench imap_bench smtp_bench; do
+for bench in common process_bench matching_bench memory_bench rules_bench hostile_bench pop3_bench imap_bench smtp_bench postgres_bench; do
     [ -f "benchmarks/$bench.py" ] || continue
     if { [ "$bench" = pop3_bench ] || [ "$bench" = imap_bench ]; } \
             && { [ "$(id -u)" != 0 ] || ! command -v dovecot >/dev/null; } \
             && [ "${CI:-}" != true ]; then
         echo "!! skipping $bench: it needs root and dovecot (it fails instead under CI=true)"
+        continue
+    fi
+    # Debian keeps pg_ctl out of PATH, in /usr/lib/postgresql/VERSION/bin.
+    if [ "$bench" = postgres_bench ] \
+            && { [ "$(id -u)" != 0 ] || ! command -v dovecot >/dev/null \
+                 || ! { command -v pg_ctl >/dev/null \
+                        || compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null; }; } \
+            && [ "${CI:-}" != true ]; then
+        echo "!! skipping $bench: it needs root, pg_ctl and dovecot (it fails instead under CI=true)"
         continue
     fi
     echo "-- benchmarks/$bench.py --smoke"

@@ -9,10 +9,11 @@ digest then recognises what was already processed (outcome ``duplicate``, no tic
 Messages are read with ``BODY.PEEK[]``, which leaves ``\\Seen`` alone, after their
 ``RFC822.SIZE`` was checked: a message over ``connector.max_message_bytes`` is never
 downloaded (moved to ``quarantine_folder``, or left with the reason logged). Bodies are
-fetched in batches (by count and by size), so the server streams the next messages while
-one is processed. Once an outcome is durable, the run loop acknowledges the message: it is
-moved to ``processed_folder`` (``UID MOVE``, RFC 6851, or where MOVE is not offered
-``UID COPY`` + ``\\Deleted`` + ``UID EXPUNGE``, RFC 4315), deleted (``\\Deleted`` +
+fetched in batches (by count and by size) by a thread of their own, one batch ahead of the
+processing, so the server streams the next messages while one is processed. Once an
+outcome is durable, the run loop acknowledges the message: it is moved to
+``processed_folder`` (``UID MOVE``, RFC 6851, or where MOVE is not offered ``UID COPY`` +
+``\\Deleted`` + ``UID EXPUNGE``, RFC 4315), deleted (``\\Deleted`` +
 ``UID EXPUNGE``) or kept. A plain ``EXPUNGE`` is never sent: it would also remove mail that
 someone else flagged ``\\Deleted``; a server with neither MOVE nor UIDPLUS is refused for
 ``after = "move"``/``"delete"``. Between polls the session waits with IDLE (RFC 2177) where
@@ -31,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import queue
 import re
 import select
 import ssl
@@ -253,16 +255,61 @@ class ImapMailbox:
         uids = [uid for uid in map(self._uid, ids) if uid is not None]
         sizes = self._sizes(uids)
         wanted = self._set_aside_oversized([u for u in uids if u in sizes], sizes)
-        for batch in _batches(wanted, sizes):
-            with self._errors(f"FETCH {batch[0]}"):
-                response = self._session().fetch(batch, ["BODY.PEEK[]"])
-            for uid in batch:
-                raw = response.get(uid, {}).get(b"BODY[]")
-                if raw is None:
-                    log.warning("IMAP %s: UID %d: the server sent no body; it stays in %s",
-                                self.name, uid, self.config.folder)
-                    continue
-                yield f"{self._uidvalidity}:{uid}", bytes(raw)
+        batches = list(_batches(wanted, sizes))
+        if len(batches) == 1:
+            yield from self._fetch_batch(batches[0])
+        elif batches:
+            yield from self._fetch_ahead(batches)
+
+    def _fetch_batch(self, batch: list[int]) -> list[tuple[str, bytes]]:
+        with self._errors(f"FETCH {batch[0]}"):
+            response = self._session().fetch(batch, ["BODY.PEEK[]"])
+        bodies = []
+        for uid in batch:
+            raw = response.get(uid, {}).get(b"BODY[]")
+            if raw is None:
+                log.warning("IMAP %s: UID %d: the server sent no body; it stays in %s",
+                            self.name, uid, self.config.folder)
+                continue
+            bodies.append((f"{self._uidvalidity}:{uid}", bytes(raw)))
+        return bodies
+
+    def _fetch_ahead(self, batches: list[list[int]]) -> Iterator[tuple[str, bytes]]:
+        """The batches, read by a thread of their own one batch ahead of the caller: the
+        next FETCH is on the wire (and the server reading its files) while this batch is
+        processed. An IMAP response is read whole before it can be parsed, so without this
+        the link and the server would wait for every batch's processing, and the processing
+        for every batch's transfer. At most three batches are in memory: the one handed out,
+        one waiting and one being read. A failure reaches the caller where it happened,
+        after the messages read before it; closing the generator lets the FETCH in flight
+        finish (the session stays in step for the acknowledgements) and joins the thread."""
+        ahead: queue.Queue[list[tuple[str, bytes]] | BaseException | None] = queue.Queue(1)
+        stop = threading.Event()
+
+        def read() -> None:
+            try:
+                for batch in batches:
+                    if stop.is_set():
+                        return
+                    ahead.put(self._fetch_batch(batch))
+            except BaseException as exc:  # handed to the caller, raised there
+                ahead.put(exc)
+            else:
+                ahead.put(None)
+
+        reader = threading.Thread(target=read, name=f"imap-fetch {self.name}", daemon=True)
+        reader.start()
+        try:
+            while (item := ahead.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield from item
+        finally:
+            stop.set()
+            while reader.is_alive():  # take what it still puts, so that it can end
+                with contextlib.suppress(queue.Empty):
+                    ahead.get(timeout=0.05)
+            reader.join()
 
     def acknowledge(self, done: Sequence[tuple[str, OutcomeKind]]) -> list[tuple[str, str]]:
         """Move (or delete) the messages as ``after`` says; quarantined ones go to

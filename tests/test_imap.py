@@ -10,6 +10,7 @@ from typing import Any
 import imapclient
 import pytest
 
+import commit_email.imap
 from commit_email.errors import ConfigError, LoginError, SourceError
 from commit_email.imap import ImapMailbox
 from commit_email.model import OutcomeKind
@@ -74,6 +75,27 @@ def test_fetch_reads_in_batches_and_skips_what_someone_else_expunged(
         client.logout()
         got = [i for i, _ in box.fetch(ids)]
     assert len(got) == 149 and f"{box.uidvalidity}:5" not in got
+
+
+def test_batches_are_read_ahead_and_closing_early_leaves_the_session_in_step(
+    imap_dovecot: DovecotServer, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Several batches are read by a thread one batch ahead; a caller that stops after the
+    first message (a stop request, an error) gets the thread joined with its FETCH read to
+    the end, so the next command on the session gets its own reply."""
+    monkeypatch.setattr(commit_email.imap, "_FETCH_BATCH", 4)
+    sent = [mail(n) for n in range(20)]
+    imap_dovecot.deliver_many(sent)
+    with mailbox(imap_dovecot) as box:
+        ids = box.message_ids()
+        assert [raw for _, raw in box.fetch(ids)] == [as_served(raw) for raw in sent]
+        fetched = box.fetch(ids)
+        first_id, _ = next(fetched)
+        fetched.close()
+        assert not [t for t in threading.enumerate() if t.name.startswith("imap-fetch")]
+        assert box.acknowledge([(first_id, TICKET)]) == []
+        assert box.message_ids() == ids[1:]
+    assert len(imap_dovecot.folder_files("Processed")) == 1
 
 
 # -- security and login ------------------------------------------------------------------------

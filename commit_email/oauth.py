@@ -378,22 +378,36 @@ class ClientCredentialsGrant:
 
 class CertificateGrant:
     """Microsoft app-only tokens for a certificate: MSAL signs the client assertion (the
-    credential Microsoft recommends for unattended services). Needs the ``microsoft`` extra."""
+    credential Microsoft recommends for unattended services). Needs the ``microsoft`` extra.
+
+    Every :meth:`fetch` asks the provider: MSAL's own token cache is emptied first, so a
+    token the mail server refused (:meth:`Credential.reject`) or one too short-lived for
+    the session is never handed back; :class:`Credential` does the caching.
+
+    By default MSAL talks to ``https://login.microsoftonline.com/TENANT`` and trusts what
+    ``requests`` trusts. Two seams are for a private authority (the tests' own server):
+    ``authority`` replaces that URL (MSAL reads ``AUTHORITY/v2.0/.well-known/
+    openid-configuration``; an authority given here is taken as it is, without MSAL's
+    instance discovery at login.microsoftonline.com), and ``ca_file`` is the only CA its
+    https certificate is checked against (``REQUESTS_CA_BUNDLE`` does not override it).
+    """
 
     def __init__(self, oauth: OAuthConfig, certificate: Path, *,
                  clock: Callable[[], float] = time.time,
-                 authority: str | None = None) -> None:
+                 authority: str | None = None, ca_file: str | Path | None = None) -> None:
         self.oauth = oauth
         self.certificate = certificate
         self._clock = clock
+        self._custom_authority = authority is not None
         self._authority = authority or (
             f"https://login.microsoftonline.com/{urllib.parse.quote(oauth.tenant, safe='')}")
+        self._ca_file = str(ca_file) if ca_file is not None else None
         self._app: Any = None
 
     def __repr__(self) -> str:
         return f"<CertificateGrant {self.oauth.name!r} {self.certificate}>"
 
-    def _application(self) -> Any:
+    def _application(self, what: str) -> Any:
         if self._app is not None:
             return self._app
         try:
@@ -402,11 +416,42 @@ class CertificateGrant:
             raise ConfigError("a certificate credential needs MSAL: "
                               "pip install 'commit-email[microsoft]'",
                               key=f"oauth.{self.oauth.name}.certificate_file") from exc
-        self._app = msal.ConfidentialClientApplication(
-            self.oauth.client_id, authority=self._authority,
-            client_credential=self._client_credential(), timeout=self.oauth.timeout,
-            token_cache=msal.TokenCache())
+        options: dict[str, Any] = {}
+        if self._custom_authority:
+            options["instance_discovery"] = False
+        if self._ca_file is not None:
+            options["http_client"] = self._session()
+        credential = self._client_credential()
+        # MSAL reads the key (a wrong password fails here) and the authority's discovery
+        # document (the first request) while it builds the application; cryptography's
+        # and MSAL's messages carry no key material
+        try:
+            self._app = msal.ConfidentialClientApplication(
+                self.oauth.client_id, authority=self._authority,
+                client_credential=credential, timeout=self.oauth.timeout,
+                token_cache=msal.TokenCache(), **options)
+        except OSError as exc:  # requests' errors are OSErrors
+            raise TokenUnavailable(f"{what}: cannot reach {self._authority}: "
+                                   f"{type(exc).__name__}: {_shorten(str(exc), 200)}") from exc
+        except msal.exceptions.MsalError as exc:  # an HTTP error status (a 5xx, say)
+            raise TokenUnavailable(f"{what}: {self._authority} answered "
+                                   f"{_shorten(str(exc))}") from exc
+        except ValueError as exc:  # the key (a wrong password), or an unknown tenant
+            raise TokenRefused(f"{what}: {_shorten(str(exc), 200)} (certificate_file "
+                               f"{self.certificate})", error="invalid_client") from exc
         return self._app
+
+    def _session(self) -> Any:
+        """A requests session that checks the authority against ``ca_file`` only: set on
+        each request, as a session's own ``verify`` loses to ``REQUESTS_CA_BUNDLE``."""
+        import functools  # noqa: PLC0415 - only here
+
+        import requests  # noqa: PLC0415 - comes with MSAL
+
+        session: Any = requests.Session()
+        session.request = functools.partial(session.request, timeout=self.oauth.timeout,
+                                            verify=self._ca_file)
+        return session
 
     def _client_credential(self) -> dict[str, Any]:
         key = f"oauth.{self.oauth.name}.certificate_file"
@@ -430,12 +475,19 @@ class CertificateGrant:
 
     def fetch(self) -> AccessToken:
         what = f"oauth {self.oauth.name}: certificate token request"
-        app = self._application()
+        app = self._application(what)
         scope = endpoints(self.oauth).scope
+        from msal.exceptions import MsalError  # type: ignore[import-untyped]  # noqa: PLC0415
+
+        cache = app.token_cache
+        for cached in list(cache.search(cache.CredentialType.ACCESS_TOKEN)):
+            cache.remove_at(cached)  # a new token, never MSAL's cached one (see above)
         now = self._clock()
         try:
             result = app.acquire_token_for_client(scopes=scope.split())
-        except (OSError, ValueError) as exc:  # requests' errors are OSErrors/ValueErrors
+        # requests' errors are OSErrors or ValueErrors; MsalError, an HTTP error status
+        # without an OAuth error in the answer
+        except (OSError, ValueError, MsalError) as exc:
             raise TokenUnavailable(f"{what}: {type(exc).__name__}: {_shorten(str(exc))}") from exc
         if not isinstance(result, dict):
             raise TokenUnavailable(f"{what}: MSAL returned nothing")
@@ -443,7 +495,11 @@ class CertificateGrant:
             error = str(result.get("error", "unknown"))
             said = f"{error}: {_shorten(str(result.get('error_description', '')))}"
             if error in _REFUSALS:
-                raise TokenRefused(f"{what}: the provider refused it ({said})", error=error)
+                hint = (f"; check client_id, tenant, and that the certificate in "
+                        f"{self.certificate} is uploaded to the app registration"
+                        if error == "invalid_client" else "")
+                raise TokenRefused(f"{what}: the provider refused it ({said}){hint}",
+                                   error=error)
             raise TokenUnavailable(f"{what}: {said}")
         return _token_from_response(result, now, what)
 

@@ -13,6 +13,16 @@ protocol real providers speak, errors included, because Authlib produces them:
 - ``/introspect``: RFC 7662 introspection, which Dovecot's ``oauth2`` passdb and the SMTP
   test server call to check a token (client ``dovecot`` / ``dovecot-secret``).
 
+A client registered with :meth:`OAuthTestServer.add_certificate_client` authenticates as
+Microsoft's certificate credentials do, with an RFC 7523 ``private_key_jwt`` client
+assertion (Authlib's ``JWTBearerClientAssertion``): the JWT header's ``x5t`` (SHA-1) or
+``x5t#S256`` must be the registered certificate's thumbprint, the signature must verify
+with its public key, ``aud`` must be the token endpoint, ``iss`` = ``sub`` = the client id,
+and ``exp`` must not have passed (60 s leeway). Every assertion seen is kept in
+``assertions``. The ``oauth_tls_server`` fixture serves the same over https with the
+session's test CA, plus the OpenID discovery document MSAL reads first
+(``/TENANT/v2.0/.well-known/openid-configuration``), so MSAL can use it as its authority.
+
 Knobs a test turns: ``expires_in`` (seconds an access token lives), ``rotate``,
 ``grace`` (a rotated-out refresh token keeps working, as Microsoft's do), ``down`` (every
 request answers 503), :meth:`OAuthTestServer.revoke_refresh_tokens`,
@@ -22,11 +32,13 @@ request answers 503), :meth:`OAuthTestServer.revoke_refresh_tokens`,
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import json
 import os
 import secrets
 import shutil
+import ssl
 import tempfile
 import threading
 import time
@@ -42,14 +54,21 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import attrs
 import pytest
 
-from tests.dovecot_fixtures import DovecotServer, start_dovecot
+from tests.dovecot_fixtures import DovecotServer, TestCA, start_dovecot
 from tests.smtp_fixtures import SmtpTestServer
 
 try:
     from authlib.oauth2 import AuthorizationServer
-    from authlib.oauth2.rfc6749 import ClientMixin, OAuth2Request, TokenMixin, grants
+    from authlib.oauth2.rfc6749 import (
+        ClientMixin,
+        InvalidClientError,
+        OAuth2Request,
+        TokenMixin,
+        grants,
+    )
     from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
     from authlib.oauth2.rfc6750 import BearerTokenGenerator
+    from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
     from authlib.oauth2.rfc7636 import CodeChallenge
     from authlib.oauth2.rfc7662 import IntrospectionEndpoint
     from authlib.oauth2.rfc8628 import (
@@ -57,12 +76,19 @@ try:
         DeviceCodeGrant,
         DeviceCredentialDict,
     )
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+    from joserfc import jws
+    from joserfc import jwt as jose_jwt
+    from joserfc.errors import JoseError
+    from joserfc.jwk import RSAKey
 except ImportError:  # pragma: no cover - authlib is a test dependency
     AuthorizationServer = None  # type: ignore[assignment,misc]
 
 INTROSPECTION_CLIENT = "dovecot"
 INTROSPECTION_SECRET = "dovecot-secret"
 SCOPE = "mail"
+#: RFC 7523 client authentication with a JWT signed by the client's private key
+PRIVATE_KEY_JWT = "private_key_jwt"
 
 
 def _require_authlib() -> None:
@@ -86,6 +112,9 @@ class Client(ClientMixin):  # type: ignore[misc]
     grant_types: tuple[str, ...] = ("client_credentials", "refresh_token",
                                     "urn:ietf:params:oauth:grant-type:device_code",
                                     "authorization_code")
+    #: the public certificate (a ``cryptography`` x509.Certificate) the client signs its
+    #: ``private_key_jwt`` assertions for; None for a client with a secret (or none)
+    certificate: Any = None
 
     def get_client_id(self) -> str:
         return self.client_id
@@ -106,6 +135,8 @@ class Client(ClientMixin):  # type: ignore[misc]
             self.client_secret, client_secret)
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        if self.certificate is not None:
+            return method == PRIVATE_KEY_JWT
         if self.client_secret is None:
             return method == "none"
         return method in ("client_secret_basic", "client_secret_post")
@@ -178,7 +209,8 @@ class _Request(OAuth2Request):  # type: ignore[misc]
                  query: dict[str, str]) -> None:
         headers = {"Authorization": environ.get("HTTP_AUTHORIZATION", ""),
                    "Content-Type": environ.get("CONTENT_TYPE", "")}
-        uri = f"http://{environ['HTTP_HOST']}{environ['PATH_INFO']}"
+        scheme = "https" if environ.get("HTTPS") == "on" else "http"
+        uri = f"{scheme}://{environ['HTTP_HOST']}{environ['PATH_INFO']}"
         if environ.get("QUERY_STRING"):
             uri += "?" + environ["QUERY_STRING"]
         super().__init__(environ["REQUEST_METHOD"], uri, headers=headers)
@@ -225,7 +257,87 @@ class _Server(AuthorizationServer):  # type: ignore[misc]
 
 
 class _ClientCredentials(grants.ClientCredentialsGrant):  # type: ignore[misc]
-    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", PRIVATE_KEY_JWT]
+
+
+def thumbprint(certificate: Any, algorithm: str = "sha1") -> str:
+    """A certificate's thumbprint as a JWS ``x5t`` (``sha1``) or ``x5t#S256`` carries it:
+    the hash of its DER encoding, base64url."""
+    digest = hashlib.new(algorithm, certificate.public_bytes(Encoding.DER)).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def _unpadded(value: object) -> str | None:
+    return value.rstrip("=") if isinstance(value, str) else None
+
+
+class _CertificateAssertion(JWTBearerClientAssertion):  # type: ignore[misc]
+    """``private_key_jwt`` for clients registered with a certificate, checked as Entra ID
+    does: the assertion names the certificate by its thumbprint, and is signed by its key."""
+
+    CLIENT_AUTH_METHOD = PRIVATE_KEY_JWT
+
+    def __init__(self, owner: OAuthTestServer) -> None:
+        super().__init__(validate_jti=True)
+        self.owner = owner
+        # MSAL signs RS256 with a SHA-1 ``x5t``, or PS256 with ``x5t#S256`` (joserfc's
+        # default set leaves PS256 out), and puts the whole certificate in ``x5c`` (for
+        # Entra ID's subject name/issuer check): a header far over joserfc's 512 bytes
+        self.registry = jws.JWSRegistry(algorithms=["RS256", "PS256"])
+        self.registry.max_header_length = 16 * 1024
+
+    def get_audiences(self) -> list[str]:
+        return [self.owner.token_url]
+
+    def extract_assertion(self, assertion: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        # Authlib's own, with the registry above
+        try:
+            obj = jws.extract_compact(assertion.encode(), None, self.registry)
+            claims = json.loads(obj.payload)
+        except (JoseError, ValueError) as exc:
+            raise InvalidClientError(description="Invalid JWT assertion.") from exc
+        if not isinstance(claims, dict):
+            raise InvalidClientError(description="Invalid JWT payload.")
+        headers = obj.headers()
+        self.owner.assertions.append({"header": dict(headers), "claims": dict(claims)})
+        client = self.owner.clients.get(claims.get("sub")) if isinstance(
+            claims.get("sub"), str) else None
+        if client is not None and client.certificate is not None:
+            # MSAL pads its base64url with "=" (RFC 7515 has none); Entra ID takes both
+            if "x5t#S256" in headers:
+                known = _unpadded(headers["x5t#S256"]) == thumbprint(client.certificate,
+                                                                    "sha256")
+            else:
+                known = _unpadded(headers.get("x5t")) == thumbprint(client.certificate)
+            if not known:  # Entra ID: AADSTS700027, the key was not found
+                raise InvalidClientError(
+                    description="no certificate with this thumbprint is registered "
+                                "for the client")
+        return headers, claims
+
+    def resolve_client_public_key(self, client: Client) -> Any:
+        if client.certificate is None:
+            raise InvalidClientError(description="the client has no certificate")
+        return RSAKey.import_key(client.certificate.public_key().public_bytes(
+            Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+
+    def process_assertion_claims(self, assertion: str, resolve_key: Any) -> Any:
+        try:
+            token = jose_jwt.decode(assertion, resolve_key, registry=self.registry)
+        except JoseError as exc:
+            raise InvalidClientError(description=exc.description or exc.error) from exc
+        self.verify_claims(token.claims)
+        return token.claims
+
+    def validate_jti(self, claims: dict[str, Any], jti: str) -> bool:
+        # MSAL sends one signed assertion for up to 9 minutes (Entra ID accepts that), so
+        # refusing a repeated jti is a knob (``reject_replayed_assertions``), off by default
+        seen = self.owner.assertion_ids
+        key = f"{claims['sub']} {jti}"
+        if key in seen and self.owner.reject_replayed_assertions:
+            return False
+        seen.add(key)
+        return True
 
 
 def _refresh_grant(owner: OAuthTestServer) -> type:
@@ -315,6 +427,14 @@ class _Introspection(IntrospectionEndpoint):  # type: ignore[misc]
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
+    #: set for https: each connection's TLS handshake runs in its request's thread
+    tls: ssl.SSLContext | None = None
+
+    def get_request(self) -> tuple[Any, Any]:
+        sock, address = super().get_request()
+        if self.tls is not None:
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -324,9 +444,13 @@ class _QuietHandler(WSGIRequestHandler):
 
 @attrs.define(kw_only=True)
 class OAuthTestServer:
-    """The running server; ``url`` is ``http://127.0.0.1:PORT``."""
+    """The running server; ``url`` is ``http://127.0.0.1:PORT`` (``https://`` with ``ca``)."""
 
     url: str = ""
+    #: serve https with this CA's server certificate (for 127.0.0.1 and localhost)
+    ca: TestCA | None = None
+    #: refuse a client assertion whose ``jti`` was seen before (Entra ID does not)
+    reject_replayed_assertions: bool = False
     expires_in: int = 3600
     rotate: bool = True
     grace: bool = True
@@ -342,6 +466,11 @@ class OAuthTestServer:
     grants: Counter[str] = attrs.field(factory=Counter)
     #: introspection requests (each login Dovecot or the SMTP server checked)
     introspections: int = 0
+    #: the client assertions received (``header`` and ``claims``), accepted or not
+    assertions: list[dict[str, Any]] = attrs.field(factory=list)
+    assertion_ids: set[str] = attrs.field(factory=set)
+    #: paths of the OpenID discovery documents requested
+    discoveries: list[str] = attrs.field(factory=list)
     lock: threading.RLock = attrs.field(factory=threading.RLock)
     _authz: Any = None
     _httpd: Any = None
@@ -371,6 +500,20 @@ class OAuthTestServer:
         with self.lock:
             self.clients[client.client_id] = client
         return client
+
+    def add_certificate_client(self, user: str, certificate: Any, *,
+                               client_id: str | None = None) -> Client:
+        """Register an app with a public certificate (a ``cryptography`` certificate): it
+        authenticates with ``private_key_jwt`` assertions signed by the certificate's key."""
+        client = Client(client_id=client_id or f"app-{secrets.token_hex(4)}",
+                        client_secret=None, user=user, certificate=certificate)
+        with self.lock:
+            self.clients[client.client_id] = client
+        return client
+
+    def discovery_url(self, tenant: str) -> str:
+        """Where MSAL reads the tenant's OpenID configuration (authority ``url/tenant``)."""
+        return f"{self.url}/{tenant}/v2.0/.well-known/openid-configuration"
 
     def issue_refresh_token(self, client: Client, user: str) -> str:
         """A refresh token as a finished sign-in of ``user`` would leave (``auth login``)."""
@@ -430,10 +573,17 @@ class OAuthTestServer:
         authz.register_grant(_DeviceCode)
         authz.register_endpoint(_DeviceAuthorization)
         authz.register_endpoint(_Introspection)
+        authz.register_client_auth_method(PRIVATE_KEY_JWT, _CertificateAssertion(self))
         self._authz = authz
         self._httpd = make_server("127.0.0.1", 0, self._app, server_class=_ThreadingServer,
                                   handler_class=_QuietHandler)
-        self.url = f"http://127.0.0.1:{self._httpd.server_port}"
+        scheme = "http"
+        if self.ca is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(self.ca.server_cert, self.ca.server_key)
+            self._httpd.tls = context
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self._httpd.server_port}"
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,),
                                         name="oauth-test-server", daemon=True)
         self._thread.start()
@@ -449,6 +599,7 @@ class OAuthTestServer:
         form = dict(urllib.parse.parse_qsl(body))
         query = dict(urllib.parse.parse_qsl(environ.get("QUERY_STRING", "")))
         path = environ["PATH_INFO"]
+        environ["HTTPS"] = "on" if self.ca is not None else "off"
         with self.lock:
             if self.down:
                 status, payload, headers = 503, {"error": "temporarily_unavailable"}, []
@@ -467,6 +618,17 @@ class OAuthTestServer:
 
     def _dispatch(self, path: str, request: _Request) -> tuple[int, Any, list[Any]]:
         authz = self._authz
+        tenant, _, rest = path.lstrip("/").partition("/")
+        if rest == "v2.0/.well-known/openid-configuration" and request.method == "GET":
+            self.discoveries.append(path)
+            return 200, {
+                "issuer": f"{self.url}/{tenant}/v2.0",
+                "token_endpoint": self.token_url,
+                "authorization_endpoint": self.authorize_url,
+                "device_authorization_endpoint": self.device_url,
+                "token_endpoint_auth_methods_supported": [
+                    "client_secret_post", "client_secret_basic", PRIVATE_KEY_JWT],
+            }, []
         if path == "/token":
             status, payload, headers = authz.create_token_response(request)
             if status == 200:
@@ -497,8 +659,11 @@ class OAuthTestServer:
         with self.lock:
             self.expires_in, self.rotate, self.grace, self.down = 3600, True, True, False
             self.auto_approve_user = None
+            self.reject_replayed_assertions = False
             self.grants.clear()
             self.introspections = 0
+            self.assertions.clear()
+            self.discoveries.clear()
 
 
 @pytest.fixture(scope="session")
@@ -522,6 +687,26 @@ def oauth_server(oauth_server_session: OAuthTestServer) -> OAuthTestServer:
     return oauth_server_session
 
 
+@pytest.fixture(scope="session")
+def oauth_tls_server_session(test_ca: TestCA) -> Iterator[OAuthTestServer]:
+    _require_authlib()
+    server = OAuthTestServer(ca=test_ca)
+    server.add_client(INTROSPECTION_CLIENT, secret=INTROSPECTION_SECRET,
+                      client_id=INTROSPECTION_CLIENT)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def oauth_tls_server(oauth_tls_server_session: OAuthTestServer) -> OAuthTestServer:
+    """The same server over https (``ca.ca_cert`` is its CA), knobs reset for this test."""
+    oauth_tls_server_session.reset()
+    return oauth_tls_server_session
+
+
 def introspect(server: OAuthTestServer, token: str) -> str | None:
     """Ask the server's introspection endpoint about ``token`` over HTTP, as a resource
     server does (RFC 7662); the user it is for, or None when it is not active."""
@@ -529,7 +714,8 @@ def introspect(server: OAuthTestServer, token: str) -> str | None:
     request = urllib.request.Request(
         server.introspection_url, data=urllib.parse.urlencode({"token": token}).encode(),
         headers={"Authorization": "Basic " + basic.decode()})
-    with urllib.request.urlopen(request, timeout=5) as response:
+    context = ssl.create_default_context(cafile=server.ca.ca_cert) if server.ca else None
+    with urllib.request.urlopen(request, timeout=5, context=context) as response:
         data = json.load(response)
     return data.get("username") if data.get("active") else None
 

@@ -29,7 +29,7 @@ from .accounts import read_accounts_csv, reconcile, write_accounts_csv
 from .config import Config, ImapConfig, check_secrets, deployment_problems, load_config
 from .errors import CommitEmailError, ConfigError, InputError, OAuthError
 from .message import Message
-from .model import PERMANENT_FAILURE, Outcome, OutcomeKind, SourceRef
+from .model import Outcome, OutcomeKind, SourceRef
 from .oauth import OAuthCredentials, RefreshTokenStore, refresh_token_path
 from .pipeline import Connector
 from .plugins import DISABLE_PLUGINS_ENV, PluginHost
@@ -112,12 +112,12 @@ def _print_unsent(connector: Connector, out: TextIO) -> None:
     waiting = pending()
     if not waiting:
         return
-    failed = sum(entry.last_error.startswith(PERMANENT_FAILURE) for entry in waiting)
+    failed = sum(entry.failed for entry in waiting)
     if failed:
         # Given-up mail is not retried by the next run: say where to deal with it.
         print(f"\n{_count(failed, 'mail')} given up (refused or out of attempts); "
               "see: commit-email outbox list", file=out)
-        waiting = [e for e in waiting if not e.last_error.startswith(PERMANENT_FAILURE)]
+        waiting = [e for e in waiting if not e.failed]
     if not waiting:
         return
     kinds = Counter(entry.mail.kind for entry in waiting)
@@ -141,7 +141,7 @@ def _log_unsent(connector: Connector) -> None:
     pending = getattr(connector.state, "pending_mail", None)
     if connector.mailer is None or pending is None:
         return
-    waiting = [e for e in pending() if not e.last_error.startswith(PERMANENT_FAILURE)]
+    waiting = [e for e in pending() if not e.failed]
     if waiting:
         log.warning("%s left queued in the outbox; the next run sends them",
                     _count(len(waiting), "mail"))

@@ -16,7 +16,6 @@ from ._frozen import PicklesByFields, frozen_mapping
 
 __all__ = [
     "ACCOUNT_FIELDS",
-    "PERMANENT_FAILURE",
     "TICKET_FIELDS",
     "Account",
     "AccountKind",
@@ -223,11 +222,6 @@ class SourceRef:
 
     def __str__(self) -> str:
         return f"{self.name}#{self.uidl}" if self.uidl else (self.name or self.kind)
-
-
-#: ``last_error`` prefix of an outbox mail that is given up (refused for good, or out of
-#: attempts): it is not sent again until ``commit-email outbox retry`` puts it back.
-PERMANENT_FAILURE = "permanent: "
 
 
 @frozen(kw_only=True)

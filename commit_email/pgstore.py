@@ -38,7 +38,6 @@ import attrs
 
 from .errors import ConfigError, StoreError
 from .model import (
-    PERMANENT_FAILURE,
     Account,
     AccountKind,
     Document,
@@ -55,6 +54,7 @@ from .storage import (
     ACCOUNT_COLUMNS,
     COPY_TABLES,
     JSON_COLUMNS,
+    LEGACY_GIVEN_UP_PREFIX,
     SEARCHABLE,
     TICKET_COLUMNS,
     OutboxEntry,
@@ -73,9 +73,9 @@ __all__ = ["PG_SCHEMA_VERSION", "PostgresStore", "is_postgres_url", "load_psycop
 EXTRA_HINT = "pip install 'commit-email[postgres]'"
 
 #: The schema this code writes; see ``_PG_MIGRATIONS`` for how older stores are brought up.
-PG_SCHEMA_VERSION = 2
+PG_SCHEMA_VERSION = 3
 
-# Version 2. A schema change is a new version: the change goes here (new stores) and into
+# Version 3. A schema change is a new version: the change goes here (new stores) and into
 # ``_PG_MIGRATIONS`` (existing ones); the tests compare the two.
 _PG_SCHEMA = """
 CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL);
@@ -135,12 +135,15 @@ CREATE TABLE outbox (
     attempts integer NOT NULL DEFAULT 0, last_error text NOT NULL DEFAULT '',
     created timestamptz NOT NULL, sent timestamptz, last_attempt timestamptz,
     -- a sender's claim: who is sending the row, and until when the claim holds
-    claimed_by text, claimed_until timestamptz
+    claimed_by text, claimed_until timestamptz,
+    -- when the mail was given up (refused for good, or out of attempts): NULL while it is
+    -- not; it is then sent no more until `outbox retry` puts it back
+    given_up timestamptz
 );
 CREATE INDEX outbox_pending ON outbox (id) WHERE sent IS NULL;
 -- what a flush may still send (given-up mail piles up and must not be read after every
 -- message); due_mail repeats this WHERE word for word, so the planner can use it
-CREATE INDEX outbox_due ON outbox (id) WHERE sent IS NULL AND last_error NOT LIKE 'permanent: %';
+CREATE INDEX outbox_due ON outbox (id) WHERE sent IS NULL AND given_up IS NULL;
 -- the renewal of a sender's claims (claim_mail) finds its rows without reading the queue
 CREATE INDEX outbox_claimed ON outbox (claimed_by) WHERE claimed_by IS NOT NULL;
 CREATE TABLE sent_ids (
@@ -168,6 +171,18 @@ _PG_MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: (
         "ALTER TABLE outbox ADD COLUMN claimed_by text, ADD COLUMN claimed_until timestamptz",
         "CREATE INDEX outbox_claimed ON outbox (claimed_by) WHERE claimed_by IS NOT NULL",
+    ),
+    # when a mail was given up, in a column instead of a "permanent: " at the start of
+    # last_error (versions 1 and 2): such rows get the time of their last attempt (else
+    # their creation) and lose the prefix
+    3: (
+        "ALTER TABLE outbox ADD COLUMN given_up timestamptz",
+        "UPDATE outbox SET"
+        " given_up = CASE WHEN sent IS NULL THEN coalesce(last_attempt, created) END,"
+        f" last_error = substr(last_error, {len(LEGACY_GIVEN_UP_PREFIX) + 1})"
+        f" WHERE left(last_error, {len(LEGACY_GIVEN_UP_PREFIX)}) = '{LEGACY_GIVEN_UP_PREFIX}'",
+        "DROP INDEX outbox_due",
+        "CREATE INDEX outbox_due ON outbox (id) WHERE sent IS NULL AND given_up IS NULL",
     ),
 }
 
@@ -852,7 +867,7 @@ class PostgresStore:
     ) -> list[OutboxEntry]:
         rows = self._execute(
             "SELECT id, kind, sender, recipients, raw, message_id, ticket, attempts, last_error,"
-            f" created, last_attempt, sent FROM outbox {where} ORDER BY id LIMIT %s",
+            f" created, last_attempt, sent, given_up FROM outbox {where} ORDER BY id LIMIT %s",
             (*params, limit),
         )
         return [
@@ -866,8 +881,9 @@ class PostgresStore:
                 created=created,
                 last_attempt=tried,
                 sent_at=sent,
+                given_up_at=given_up,
             )
-            for i, k, s, r, raw, m, t, a, e, created, tried, sent in rows
+            for i, k, s, r, raw, m, t, a, e, created, tried, sent, given_up in rows
         ]
 
     def pending_mail(self) -> list[OutboxEntry]:
@@ -875,12 +891,11 @@ class PostgresStore:
 
     #: what may be sent: the WHERE of the ``outbox_due`` index, word for word, and more
     _DUE = (
-        "sent IS NULL AND last_error NOT LIKE 'permanent: %%'"
+        "sent IS NULL AND given_up IS NULL"
         " AND cardinality(recipients) > 0 AND (last_attempt IS NULL OR last_attempt <= %s)"
     )
 
     def due_mail(self, *, tried_before: datetime, limit: int) -> list[OutboxEntry]:
-        assert PERMANENT_FAILURE == "permanent: "  # spelled out in _DUE, as in the index
         return self._outbox("WHERE " + self._DUE, (_utc(tried_before),), limit=limit)
 
     def claim_mail(
@@ -935,18 +950,20 @@ class PostgresStore:
             (now, now, mail_id),
         )
 
-    def mark_mail_failed(self, mail_id: int, error: str) -> None:
+    def mark_mail_failed(self, mail_id: int, error: str, *, give_up: bool = False) -> None:
+        now = utcnow()
         self._execute(
             "UPDATE outbox SET attempts = attempts + 1, last_error = %s, last_attempt = %s,"
-            " claimed_by = NULL, claimed_until = NULL WHERE id = %s",
-            (error, utcnow(), mail_id),
+            " given_up = coalesce(given_up, %s), claimed_by = NULL, claimed_until = NULL"
+            " WHERE id = %s",
+            (error, now, now if give_up else None, mail_id),
         )
 
     def requeue_mail(self, mail_id: int) -> bool:
         """Put an unsent mail back in the queue as if new; False when there is none."""
         cur = self._execute(
-            "UPDATE outbox SET attempts = 0, last_error = '', last_attempt = NULL"
-            " WHERE id = %s AND sent IS NULL",
+            "UPDATE outbox SET attempts = 0, last_error = '', last_attempt = NULL,"
+            " given_up = NULL WHERE id = %s AND sent IS NULL",
             (mail_id,),
         )
         return cur.rowcount > 0

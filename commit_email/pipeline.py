@@ -37,7 +37,6 @@ from .deadline import check as check_time
 from .errors import CommitEmailError, MessageError
 from .message import Message
 from .model import (
-    PERMANENT_FAILURE,
     Outcome,
     OutcomeKind,
     OutgoingMail,
@@ -65,7 +64,6 @@ __all__ = [
     "AUTOMATED_ORDER",
     "EMAIL_TO_TICKET_ORDER",
     "FILTER_ORDER",
-    "PERMANENT_FAILURE",
     "THREADING_ORDER",
     "XML_ORDER",
     "Connector",

@@ -171,6 +171,11 @@ class QueuedMail(Protocol):
     def last_attempt(self) -> datetime | None:
         """When the mail was last tried (None: never), for ``smtp.retry_interval``."""
         ...
+    @property
+    def failed(self) -> bool:
+        """Given up (refused for good, or out of attempts): not sent again until it is
+        put back in the queue (``commit-email outbox retry``)."""
+        ...
 
 
 @runtime_checkable
@@ -246,10 +251,11 @@ class ConnectorState(Protocol):
         """Record that the mail went out (an attempt, at the current time); ends its claim."""
         ...
 
-    def mark_mail_failed(self, mail_id: int, error: str) -> None:
-        """Record a failed attempt (at the current time) with the error, and end its claim;
-        ``error`` starting with ``"permanent: "`` means the mail is given up and must not be
-        sent again."""
+    def mark_mail_failed(self, mail_id: int, error: str, *, give_up: bool = False) -> None:
+        """Record a failed attempt (at the current time) with the error, and end its claim.
+        ``give_up``: the mail is given up (refused for good, or out of attempts) and must
+        not be sent again until it is put back in the queue; it stays given up whatever
+        later attempts say. The error is kept as given, without any marker."""
         ...
 
     def record_sent_message_id(self, message_id: str, ticket_rec_id: str) -> None:

@@ -51,7 +51,7 @@ from typing import Any
 
 from .config import Config
 from .errors import CommitEmailError, MailerError, StoreError
-from .model import PERMANENT_FAILURE, OutgoingMail, utcnow
+from .model import OutgoingMail, utcnow
 from .outgoing import replied_to
 from .protocols import ConnectorState, Mailer, QueuedMail
 
@@ -152,7 +152,7 @@ class Outbox:
             permanent = True
             error = f"gave up after {attempts} attempts: {error}"
         with self.state.transaction():
-            self.state.mark_mail_failed(entry.id, (PERMANENT_FAILURE if permanent else "") + error)
+            self.state.mark_mail_failed(entry.id, error, give_up=permanent)
         mail = entry.mail
         if permanent:
             # Nobody reads a WARNING in time: this mail is lost unless someone acts on it.

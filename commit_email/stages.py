@@ -26,7 +26,6 @@ from .config import Config
 from .deadline import check as check_deadline
 from .message import Message
 from .model import (
-    PERMANENT_FAILURE,
     Document,
     HistoryEntry,
     Match,
@@ -193,7 +192,7 @@ class Context:
         if not mail.recipients:
             # Nothing could ever send it: give it up now, where `outbox list` shows
             # failures, instead of leaving it pending for good.
-            self.state.mark_mail_failed(mail_id, PERMANENT_FAILURE + "no recipients")
+            self.state.mark_mail_failed(mail_id, "no recipients", give_up=True)
             log.error("%s mail %d (Message-ID %s) has no recipients; kept in the outbox as "
                       "failed", mail.kind, mail_id, mail.message_id or "-")
 

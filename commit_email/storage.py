@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 from attrs import frozen
 
-from .model import PERMANENT_FAILURE, Account, Outcome, OutgoingMail, SourceRef, Ticket
+from .model import Account, Outcome, OutgoingMail, SourceRef, Ticket
 
 __all__ = [
     "ACCOUNT_COLUMNS",
@@ -59,7 +59,7 @@ COPY_TABLES: dict[str, tuple[str, ...]] = {
     "processed": ("digest", "source_kind", "source_name", "uidl", "message_id", "outcome",
                   "ticket", "account", "detail", "stage", "created"),
     "outbox": ("id", "kind", "sender", "recipients", "raw", "message_id", "ticket", "attempts",
-               "last_error", "created", "sent", "last_attempt"),
+               "last_error", "created", "sent", "last_attempt", "given_up"),
     "sent_ids": ("message_id", "ticket", "created"),
     "filed_ids": ("message_id", "ticket", "created"),
     "auto_responses": ("sender", "at"),
@@ -68,9 +68,13 @@ COPY_TABLES: dict[str, tuple[str, ...]] = {
     "recoveries": ("key", "event_time", "remembered"),
 }
 #: columns of COPY_TABLES by the type they are exported as
-TIME_COLUMNS = frozenset(("created", "updated", "sent", "last_attempt", "at", "event_time",
-                          "remembered"))
+TIME_COLUMNS = frozenset(("created", "updated", "sent", "last_attempt", "given_up", "at",
+                          "event_time", "remembered"))
 JSON_COLUMNS = frozenset(("extra", "fields"))
+#: What the stores wrote at the start of ``outbox.last_error`` to mark a given-up mail before
+#: the ``given_up`` column (SQLite schema 4, PostgreSQL schema 3); their migrations turn it
+#: into the column.
+LEGACY_GIVEN_UP_PREFIX = "permanent: "
 BOOL_COLUMNS = frozenset(("active", "closed"))
 
 _REC_ALPHABET = string.ascii_uppercase + string.digits
@@ -124,7 +128,9 @@ class ProcessedEntry:
 
 @frozen(kw_only=True)
 class OutboxEntry:
-    """A queued outgoing mail."""
+    """A queued outgoing mail. ``sent_at`` and ``given_up_at`` are the outbox's ``sent``
+    and ``given_up`` columns: when it went out, and when it was given up (refused for good
+    or out of attempts), None while it has not."""
 
     id: int
     mail: OutgoingMail
@@ -134,11 +140,12 @@ class OutboxEntry:
     created: datetime | None = None
     last_attempt: datetime | None = None
     sent_at: datetime | None = None
+    given_up_at: datetime | None = None
 
     @property
     def failed(self) -> bool:
         """Given up: refused for good or out of attempts; not sent until retried."""
-        return not self.sent and self.last_error.startswith(PERMANENT_FAILURE)
+        return not self.sent and self.given_up_at is not None
 
     @property
     def status(self) -> str:
@@ -147,8 +154,9 @@ class OutboxEntry:
 
     @property
     def error(self) -> str:
-        """``last_error`` without the ``permanent:`` marker (``status`` says that)."""
-        return self.last_error.removeprefix(PERMANENT_FAILURE)
+        """The server's last answer or the reason of the last failure (``last_error``);
+        whether the mail was given up is ``status``, not part of the text."""
+        return self.last_error
 
 
 def apply_changes(

@@ -28,7 +28,6 @@ import attrs
 
 from .errors import ConfigError, StoreError
 from .model import (
-    PERMANENT_FAILURE,
     Account,
     AccountKind,
     Document,
@@ -46,6 +45,7 @@ from .storage import (
     BOOL_COLUMNS,
     COPY_TABLES,
     JSON_COLUMNS,
+    LEGACY_GIVEN_UP_PREFIX,
     SEARCHABLE,
     TICKET_COLUMNS,
     TIME_COLUMNS,
@@ -69,7 +69,7 @@ __all__ = [
 #: it is opened. A schema change is a new version: the new table or column goes into
 #: ``_SCHEMA`` (for new stores) and into a migration (for existing ones); tests check that
 #: both give the same tables, columns and indexes.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -123,13 +123,16 @@ CREATE TABLE IF NOT EXISTS outbox (
     attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT NOT NULL DEFAULT '',
     created TEXT NOT NULL, sent TEXT, last_attempt TEXT,
     -- a sender's claim: who is sending the row, and until when the claim holds
-    claimed_by TEXT, claimed_until TEXT
+    claimed_by TEXT, claimed_until TEXT,
+    -- when the mail was given up (refused for good, or out of attempts): NULL while it is
+    -- not; it is then sent no more until `outbox retry` puts it back
+    given_up TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (id) WHERE sent IS NULL;
 -- what a flush may still send: given-up mail piles up (bad customer addresses) and must
 -- not be read again after every message; the query repeats this WHERE word for word
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (id)
-    WHERE sent IS NULL AND last_error NOT LIKE 'permanent: %';
+    WHERE sent IS NULL AND given_up IS NULL;
 -- the renewal of a sender's claims (claim_mail) finds its rows without reading the queue
 CREATE INDEX IF NOT EXISTS outbox_claimed ON outbox (claimed_by) WHERE claimed_by IS NOT NULL;
 CREATE TABLE IF NOT EXISTS sent_ids (
@@ -161,7 +164,8 @@ def _from_unversioned(db: sqlite3.Connection) -> None:
     had_filed_ids = db.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'filed_ids'"
     ).fetchone() is not None
-    _add_outbox_columns(db, ("last_attempt", "claimed_by", "claimed_until"))
+    # the columns the schema's outbox indexes name, before the schema creates them
+    _add_outbox_columns(db, ("last_attempt", "claimed_by", "claimed_until", "given_up"))
     for statement in _statements(_SCHEMA):
         db.execute(statement)  # every one is CREATE … IF NOT EXISTS
     if not had_filed_ids:
@@ -188,10 +192,27 @@ def _outbox_claims(db: sqlite3.Connection) -> None:
                " WHERE claimed_by IS NOT NULL")
 
 
+def _outbox_given_up(db: sqlite3.Connection) -> None:
+    """Version 4: ``outbox.given_up``, when a mail was given up, instead of a
+    ``"permanent: "`` at the start of its ``last_error``. Such rows get the time of their
+    last attempt (else their creation) and lose the prefix; ``outbox_due`` is rebuilt on
+    the column."""
+    _add_outbox_columns(db, ("given_up",))
+    db.execute(
+        "UPDATE outbox SET"
+        " given_up = CASE WHEN sent IS NULL THEN coalesce(last_attempt, created) END,"
+        " last_error = substr(last_error, ?) WHERE substr(last_error, 1, ?) = ?",
+        (len(LEGACY_GIVEN_UP_PREFIX) + 1, len(LEGACY_GIVEN_UP_PREFIX), LEGACY_GIVEN_UP_PREFIX),
+    )
+    db.execute("DROP INDEX IF EXISTS outbox_due")
+    db.execute("CREATE INDEX outbox_due ON outbox (id) WHERE sent IS NULL AND given_up IS NULL")
+
+
 #: version -> the step that brings a database of the version before up to it
 _MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     2: _from_unversioned,
     3: _outbox_claims,
+    4: _outbox_given_up,
 }
 
 
@@ -744,7 +765,7 @@ class SQLiteStore:
     ) -> list[OutboxEntry]:
         rows = self._execute(
             "SELECT id, kind, sender, recipients, raw, message_id, ticket, attempts, last_error,"
-            f" created, last_attempt, sent FROM outbox {where} ORDER BY id LIMIT ?",
+            f" created, last_attempt, sent, given_up FROM outbox {where} ORDER BY id LIMIT ?",
             (*params, limit),
         )
         return [
@@ -758,8 +779,9 @@ class SQLiteStore:
                 created=_dt(created),
                 last_attempt=_dt(tried) if tried else None,
                 sent_at=_dt(sent) if sent else None,
+                given_up_at=_dt(given_up) if given_up else None,
             )
-            for i, k, s, r, raw, m, t, a, e, created, tried, sent in rows
+            for i, k, s, r, raw, m, t, a, e, created, tried, sent, given_up in rows
         ]
 
     def pending_mail(self) -> list[OutboxEntry]:
@@ -767,7 +789,7 @@ class SQLiteStore:
 
     #: what may be sent: the WHERE of the ``outbox_due`` index, word for word, and more
     _DUE = (
-        f"sent IS NULL AND last_error NOT LIKE '{PERMANENT_FAILURE}%'"
+        "sent IS NULL AND given_up IS NULL"
         " AND recipients != '[]' AND (last_attempt IS NULL OR last_attempt <= ?)"
     )
 
@@ -828,19 +850,21 @@ class SQLiteStore:
             (now, now, mail_id),
         )
 
-    def mark_mail_failed(self, mail_id: int, error: str) -> None:
+    def mark_mail_failed(self, mail_id: int, error: str, *, give_up: bool = False) -> None:
+        now = _iso(utcnow())
         self._execute(
             "UPDATE outbox SET attempts = attempts + 1, last_error = ?, last_attempt = ?,"
-            " claimed_by = NULL, claimed_until = NULL WHERE id = ?",
-            (error, _iso(utcnow()), mail_id),
+            " given_up = coalesce(given_up, ?), claimed_by = NULL, claimed_until = NULL"
+            " WHERE id = ?",
+            (error, now, now if give_up else None, mail_id),
         )
 
     def requeue_mail(self, mail_id: int) -> bool:
-        """Put an unsent mail back in the queue as if new (attempts and error cleared);
-        False when there is no such unsent mail."""
+        """Put an unsent mail back in the queue as if new (attempts, error and given-up
+        mark cleared); False when there is no such unsent mail."""
         cur = self._execute(
-            "UPDATE outbox SET attempts = 0, last_error = '', last_attempt = NULL"
-            " WHERE id = ? AND sent IS NULL",
+            "UPDATE outbox SET attempts = 0, last_error = '', last_attempt = NULL,"
+            " given_up = NULL WHERE id = ? AND sent IS NULL",
             (mail_id,),
         )
         return cur.rowcount > 0

@@ -402,7 +402,7 @@ def mail(subject: str) -> OutgoingMail:
 def test_purge_removes_failed_mail_and_needs_force_for_pending_mail(cli: Cli) -> None:
     with cli.store() as store:
         failed = store.enqueue_mail(mail("refused"))
-        store.mark_mail_failed(failed, "permanent: 550 no such user")
+        store.mark_mail_failed(failed, "550 no such user", give_up=True)
         pending = store.enqueue_mail(mail("waiting"))
 
     refused = cli.outbox("purge", str(pending))
@@ -423,7 +423,7 @@ def test_purge_sent_before_removes_only_old_sent_mail(cli: Cli) -> None:
         old, recent, failed, pending = (store.enqueue_mail(mail(s)) for s in "abcd")
         store.mark_mail_sent(old)
         store.mark_mail_sent(recent)
-        store.mark_mail_failed(failed, "permanent: 550 no such user")
+        store.mark_mail_failed(failed, "550 no such user", give_up=True)
     with sqlite3.connect(cli.root / "commit.db") as db:  # sent last year
         db.execute("UPDATE outbox SET sent = ? WHERE id = ?",
                    ((utcnow() - timedelta(days=400)).isoformat(), old))

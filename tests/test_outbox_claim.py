@@ -133,7 +133,7 @@ def test_sent_and_given_up_mail_is_never_claimed(any_store: Store) -> None:
     ids = queue(store, 3)
     with store.transaction():
         store.mark_mail_sent(ids[0])
-        store.mark_mail_failed(ids[1], "permanent: 550 no such user")
+        store.mark_mail_failed(ids[1], "550 no such user", give_up=True)
     assert claim(store, "a", 10) == ids[2:]
     assert claim(store, "b", 10, at=LEASE * 2) == ids[2:]  # a's lease ended
 
@@ -143,7 +143,11 @@ def test_a_postgres_store_from_before_the_claim_gets_it(pg_url: str) -> None:
     with PostgresStore(pg_url) as store:
         ids = queue(store, 2)
         store._execute("DROP INDEX outbox_claimed")
-        store._execute("ALTER TABLE outbox DROP COLUMN claimed_by, DROP COLUMN claimed_until")
+        store._execute("DROP INDEX outbox_due")
+        store._execute("ALTER TABLE outbox DROP COLUMN claimed_by, DROP COLUMN claimed_until,"
+                       " DROP COLUMN given_up")
+        store._execute("CREATE INDEX outbox_due ON outbox (id)"
+                       " WHERE sent IS NULL AND last_error NOT LIKE 'permanent: %'")
         store._execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     with PostgresStore(pg_url) as store:
         assert store.schema_version == PG_SCHEMA_VERSION

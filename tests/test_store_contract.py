@@ -106,13 +106,20 @@ def test_the_outbox(any_store: Store) -> None:
 
     store.mark_mail_sent(ids[0])
     store.mark_mail_failed(ids[1], "451 later")
-    store.mark_mail_failed(ids[2], "permanent: 550 no such user")
+    store.mark_mail_failed(ids[2], "550 no such user", give_up=True)
     sent, waiting, given_up = (store.get_mail(i) for i in ids[:3])
     assert sent is not None and sent.status == "sent" and sent.sent_at is not None
     assert waiting is not None and waiting.status == "pending" and waiting.attempts == 1
     assert waiting.last_attempt is not None and waiting.error == "451 later"
     assert given_up is not None and given_up.status == "failed"
-    assert given_up.error == "550 no such user"
+    assert given_up.error == given_up.last_error == "550 no such user"  # no marker in it
+    assert given_up.given_up_at is not None and given_up.given_up_at == given_up.last_attempt
+    assert waiting.given_up_at is None and sent.given_up_at is None
+    # a later failure does not put a given-up mail back in the queue
+    store.mark_mail_failed(ids[2], "421 try later")
+    again = store.get_mail(ids[2])
+    assert again is not None and again.failed and again.given_up_at == given_up.given_up_at
+    assert again.attempts == 2 and again.error == "421 try later"
     # just tried: not due before retry_interval has passed; given up: never
     assert [m.id for m in store.due_mail(tried_before=utcnow() - timedelta(hours=1),
                                          limit=10)] == [ids[3]]
@@ -123,6 +130,8 @@ def test_the_outbox(any_store: Store) -> None:
     assert store.requeue_mail(ids[2]) is True
     requeued = store.get_mail(ids[2])
     assert requeued is not None and requeued.attempts == 0 and requeued.status == "pending"
+    assert requeued.given_up_at is None and requeued.error == ""
+    assert [m.id for m in store.due_mail(tried_before=later, limit=10)] == ids[1:]
     assert store.requeue_mail(ids[0]) is False  # sent mail stays sent
     assert store.delete_mail(ids[3]) is True and store.delete_mail(ids[3]) is False
     assert store.delete_sent_mail(utcnow() - timedelta(days=1)) == []

@@ -43,7 +43,7 @@ def filled_store(path: Path) -> SQLiteStore:
     with store.transaction():
         first, second, *_ = store.pending_mail()
         store.mark_mail_sent(first.id)
-        store.mark_mail_failed(second.id, "permanent: 550 no such user")
+        store.mark_mail_failed(second.id, "550 no such user", give_up=True)
         store.record_sent_message_id("1.a@commit-email.example", "TKT1")
         store.record_ticket_recipient("TKT1", "jane@customer.example")
         store.record_failed_login("eve@evil.example", now, expire_before=now - timedelta(1))

@@ -108,7 +108,7 @@ def test_every_select_of_a_message_uses_an_index_on_postgres(
     assert any("FROM tickets WHERE source_key" in s for s in seen)
     assert any("uidl = ANY(" in s for s in seen)
     assert any("FROM filed_ids WHERE message_id" in s for s in seen)
-    assert any("FROM outbox WHERE sent IS NULL AND last_error" in s for s in seen)
+    assert any("FROM outbox WHERE sent IS NULL AND given_up IS NULL" in s for s in seen)
     store._execute("ANALYZE")
     store._execute("SET enable_seqscan = off")
     scans = {}

@@ -519,6 +519,8 @@ def _pem_credential(pem: str, password: str, key: str) -> dict[str, Any]:
         der = base64.b64decode("".join(body.split()), validate=True)
     except binascii.Error as exc:
         raise ConfigError("the certificate in the PEM file is not base64", key=key) from exc
+    if not password:
+        _check_private_key(pem, key)
     import hashlib  # noqa: PLC0415 - only here
 
     credential: dict[str, Any] = {
@@ -529,6 +531,26 @@ def _pem_credential(pem: str, password: str, key: str) -> dict[str, Any]:
     if password:
         credential["passphrase"] = password
     return credential
+
+
+def _check_private_key(pem: str, key: str) -> None:
+    """Read an unencrypted key now: MSAL would only find it damaged when it signs the first
+    assertion, and that failure would look like a passing network fault. (An encrypted key
+    is read, with its password, when MSAL builds the application.)"""
+    try:
+        from cryptography.hazmat.primitives.serialization import (  # noqa: PLC0415
+            load_pem_private_key,
+        )
+    except ImportError:  # comes with MSAL, which says what is missing
+        return
+    try:
+        load_pem_private_key(pem.encode("ascii"), password=None)
+    except TypeError as exc:  # encrypted, and no password
+        raise ConfigError("the private key in the PEM file is encrypted: set "
+                          "certificate_password_env", key=key) from exc
+    except ValueError as exc:
+        raise ConfigError("the private key in the PEM file cannot be read (damaged, or "
+                          "not a key)", key=key) from exc
 
 
 class RefreshTokenStore:

@@ -230,6 +230,29 @@ def test_wrong_pfx_password(tmp_path: Path, oauth_tls_server: OAuthTestServer,
     assert oauth_tls_server.assertions == []
 
 
+@pytest.mark.parametrize("damage, message", [
+    ("corrupt", "cannot be read"), ("encrypted", "is encrypted: set certificate_password_env"),
+])
+def test_a_pem_key_that_cannot_be_used_is_a_config_error_before_any_request(
+        damage: str, message: str, tmp_path: Path, oauth_tls_server: OAuthTestServer,
+        app_cert: AppCertificate) -> None:
+    """Found when the application is built, naming the key, not when MSAL first signs
+    (where it would pass for a network fault and be retried forever)."""
+    grant, _ = make_grant(tmp_path, oauth_tls_server, app_cert)
+    pem = grant.certificate.read_text()
+    begin = pem.index("-----BEGIN PRIVATE KEY-----") + len("-----BEGIN PRIVATE KEY-----\n")
+    if damage == "corrupt":
+        pem = pem[:begin] + "A" * 64 + pem[begin + 64:]
+    else:
+        pem = app_cert.key_pem(PASSWORD).decode() + pem[pem.index("-----BEGIN CERTIFICATE"):]
+    grant.certificate.write_text(pem)
+    with pytest.raises(ConfigError, match=message) as caught:
+        grant.fetch()
+    assert caught.value.key == "oauth.m365.certificate_file"
+    assert "PRIVATE KEY" not in str(caught.value)
+    assert oauth_tls_server.discoveries == [] and oauth_tls_server.assertions == []
+
+
 def test_authority_unreachable(tmp_path: Path, oauth_tls_server: OAuthTestServer,
                                app_cert: AppCertificate) -> None:
     grant, _ = make_grant(tmp_path, oauth_tls_server, app_cert)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import email.utils
 from collections.abc import Mapping, Sequence
-from email.message import EmailMessage
 from pathlib import Path
 from string import Template
 
@@ -32,7 +31,7 @@ from .hookspecs import hookimpl
 from .loops import LOOP_HEADER, LoopGuard
 from .message import Message
 from .model import Match, OutgoingMail, Ticket
-from .outgoing import serialize
+from .outgoing import text_mail
 from .replies import TicketToken
 from .stages import EMAIL_TO_TICKET_STAGE, Context, Stage
 
@@ -101,21 +100,20 @@ def build_auto_response(
     loop_token: str,
 ) -> bytes:
     """The auto-response mail, as bytes ready for SMTP."""
-    out = EmailMessage()
-    out["From"] = sender
-    out["To"] = to
-    out["Subject"] = " ".join(subject.split())
-    out["Date"] = email.utils.formatdate(localtime=False)
-    out["Message-ID"] = f"<{message_id}>"
+    headers = [
+        ("From", sender),
+        ("To", to),
+        ("Subject", " ".join(subject.split())),
+        ("Date", email.utils.formatdate(localtime=False)),
+        ("Message-ID", f"<{message_id}>"),
+    ]
     if message.message_id:
-        out["In-Reply-To"] = f"<{message.message_id}>"
         refs = [*message.references, message.message_id]
-        out["References"] = " ".join(f"<{r}>" for r in dict.fromkeys(refs))
-    out["Auto-Submitted"] = "auto-replied"
-    out["X-Auto-Response-Suppress"] = "All"
-    out[LOOP_HEADER] = loop_token
-    out.set_content(body, charset="utf-8")
-    return serialize(out)
+        headers += [("In-Reply-To", f"<{message.message_id}>"),
+                    ("References", " ".join(f"<{r}>" for r in dict.fromkeys(refs)))]
+    headers += [("Auto-Submitted", "auto-replied"), ("X-Auto-Response-Suppress", "All"),
+                (LOOP_HEADER, loop_token)]
+    return text_mail(headers, body)
 
 
 #: How much of what the sender wrote an auto-response repeats: a 5 MB subject must not come

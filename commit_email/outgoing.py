@@ -9,6 +9,7 @@ that no well-behaved system answers it.
 from __future__ import annotations
 
 import base64
+import binascii
 import email.policy
 import email.utils
 import re
@@ -21,7 +22,7 @@ from io import BytesIO
 
 from .message import Message
 
-__all__ = ["LOOP_HEADER", "build_forward", "make_message_id", "serialize"]
+__all__ = ["LOOP_HEADER", "build_forward", "make_message_id", "serialize", "text_mail"]
 
 #: Header every mail the connector sends carries; mail that comes back with it is ignored.
 LOOP_HEADER = "X-Commit-Email-Loop"
@@ -52,6 +53,55 @@ def _header_line(name: str, value: str) -> bytes:
     if value.isascii() and len(name) + len(value) <= 76 and "=?" not in value:
         return f"{name}: {value}\r\n".encode("ascii")  # nothing to encode or fold
     return _FOLDING.fold_binary(name, value)
+
+
+_SMTP = email.policy.SMTP
+
+#: The longest body line :func:`text_mail` sends unencoded (what ``EmailMessage.set_content``
+#: keeps to before it encodes).
+_MAX_PLAIN_LINE = 78
+
+
+def _text_body(text: str) -> tuple[str, bytes]:
+    """(Content-Transfer-Encoding, body bytes with CRLF) of ``text`` in UTF-8, chosen as
+    ``EmailMessage.set_content`` chooses: as it is when no line is longer than 78 bytes
+    (``7bit``, or ``8bit`` with non-ASCII), else the shorter of quoted-printable and base64."""
+    lines = text.encode("utf-8").splitlines()
+    data = b"\r\n".join(lines) + b"\r\n"
+    if max(map(len, lines), default=0) <= _MAX_PLAIN_LINE:
+        return ("7bit" if data.isascii() else "8bit"), data
+    quoted = binascii.b2a_qp(data, istext=True)  # keeps the CRLF line ends
+    encoded = base64.encodebytes(data).replace(b"\n", b"\r\n")
+    if len(quoted) > len(encoded):
+        return "base64", encoded
+    return "quoted-printable", quoted
+
+
+def _encoded_line(name: str, value: str) -> bytes:
+    """A header with non-ASCII text, folded as ``EmailMessage`` folds it: only the words that
+    need it become RFC 2047 encoded words, so a ``[Ticket#N]`` token stays readable."""
+    value = " ".join(value.split())
+    folded: str = _SMTP.header_factory(name, value).fold(policy=_SMTP)
+    return folded.encode("ascii")
+
+
+def text_mail(headers: list[tuple[str, str]], body: str) -> bytes:
+    """A ``text/plain`` UTF-8 mail with these headers, in this order, as bytes for SMTP.
+
+    Written by hand like a forward, for the same reason: building an ``EmailMessage`` parses
+    every header value into a syntax tree and folds it back, about 1.4 ms a mail, and with an
+    auto-response for most new tickets, ``process`` spent 1.6 times the CPU on a mail.
+    Only a header with non-ASCII text still goes through the header registry."""
+    cte, data = _text_body(body)
+    head = b"".join(_header_line(name, value) if value.isascii() else _encoded_line(name, value)
+                    for name, value in headers)
+    return b"".join((
+        head,
+        b'Content-Type: text/plain; charset="utf-8"\r\n',
+        b"Content-Transfer-Encoding: " + cte.encode("ascii") + b"\r\n",
+        b"MIME-Version: 1.0\r\n\r\n",
+        data,
+    ))
 
 
 #: The longest subject a forward repeats (the original, attached, keeps the whole one).

@@ -4,10 +4,10 @@ A delivery status notification (DSN, RFC 3464) whose embedded original is a mail
 connector sent — an auto-response to a customer, a forward — is filed under that
 mail's ticket as a note: the help desk learns that the customer's address bounces.
 Every other report (DSNs about mail we do not know, ARF spam complaints, read
-receipts), the auto-replies the core's flag misses (``Auto-Submitted: auto-replied
-(vacation)``, Outlook's "Automatische Antwort:" and its other languages) and our own
-mail coming back are ``ignored``. Nothing here opens a ticket or
-sends mail; what this stage passes on, the core filter (order 10) still checks.
+receipts), auto-replies (``Auto-Submitted: auto-replied (vacation)``, Outlook's
+"Automatische Antwort:" and its other languages) and our own mail coming back are
+``ignored``, each with the reason :mod:`commit_email.verdicts` gives. Nothing here opens
+a ticket or sends mail; what this stage passes on, the core filter (order 10) still checks.
 """
 
 from __future__ import annotations
@@ -20,20 +20,15 @@ from email.message import Message as StdMessage
 
 from .config import Config
 from .hookspecs import hookimpl
-from .loops import auto_reply_reason, is_report
 from .message import Message
 from .model import Outcome, OutcomeKind, Ticket
 from .stages import BOUNCES_STAGE, FILTER_ORDER, Context, Stage
+from .verdicts import auto_reply_reason, report_kind
 
 __all__ = ["BounceStage", "delivery_summary", "embedded_message_ids"]
 
 _MSGID_LINE = re.compile(rb"^[ \t>]*Message-ID:[ \t]*<([^<>\s]+)>", re.IGNORECASE | re.MULTILINE)
 _MSGID = re.compile(r"<([^<>\s]+)>")
-_REPORT_KINDS = {
-    "delivery-status": "delivery report",
-    "disposition-notification": "read receipt",
-    "feedback-report": "abuse report (ARF)",
-}
 
 
 def _ids(value: object) -> list[str]:
@@ -97,15 +92,6 @@ def delivery_summary(message: Message) -> str:
 
 
 
-
-def _report_kind(message: Message) -> str:
-    if is_report(message):
-        std = email.message_from_bytes(message.raw)
-        report_type = str(std.get_param("report-type") or "").lower()
-        return _REPORT_KINDS.get(report_type, f"report ({report_type or 'untyped'})")
-    return "delivery report"
-
-
 class BounceStage:
     """Order 9: reports about our own mail are filed; other reports are ignored."""
 
@@ -131,7 +117,7 @@ class BounceStage:
                 return None
             ctx.note("ignored", reason)
             return Outcome(kind=OutcomeKind.IGNORED, detail=reason, stage=self.name)
-        kind = _report_kind(message)
+        kind = report_kind(message)
         found = self.our_ticket(message, ctx)
         if found is None:
             reason = f"{kind}, not about a mail of ours"

@@ -1,9 +1,10 @@
 """The first stage: mail that must never open a ticket or get an answer.
 
 Bounces (DSNs and other delivery reports) and auto-replies (``Auto-Submitted:
-auto-replied``, out-of-office notices) are ``ignored``, and so is mail that
-carries the connector's own loop header or comes from its own address, which would
-otherwise start a loop. Auto-generated mail passes on: it can still be an alert.
+auto-replied``, out-of-office notices; :mod:`commit_email.verdicts` tells them) are
+``ignored``, and so is mail that carries the connector's own loop header or comes from its
+own address, which would otherwise start a loop. Auto-generated mail passes on: it can
+still be an alert.
 """
 
 from __future__ import annotations
@@ -18,16 +19,16 @@ from .message import Message
 from .model import Outcome, OutcomeKind
 from .outgoing import LOOP_HEADER
 from .stages import FILTER_ORDER, FILTER_STAGE, Context, Stage
+from .verdicts import bounce_or_auto_reply_reason
 
 __all__ = ["FilterStage", "ignore_reason"]
 
 
 def ignore_reason(message: Message, config: Config) -> str | None:
     """Why this message must be ignored, or None."""
-    if message.is_bounce:
-        return "bounce or delivery report (DSN, read receipt, complaint)"
-    if message.is_auto_reply:
-        return f"auto-reply ({message.auto_submitted or 'out-of-office'})"
+    reason = bounce_or_auto_reply_reason(message)
+    if reason is not None:
+        return reason
     if message.header(LOOP_HEADER) is not None:
         return f"carries our own {LOOP_HEADER} header (mail loop)"
     own = config.connector.public_address.lower()

@@ -30,6 +30,7 @@ from .filters import ignore_reason as core_ignore_reason
 from .message import Message
 from .outgoing import LOOP_HEADER
 from .protocols import ConnectorState
+from .verdicts import auto_reply_reason, is_report
 
 __all__ = [
     "LOOP_HEADER",
@@ -55,11 +56,6 @@ _LIST_HEADERS = (
 )
 
 
-def is_report(message: Message) -> bool:
-    """A delivery, feedback or disposition report: never a person writing to us."""
-    return message.content_type == "multipart/report"
-
-
 def robot_sender_reason(address: str) -> str | None:
     """``mailer-daemon@``, ``postmaster@``, ``noreply@`` and kin (``noreply+x@`` too)."""
     local, _, _ = address.partition("@")
@@ -67,18 +63,6 @@ def robot_sender_reason(address: str) -> str | None:
         return f"sender {address} is a robot address"
     return None
 
-
-
-
-def auto_reply_reason(message: Message) -> str | None:
-    """Why the message is an auto-reply (out-of-office and the like), or None."""
-    if not message.is_auto_reply:
-        return None
-    if message.auto_submitted == "auto-replied":
-        return "auto-reply (Auto-Submitted: auto-replied)"
-    if ":" in message.subject:
-        return f"out-of-office reply ({message.subject.split(':')[0].strip()})"
-    return "auto-reply"
 
 
 def _header_reasons(message: Message) -> Iterator[str]:

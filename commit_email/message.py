@@ -33,6 +33,7 @@ from functools import cached_property
 import attrs
 from attrs import field, frozen
 
+from . import verdicts
 from .deadline import check as check_time
 from .htmltext import html_to_text
 
@@ -412,52 +413,6 @@ class Attachment:
         return len(self.data)
 
 
-#: Words of a bounce's subject, in the languages mail servers answer in.
-_BOUNCE_WORDS = re.compile(
-    r"undeliver|returned mail|returned to sender|delivery (?:status|failure|failed|has failed"
-    r"|notification|problem)|failure notice|mail delivery (?:failed|failure|subsystem)"
-    r"|non-?delivery|could not be delivered|message not delivered|mail system (?:error|notice)"
-    r"|delayed mail|still being retried|could not send message|errors from "
-    r"|delivery (?:delayed|warning)|warning: message .* delayed|failed delivery|mail failed"
-    r"|unable to deliver|returning to sender"
-    r"|unzustellbar|nicht zugestellt|nicht zustellbar|non remis|no entregado",
-    re.IGNORECASE,
-)
-_DAEMON_LOCAL_PART = re.compile(r"^(?:mailer-daemon|mail-daemon|postmaster|post_master)$",
-                                re.IGNORECASE)
-#: The display names mail servers sign their reports with, for ``From: MAILER-DAEMON <>``
-#: (DragonFly Mail Agent) and other forms without a usable address.
-_DAEMON_NAME = re.compile(
-    r"^\W*(?:mailer-daemon|mail-daemon|postmaster|mail delivery (?:system|subsystem)"
-    r"|mail administrator)\W*$", re.IGNORECASE)
-#: What a mail daemon writes in the body of a report that is neither ``multipart/report``
-#: nor titled like one, in the first few kilobytes.
-_BOUNCE_BODY = re.compile(
-    r"this is the mail system at host|qmail-send program|could not be delivered"
-    r"|original message was received at|^\s*final-recipient:|^\s*action:\s*(?:failed|delayed)"
-    r"|^\s*status:\s*[45]\.\d|user unknown|permanent error|delivery to the following"
-    r"|message (?:was )?not (?:been )?delivered|mailbox (?:unavailable|full|not found)"
-    r"|unable to deliver|original message follows",
-    re.IGNORECASE | re.MULTILINE,
-)
-#: Amazon SES / SNS bounce, complaint and delivery notifications: JSON in a text/plain mail.
-#: Through SNS the notification is a JSON string inside JSON, its quotes escaped.
-_SES_NOTIFICATION = re.compile(r'\\?"notificationType\\?"\s*:\s*\\?"(?:Bounce|Complaint|Delivery)')
-_SES_DOMAINS = ("amazonses.com", "amazonaws.com")
-#: The subject prefix Outlook and Exchange put on out-of-office replies, in the user's
-#: language: with its colon it is a robot's, without one it may be a person's words.
-_OOF_PREFIX = re.compile(
-    r"^\s*(?:automatic reply|auto(?:matic)?[- ]?(?:reply|response)|automatische antwort"
-    r"|abwesenheitsnotiz|r[ée]ponse automatique|respuesta autom[áa]tica|automatisch antwoord"
-    r"|automatiskt svar|automatisk svar|autosvar|risposta automatica|resposta autom[áa]tica"
-    r"|out of (?:the )?office|fuera de la oficina|absence)\s*:",
-    re.IGNORECASE,
-)
-_OOF_WORDS = re.compile(
-    r"^\s*(?:auto(?:matic)?[- ]?(?:reply|response|antwort)|out of (?:the )?office"
-    r"|abwesenheitsnotiz|i am out of the office)",
-    re.IGNORECASE,
-)
 _KEYWORD = re.compile(r"[a-z][a-z-]*")
 
 
@@ -534,6 +489,9 @@ class Message:
     what depends on them: ``is_bounce``, ``defects``) only when first asked for, so a
     duplicate or an ignored auto-reply costs no transfer decoding, charset decoding or
     HTML rendering. Either way the values are the same, and parsing never raises.
+
+    A message holds facts; what kind of mail it is (``is_bounce``, ``is_auto_reply``) is
+    the verdict of :mod:`commit_email.verdicts` on them.
     """
 
     raw: bytes = field(repr=lambda d: f"<{len(d)} bytes>")
@@ -548,18 +506,16 @@ class Message:
     in_reply_to: tuple[str, ...] = ()
     references: tuple[str, ...] = ()
     auto_submitted: str | None = None
-    is_auto_reply: bool = False
     content_type: str = "text/plain"
+    #: the content types of the MIME tree's leaves, in order (an attached message is one
+    #: leaf; a single-part message has its own type here)
+    part_types: tuple[str, ...] = ()
     headers: tuple[tuple[str, str], ...] = ()
     #: the parsed tree the body is decoded from; emptied once it is, so that a large
     #: message is not held twice (as tree and as decoded parts) while it is processed
     _tree: list[_StdMessage] = field(alias="tree", repr=False)
     #: defects found in the headers
     _header_defects: tuple[str, ...] = field(alias="header_defects", default=(), repr=False)
-    #: a report by its headers or parts (multipart/report, X-Failed-Recipients, a
-    #: delivery-status part), and mail from a mail daemon or with an empty envelope sender
-    _report: bool = field(alias="report", default=False, repr=False)
-    _daemon: bool = field(alias="daemon", default=False, repr=False)
 
     @cached_property
     def _body(self) -> _Body:
@@ -588,22 +544,14 @@ class Message:
     @property
     def is_bounce(self) -> bool:
         """A delivery report, read receipt or complaint (`multipart/report`), or a mail
-        daemon returning a message. Decodes the body only for a daemon's mail."""
-        if self._report:
-            return True
-        # Non-standard bounces (qmail, DragonFly, old Exchange, "Mail System Error"): a mail
-        # daemon, or an empty envelope sender, whose subject or body says so or that returns
-        # the message.
-        if self._daemon:
-            return bool(_BOUNCE_WORDS.search(self.subject)) or any(
-                a.content_type in ("message/rfc822", "text/rfc822-headers")
-                for a in self.attachments
-            ) or bool(_BOUNCE_BODY.search((self.text or "")[:8192]))
-        # Amazon SES's bounce and complaint notifications (through SNS) come from an
-        # ordinary no-reply address; the JSON inside says what they are.
-        domain = self.from_.normalized.rpartition("@")[2] if self.from_ else ""
-        return domain.endswith(_SES_DOMAINS) and bool(
-            _SES_NOTIFICATION.search((self.text or "")[:8192]))
+        daemon returning a message: :func:`commit_email.verdicts.is_bounce`. Decodes the
+        body only for a daemon's mail."""
+        return verdicts.is_bounce(self)
+
+    @property
+    def is_auto_reply(self) -> bool:
+        """An out-of-office or other auto-reply: :func:`commit_email.verdicts.is_auto_reply`."""
+        return verdicts.is_auto_reply(self)
 
     @property
     def defects(self) -> tuple[str, ...]:
@@ -705,13 +653,11 @@ class Message:
             in_reply_to=_message_ids(first("in-reply-to")),
             references=_message_ids(first("references")),
             auto_submitted=auto_submitted,
-            is_auto_reply=_is_auto_reply(std, auto_submitted, subject),
             content_type=std.get_content_type(),
+            part_types=tuple(part.get_content_type() for part in _leaf_parts(std)),
             headers=headers,
             tree=[std],
             header_defects=tuple(defects),
-            report=_is_report(std),
-            daemon=_is_daemon(from_, all_of("from"), return_path),
         )
 
 
@@ -793,20 +739,6 @@ def _leading_junk(raw: bytes) -> int:
     return 0
 
 
-def _is_daemon(from_: Address | None, from_headers: list[str],
-               return_path: str | None) -> bool:
-    """Whether the mail comes from a mail server rather than a person: an empty envelope
-    sender, a daemon's address (``MAILER-DAEMON@``, ``postmaster@``) in From or Return-Path,
-    or a daemon's name over an address that is empty (``From: MAILER-DAEMON <>``)."""
-    if return_path == "" or (return_path is not None and _DAEMON_LOCAL_PART.match(
-            return_path.partition("@")[0])):
-        return True
-    if from_ is not None:
-        return bool(_DAEMON_LOCAL_PART.match(from_.normalized.partition("@")[0])
-                    or _DAEMON_NAME.match(from_.name))
-    return any(_DAEMON_NAME.match(decode_header_value(v)) for v in from_headers)
-
-
 def _bodies(std: _StdMessage) -> _Body:
     """The text body, the HTML body, the attachments, and the defects found decoding them."""
     plain: list[str] = []
@@ -869,29 +801,3 @@ def _decode_part(part: _StdMessage, data: bytes) -> tuple[str, str | None]:
         charset = email.utils.collapse_rfc2231_value(charset)
     text, defect = decode_bytes(data, charset if isinstance(charset, str) else None)
     return text.replace("\r\n", "\n"), defect
-
-
-def _is_report(std: _StdMessage) -> bool:
-    """Every multipart/report is machine-made: delivery status (DSN), read receipts
-    (disposition-notification) and abuse complaints (ARF feedback-report) alike; so is a
-    delivery-status part in another multipart, and X-Failed-Recipients (Exim)."""
-    if std.get_content_type() == "multipart/report" or "x-failed-recipients" in std:
-        return True
-    return std.is_multipart() and any(
-        part.get_content_type() == "message/delivery-status" for part in _leaf_parts(std)
-    )
-
-
-def _is_auto_reply(std: _StdMessage, auto_submitted: str | None, subject: str) -> bool:
-    if auto_submitted == "auto-replied":
-        return True
-    if any(h in std for h in ("x-autoreply", "x-autorespond", "x-autoreply-from")):
-        return True
-    precedence = str(std.get("precedence", "")).strip().lower()
-    if precedence == "auto_reply" or _OOF_PREFIX.match(subject):
-        return True
-    # "Out of office" without the colon could be a person's subject; it takes a robot's
-    # header as well (X-Auto-Response-Suppress alone is on ordinary Outlook mail too).
-    suppress = str(std.get("x-auto-response-suppress", "")).strip()
-    robot = bool(auto_submitted and auto_submitted != "no") or bool(suppress) or bool(precedence)
-    return robot and bool(_OOF_WORDS.match(subject))

@@ -666,7 +666,6 @@ FIELD_DESCRIPTIONS = {
     "Message.in_reply_to": "Message-IDs without brackets",
     "Message.references": "Message-IDs without brackets",
     "Message.auto_submitted": "the `Auto-Submitted` value, lower-cased, or None",
-    "Message.is_auto_reply": "an out-of-office or other auto-reply",
     "Message.headers": "every header as (name, decoded value), in order",
     "Account.kind": "`account`, `contact` (a secondary contact) or `employee`",
     "Account.parent": "a contact's Account rec_id",

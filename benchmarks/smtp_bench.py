@@ -29,9 +29,11 @@ Measured, repetitions interleaved (``common.interleaved``, each side on a fresh 
 After every run with SMTP the benchmark checks, and fails otherwise, that every mail in
 the outbox is marked sent and arrived at the server **exactly once** (counted by
 Message-ID at the server), over TLS and logged in, and nothing else arrived; it reports the
-TCP connections the server accepted per 1,000 mails sent. Output: one JSON object, then one
-line for humans. ``--smoke``: 30 mails, 10 ms, one repetition, no warm-up: it checks the
-results and judges no timing.
+TCP connections the server accepted per 1,000 mails sent, and the bound the round trip
+sets: one mail per round trip and session, so ``smtp.connections`` sessions need at least
+``outgoing x RTT / connections`` seconds (``--connections`` overrides the default).
+Output: one JSON object, then one line for humans. ``--smoke``: 30 mails, 10 ms, one
+repetition, no warm-up: it checks the results and judges no timing.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from typing import Any, TextIO
 import common
 
 from benchmarks.delay_proxy import DelayProxy
+from commit_email.config import SmtpConfig
 from commit_email.outgoing import replied_to
 
 RTTS_MS = (0.0, 10.0, 40.0)
@@ -284,6 +287,19 @@ def check_run(name: str, db: Path, outcomes: Sequence[dict[str, Any]], count: in
     return record
 
 
+def add_bound(data: dict[str, Any], sessions: int) -> None:
+    """What the round trip allows: a session sends at most one mail per round trip (a mail's
+    content must wait for the 354 to its DATA, pipelined or not), so ``sessions`` of them
+    send at most ``sessions / rtt`` mails a second; ``process`` cannot end sooner than the
+    outgoing mail takes at that rate."""
+    rtt = data["rtt_ms"] / 1000
+    data["smtp_sessions"] = sessions
+    if rtt > 0:
+        rate = sessions / rtt
+        data["sessions_bound_mails_per_s"] = round(rate, 1)
+        data["sessions_bound_seconds"] = round(data["outgoing_mails"] / rate, 2)
+
+
 def compare(label: str, subject: Side, reference: Side, *, count: int, nbytes: int,
             reps: int, warmup: bool) -> dict[str, Any]:
     """``subject`` against ``reference``, interleaved; the JSON of the comparison."""
@@ -388,6 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "must run")
     from tests.dovecot_fixtures import make_test_ca  # noqa: PLC0415
 
+    sessions = args.connections or SmtpConfig().connections
     with common.corpus(count) as (root, paths):
         msg_dir = paths[0].parent
         nbytes = sum(p.stat().st_size for p in paths)
@@ -404,9 +421,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    process_json(msg_dir), relay=relay)
                     reference = Side("process, no SMTP", base.variant(f"ref{rtt:g}"), count,
                                      process_json(msg_dir))
-                    results[f"{rtt:g}"] = compare(
+                    results[f"{rtt:g}"] = data = compare(
                         f"process with SMTP at {rtt:g} ms", subject, reference, count=count,
                         nbytes=nbytes, reps=reps, warmup=first and not args.smoke)
+                    data["rtt_ms"] = rtt
+                    add_bound(data, sessions)
                 first = False
             pop3: dict[str, Any] | None = None
             if not args.no_pop3 and no_dovecot is None:
@@ -431,6 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    subject, reference, count=count, nbytes=nbytes, reps=reps,
                                    warmup=not args.smoke)
                     pop3["rtt_ms"] = pop3_rtt
+                    add_bound(pop3, sessions)
     report: dict[str, Any] = {
         "benchmark": "smtp",
         "messages": count,
@@ -457,6 +477,9 @@ def _ratio(data: dict[str, Any]) -> str:
 def human_line(report: dict[str, Any]) -> str:
     by_rtt = report["process_by_rtt_ms"]
     parts = [f"{rtt} ms {data['subject_rate']['median']:.0f} msg/s = {_ratio(data)}"
+             + (f" (its {data['smtp_sessions']} sessions need >= "
+                f"{data['sessions_bound_seconds']:g} s for the mail out)"
+                if "sessions_bound_seconds" in data else "")
              for rtt, data in by_rtt.items()]
     any_run = next(iter(by_rtt.values()))
     ref = statistics.median(d["reference_rate"]["median"] for d in by_rtt.values())

@@ -90,7 +90,7 @@ def text_mail(headers: list[tuple[str, str]], body: str) -> bytes:
 
     Written by hand like a forward, for the same reason: building an ``EmailMessage`` parses
     every header value into a syntax tree and folds it back, about 1.4 ms a mail, and with an
-    auto-response for most new tickets, ``process`` spent 1.6 times the CPU on a mail.
+    auto-response for most new tickets, ``process`` spent 1.5-1.8 times the CPU on a mail.
     Only a header with non-ASCII text still goes through the header registry."""
     cte, data = _text_body(body)
     head = b"".join(_header_line(name, value) if value.isascii() else _encoded_line(name, value)

@@ -43,6 +43,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -357,11 +358,14 @@ def dovecot_available() -> str | None:
 def dovecot(work: Path) -> Iterator[Any]:
     from tests.dovecot_fixtures import start_dovecot  # noqa: PLC0415
 
-    server = start_dovecot(work / "dovecot")
     try:
-        yield server
+        server = start_dovecot(work / "dovecot")
+        try:
+            yield server
+        finally:
+            server.stop()
     finally:
-        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------- main

@@ -107,6 +107,9 @@ class SourceError(CommitEmailError, OSError):
     not verify): ``run --once`` then stops at once with exit status 2 instead of retrying.
     """
 
+    #: waiting will not help; False unless the raiser says so
+    permanent: bool = False
+
     def __init__(self, *args: object, permanent: bool = False) -> None:
         super().__init__(*args)
         self.permanent = permanent
@@ -142,6 +145,11 @@ class MailerError(CommitEmailError, OSError):
     certificate that does not verify): the outbox gives the mail up at once instead of
     retrying it. ``code`` is the server's reply code when there was one.
     """
+
+    #: sending again cannot help; False unless the raiser says so
+    permanent: bool = False
+    #: the SMTP server's reply code; None when there was no reply (it could not be reached)
+    code: int | None = None
 
     def __init__(self, *args: object, permanent: bool = False, code: int | None = None) -> None:
         super().__init__(*args)

@@ -266,7 +266,7 @@ def post_token_request(url: str, form: Mapping[str, str], *, timeout: float, wha
     except TimeoutError as exc:
         raise TokenUnavailable(f"{what}: {host} did not answer in {timeout:g} s") from exc
     except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
         raise TokenUnavailable(f"{what}: cannot reach {host}: {reason}") from exc
     if len(raw) > _MAX_RESPONSE:
         raise TokenUnavailable(f"{what}: {host} sent more than {_MAX_RESPONSE} bytes")

@@ -88,9 +88,9 @@ def new_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
-def _unreachable(error: BaseException) -> bool:
+def _unreachable(error: MailerError) -> bool:
     """No SMTP reply at all (refused, timed out, dropped): the server, not the mail."""
-    return getattr(error, "code", None) is None and not getattr(error, "permanent", False)
+    return error.code is None and not error.permanent
 
 
 class Outbox:
@@ -142,11 +142,11 @@ class Outbox:
             with self.state.transaction():
                 self.state.release_mail(self.owner, ids)
 
-    def failed(self, entry: QueuedMail, exc: BaseException) -> bool:
+    def failed(self, entry: QueuedMail, exc: MailerError) -> bool:
         """Record a failed send; True when the mail is given up (kept, never sent again)."""
         attempts = entry.attempts + 1
         cap = self.config.smtp.max_attempts
-        permanent = bool(getattr(exc, "permanent", False))
+        permanent = exc.permanent
         error = str(exc)
         if not permanent and cap and attempts >= cap:
             permanent = True

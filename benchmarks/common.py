@@ -36,14 +36,12 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-if str(ROOT) not in sys.path:  # benchmarks run as scripts from anywhere; import this checkout
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as ``python benchmarks/x.py``: import this checkout
     sys.path.insert(0, str(ROOT))
 
-import gen_corpus  # noqa: E402  (after the path set-up above)
-
-from commit_email.cli import main as commit_email_main  # noqa: E402
+from benchmarks import gen_corpus  # after the path set-up above
+from commit_email.cli import main as commit_email_main
 
 __all__ = [
     "Comparison",

@@ -23,8 +23,11 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import common
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as ``python benchmarks/x.py``: import this checkout
+    sys.path.insert(0, str(ROOT))
 
+from benchmarks import common
 from commit_email.testing import build_message, make_config, make_connector
 from commit_email.xml_api import Transaction, render_transaction
 

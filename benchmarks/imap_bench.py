@@ -51,14 +51,15 @@ from typing import Any
 import attrs
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if str(ROOT) not in sys.path:  # run as ``python benchmarks/x.py``: import this checkout
+    sys.path.insert(0, str(ROOT))
 
-from benchmarks.delay_proxy import DelayProxy  # noqa: E402
-from benchmarks.pop3_bench import SEED, connector_for, load_corpus  # noqa: E402
-from commit_email.config import Config, parse_config  # noqa: E402
-from commit_email.model import Account, Outcome, SourceRef  # noqa: E402
-from commit_email.runner import Runner  # noqa: E402
-from tests.dovecot_fixtures import DovecotServer, imap_binary, start_dovecot  # noqa: E402
+from benchmarks.delay_proxy import DelayProxy
+from benchmarks.pop3_bench import SEED, connector_for, load_corpus
+from commit_email.config import Config, parse_config
+from commit_email.model import Account, Outcome, SourceRef
+from commit_email.runner import Runner
+from tests.dovecot_fixtures import DovecotServer, imap_binary, start_dovecot
 
 _BATCH = 64
 

@@ -27,9 +27,11 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import common
-import gen_corpus
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as ``python benchmarks/x.py``: import this checkout
+    sys.path.insert(0, str(ROOT))
 
+from benchmarks import common, gen_corpus
 from commit_email.config import load_config
 from commit_email.model import OutcomeKind, SourceRef
 from commit_email.pipeline import Connector

@@ -53,16 +53,17 @@ from typing import Any
 import attrs
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if str(ROOT) not in sys.path:  # run as ``python benchmarks/x.py``: import this checkout
+    sys.path.insert(0, str(ROOT))
 
-from benchmarks.delay_proxy import DelayProxy  # noqa: E402
-from commit_email.accounts import read_accounts_csv  # noqa: E402
-from commit_email.config import Config, parse_config  # noqa: E402
-from commit_email.model import Account, SourceRef  # noqa: E402
-from commit_email.pipeline import Connector  # noqa: E402
-from commit_email.runner import Runner  # noqa: E402
-from commit_email.store import open_store  # noqa: E402
-from tests.dovecot_fixtures import DovecotServer, dovecot_binary, start_dovecot  # noqa: E402
+from benchmarks.delay_proxy import DelayProxy
+from commit_email.accounts import read_accounts_csv
+from commit_email.config import Config, parse_config
+from commit_email.model import Account, SourceRef
+from commit_email.pipeline import Connector
+from commit_email.runner import Runner
+from commit_email.store import open_store
+from tests.dovecot_fixtures import DovecotServer, dovecot_binary, start_dovecot
 
 try:  # the shared corpus generator, when the benchmarks helper's module is there
     from benchmarks import gen_corpus

@@ -60,8 +60,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import common
-import gen_corpus
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as ``python benchmarks/x.py``: import this checkout
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import common, gen_corpus
 
 # Note on imports: the rest is imported in the functions that need it. ``run`` starts its
 # workers with ``spawn``, which imports this script again in each of them, and a worker

@@ -29,7 +29,11 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-import common
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as ``python benchmarks/x.py``: import this checkout
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import common
 
 # The core's routes must show up on the generated corpus, or the benchmark measures a
 # pipeline that skips work (quarantining everything would be very fast).

@@ -31,11 +31,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as ``python benchmarks/x.py``: import this checkout
+    sys.path.insert(0, str(ROOT))
 
-# benchmarks/ itself is on sys.path: it is this script's directory
-import common
-
+from benchmarks import common
 from commit_email.automated import AutomatedRules
 from commit_email.config import parse_config
 from commit_email.message import Message

@@ -56,8 +56,11 @@ from email.policy import compat32
 from pathlib import Path
 from typing import Any, TextIO
 
-import common
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as ``python benchmarks/x.py``: import this checkout
+    sys.path.insert(0, str(ROOT))
 
+from benchmarks import common
 from benchmarks.delay_proxy import DelayProxy
 from commit_email.config import SmtpConfig
 from commit_email.outgoing import replied_to

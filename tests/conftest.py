@@ -1,40 +1,23 @@
-"""Shared fixtures. Feature fixtures live in their own modules, listed in pytest_plugins."""
+"""Shared fixtures. Feature fixtures live in their own modules, listed in pytest_plugins; the
+shared test Accounts and constants in ``tests/shared.py``."""
 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from commit_email.model import Account, AccountKind
+from commit_email.model import Account
 from commit_email.pipeline import Connector
 from commit_email.store import SQLiteStore, Store, open_store
 from commit_email.testing import RecordingMailer, make_config, make_connector
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/corpus.py and friends
+from tests.shared import DIRECTORY, ROOT
 
 pytest_plugins = ["tests.dovecot_fixtures", "tests.smtp_fixtures", "tests.pg_fixtures",
                   "tests.oauth_fixtures"]
-
-ACME = Account(rec_id="CRDACME0000000000001", file_as="Acme Corporation", email1="acme.example",
-               account_number="ACME-001", account_id="1001")
-ACME_BOB = Account(rec_id="CRDACMEBOB0000000002", file_as="Bob Builder",
-                   email1="bob@acme-hq.example", kind=AccountKind.CONTACT,
-                   parent=ACME.rec_id)
-GLOBEX = Account(rec_id="CRDGLOBEX00000000003", file_as="Globex Ltd",
-                 email1="it@globex.example", email2="Billing@Globex.example")
-INITECH = Account(rec_id="CRDINITECH0000000004", file_as="Initech", email1="shared.example")
-UMBRELLA = Account(rec_id="CRDUMBRELLA000000005", file_as="Umbrella", email1="shared.example")
-TINA = Account(rec_id="CRDEMPTECH0000000006", file_as="Tina Technician",
-               email1="tina@msp.example", kind=AccountKind.EMPLOYEE)
-OLD = Account(rec_id="CRDOLD00000000000007", file_as="Gone Ltd", email1="boss@gone.example",
-              active=False)
-DIRECTORY = (ACME, ACME_BOB, GLOBEX, INITECH, UMBRELLA, TINA, OLD)
 
 
 @pytest.fixture

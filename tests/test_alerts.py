@@ -7,7 +7,6 @@ import warnings
 from datetime import UTC, datetime
 
 import pytest
-from corpus import corpus_messages, require_corpus
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,6 +22,7 @@ from commit_email.alerts import (
 )
 from commit_email.message import Message
 from tests.alert_fixtures import ALERTS, alert_message, alert_path, sequence
+from tests.corpus import corpus_messages, require_corpus
 
 PARSERS = builtin_parsers(["nagios", "icinga", "monit"])
 

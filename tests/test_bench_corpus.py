@@ -6,15 +6,12 @@ from __future__ import annotations
 import csv
 import email
 import email.policy
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-
-import gen_corpus
+from benchmarks import gen_corpus
 
 
 @pytest.fixture(scope="module")

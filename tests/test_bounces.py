@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from corpus import require_corpus
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,11 +13,11 @@ from commit_email.message import Message
 from commit_email.model import Account, OutcomeKind
 from commit_email.pipeline import Connector
 from commit_email.testing import RecordingMailer, build_message, make_config, make_connector
+from tests.corpus import require_corpus
+from tests.shared import JANE
 
-JANE = Account(rec_id="CRD-CUST-1", file_as="Customer Ltd", email1="jane@customer.example")
 
-
-def connector(mailer: RecordingMailer, accounts: tuple[Account, ...] = (JANE,)) -> Connector:
+def build_connector(mailer: RecordingMailer, accounts: tuple[Account, ...] = (JANE,)) -> Connector:
     config = make_config(
         connector={"public_address": "support@acme.example",
                    "internal_address": "helpdesk@acme.example"},
@@ -65,7 +64,7 @@ def open_ticket_with_auto_response(c: Connector, mailer: RecordingMailer) -> tup
 @pytest.mark.parametrize("headers_only", [False, True])
 def test_bounce_of_our_auto_response_is_filed_as_a_note(headers_only: bool) -> None:
     mailer = RecordingMailer()
-    c = connector(mailer)
+    c = build_connector(mailer)
     number, auto = open_ticket_with_auto_response(c, mailer)
 
     outcome = c.process(dsn_for(auto, headers_only=headers_only))
@@ -83,7 +82,7 @@ def test_bounce_of_our_auto_response_is_filed_as_a_note(headers_only: bool) -> N
 
 def test_non_standard_bounce_quoting_our_message_id_as_text_is_filed() -> None:
     mailer = RecordingMailer()
-    c = connector(mailer)
+    c = build_connector(mailer)
     number, auto = open_ticket_with_auto_response(c, mailer)
     our_id = Message.from_bytes(auto).message_id
     qmail = (
@@ -104,7 +103,8 @@ def test_non_standard_bounce_quoting_our_message_id_as_text_is_filed() -> None:
 
 def test_bounce_about_mail_we_do_not_know_is_ignored() -> None:
     mailer = RecordingMailer()
-    c = connector(mailer, accounts=(JANE, Account(rec_id="CRD-MX", email1="mx.customer.example")))
+    c = build_connector(mailer,
+                        accounts=(JANE, Account(rec_id="CRD-MX", email1="mx.customer.example")))
     stranger = build_message(sender="support@acme.example", message_id="not.ours@elsewhere")
 
     outcome = c.process(dsn_for(stranger))
@@ -116,7 +116,7 @@ def test_bounce_about_mail_we_do_not_know_is_ignored() -> None:
 
 def test_our_own_message_coming_back_is_ignored() -> None:
     mailer = RecordingMailer()
-    c = connector(mailer)
+    c = build_connector(mailer)
     _, auto = open_ticket_with_auto_response(c, mailer)
     stripped = b"\r\n".join(
         line for line in auto.split(b"\r\n")
@@ -161,7 +161,7 @@ def test_auto_replies_from_known_senders_open_nothing_and_get_no_answer() -> Non
     accounts = tuple(Account(rec_id=f"CRD-{i}", email1=Message.from_bytes(raw).sender)
                      for i, raw in enumerate(raws.values()))
     mailer = RecordingMailer()
-    c = connector(mailer, accounts=accounts)
+    c = build_connector(mailer, accounts=accounts)
 
     outcomes = {name: c.process(raw).kind for name, raw in raws.items()}
 
@@ -206,7 +206,7 @@ def test_corpus_reports_are_all_recognised_and_none_gets_a_ticket_or_answer(
     accounts = tuple(Account(rec_id=f"CRD-{i}", file_as=s, email1=s)
                      for i, s in enumerate(sorted(senders)))
     mailer = RecordingMailer()
-    c = connector(mailer, accounts=accounts)
+    c = build_connector(mailer, accounts=accounts)
 
     recognised = [name for name, raw in raws
                   if Message.from_bytes(raw).is_bounce]
@@ -225,7 +225,7 @@ def test_corpus_reports_are_all_recognised_and_none_gets_a_ticket_or_answer(
 def test_corpus_has_no_other_reports() -> None:
     """Keeps CORPUS_REPORTS honest: no multipart/report in the corpus is left out."""
     root = require_corpus()
-    from corpus import corpus_messages
+    from tests.corpus import corpus_messages
 
     found = {
         str(p.relative_to(root)) for p in corpus_messages(root)
@@ -262,7 +262,7 @@ def test_any_report_is_ignored_never_quarantined(
         + b"\r\n--9F1C2--\r\n"
     )
     mailer = RecordingMailer()
-    c = connector(mailer, accounts=(JANE, Account(rec_id="CRD-MX", email1="mx.example")))
+    c = build_connector(mailer, accounts=(JANE, Account(rec_id="CRD-MX", email1="mx.example")))
 
     outcome = c.process(raw)
 
@@ -281,7 +281,7 @@ def test_reports_that_are_not_multipart_report_are_still_reports(path: Path) -> 
     its SNS JSON (plain, or escaped inside the SNS envelope). None is forwarded to a human
     or answered."""
     mailer = RecordingMailer()
-    c = connector(mailer)
+    c = build_connector(mailer)
     outcome = c.process(path.read_bytes())
     assert Message.from_bytes(path.read_bytes()).is_bounce
     assert outcome.kind is OutcomeKind.IGNORED, outcome
@@ -300,4 +300,4 @@ def test_a_person_writing_about_a_bounce_is_not_a_bounce(sender: str, name: str,
     (or, for an unknown sender, the usual forward), never silence."""
     raw = build_message(sender=sender, sender_name=name, subject="Mail problem", body=body)
     assert not Message.from_bytes(raw).is_bounce
-    assert connector(RecordingMailer()).process(raw).kind is not OutcomeKind.IGNORED
+    assert build_connector(RecordingMailer()).process(raw).kind is not OutcomeKind.IGNORED

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
 
 from commit_email.cli import main
+from tests.shared import ROOT
 
 EXAMPLES = ROOT / "examples"
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from commit_email.store import open_store
-from tests.conftest import DIRECTORY
 from tests.dovecot_fixtures import DovecotServer
 from tests.oauth_fixtures import Client, OAuthTestServer
+from tests.shared import DIRECTORY
 from tests.smtp_fixtures import SmtpTestServer
 from tests.test_runner import customer_mail, stranger_mail
 

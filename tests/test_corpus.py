@@ -7,9 +7,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from corpus import corpus_messages, require_corpus
-
 from commit_email.cli import main
+from tests.corpus import corpus_messages, require_corpus
 
 #: Files of the corpus that are delivery reports (DSNs, read receipts, complaints): ignored.
 BOUNCES = {

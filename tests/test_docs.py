@@ -27,13 +27,11 @@ from commit_email import config as config_module
 from commit_email import hookspecs
 from commit_email.cli import build_parser
 from commit_email.model import OutcomeKind
+from tools import gen_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 REFERENCE = DOCS / "reference"
-sys.path.insert(0, str(ROOT / "tools"))
-
-import gen_reference  # noqa: E402
 
 _BLOCK = re.compile(
     r"^```(?P<lang>[\w+-]+)(?: (?P<attr>file|source|excerpt)=(?P<path>\S+))?[ \t]*\n"

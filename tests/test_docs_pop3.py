@@ -6,7 +6,7 @@ import attrs
 
 from commit_email.config import Pop3Config
 from commit_email.runner import PollSummary
-from tests.conftest import ROOT
+from tests.shared import ROOT
 
 HOWTO = ROOT / "docs" / "howto" / "run-against-pop3.md"
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from conftest import ACME, ACME_BOB, GLOBEX, TINA
 
 from commit_email.message import Message
 from commit_email.model import OutcomeKind
 from commit_email.pipeline import Connector
 from commit_email.testing import RecordingMailer, build_message
+from tests.shared import ACME, ACME_BOB, GLOBEX, TINA
 
 ConnectorFactory = Callable[..., Connector]
 

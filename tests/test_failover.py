@@ -35,8 +35,8 @@ import pytest
 from commit_email.model import OutcomeKind
 from commit_email.store import open_store
 from commit_email.testing import build_message
-from tests.conftest import DIRECTORY
 from tests.dovecot_fixtures import DovecotServer
+from tests.shared import DIRECTORY
 from tests.smtp_fixtures import SmtpTestServer
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]

@@ -4,17 +4,12 @@ header block is plain ASCII within the line limits of RFC 5322."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-from corpus import corpus_messages, require_corpus
 
+from benchmarks import gen_corpus
 from commit_email.message import Message
 from commit_email.outgoing import _MAX_FORWARD_SUBJECT, build_forward
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-import gen_corpus
+from tests.corpus import corpus_messages, require_corpus
 
 
 def check_forward(original: Message) -> None:

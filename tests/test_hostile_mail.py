@@ -12,12 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import DIRECTORY, ROOT
 
 from commit_email.cli import main
 from commit_email.model import OutcomeKind, SourceRef
 from commit_email.quarantine import Quarantine
 from commit_email.testing import RecordingMailer, build_message, make_config, make_connector
+from tests.shared import DIRECTORY, ROOT
 
 ESCAPES = "\x1b]0;owned\x07\x1b[2J\x9b6n\u202eevil"
 

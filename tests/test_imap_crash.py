@@ -28,8 +28,8 @@ from commit_email.config import load_config
 from commit_email.imap import ImapMailbox
 from commit_email.model import OutcomeKind
 from commit_email.store import open_store
-from tests.conftest import DIRECTORY
 from tests.dovecot_fixtures import DovecotServer
+from tests.shared import DIRECTORY
 from tests.test_pop3_crash import (
     RESENT,
     SEED,

@@ -20,11 +20,11 @@ from commit_email.smtp import SmtpMailer
 from commit_email.store import SQLiteStore
 from commit_email.testing import build_message, make_config, make_connector, memory_store
 from tests.dovecot_fixtures import DovecotServer
+from tests.shared import JANE
 from tests.smtp_fixtures import CapturedMail, SmtpTestServer
 
 pytestmark = pytest.mark.server
 
-JANE = Account(rec_id="CRD-CUST-1", file_as="Customer Ltd", email1="jane@customer.example")
 
 
 def config_for(server: SmtpTestServer, public: str, internal: str, **sections: object) -> Config:

@@ -26,8 +26,8 @@ from commit_email.pipeline import Connector
 from commit_email.runner import Service
 from commit_email.store import open_store
 from commit_email.testing import build_message
-from tests.conftest import DIRECTORY
 from tests.dovecot_fixtures import DovecotServer, free_port
+from tests.shared import DIRECTORY
 
 
 def mail(n: int, box: str) -> bytes:

@@ -8,13 +8,13 @@ import email.errors
 import email.header
 import email.policy
 
-from conftest import DIRECTORY
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from commit_email.message import Message
 from commit_email.model import OutcomeKind
 from commit_email.testing import RecordingMailer, make_config, make_connector
+from tests.shared import DIRECTORY
 
 FORGED_FROM = "=?utf-8?q?x:bob@acme-hq.example;?= <stranger@evil.example>"
 

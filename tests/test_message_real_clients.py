@@ -3,11 +3,10 @@ spaces, the unicode-1-1-utf-7 charset, a line of text before the headers, no usa
 
 from __future__ import annotations
 
-from conftest import DIRECTORY
-
 from commit_email.message import Message, decode_header_value
 from commit_email.model import OutcomeKind
 from commit_email.testing import make_config, make_connector
+from tests.shared import DIRECTORY
 
 
 def test_a_q_word_with_spaces_inside_is_decoded():

@@ -10,20 +10,16 @@ from __future__ import annotations
 
 import email
 import email.message
-import sys
-from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
-from corpus import corpus_messages, require_corpus
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from benchmarks import gen_corpus
 from commit_email.message import Message, _leading_junk, _parse_tree
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-import gen_corpus
+from tests.corpus import corpus_messages, require_corpus
 
 
 def tree(msg: email.message.Message) -> dict[str, Any]:

@@ -17,16 +17,16 @@ from pathlib import Path
 import attrs
 import pytest
 
-from commit_email.model import Account, OutgoingMail, SourceRef, utcnow
+from commit_email.model import OutgoingMail, SourceRef, utcnow
 from commit_email.pipeline import Connector
 from commit_email.smtp import SmtpMailer
 from commit_email.store import SQLiteStore
 from commit_email.testing import build_message, make_config, make_connector, memory_store
+from tests.shared import JANE
 from tests.smtp_fixtures import SmtpTestServer, free_port
 
 pytestmark = pytest.mark.server
 
-JANE = Account(rec_id="CRD-CUST-1", file_as="Customer Ltd", email1="jane@customer.example")
 GREYLISTED = "451 4.7.1 greylisted, try again later"
 NO_SUCH_USER = "550 5.1.1 no such user"
 

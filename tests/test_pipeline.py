@@ -11,7 +11,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from conftest import GLOBEX
 
 from commit_email import hookimpl
 from commit_email.config import Config
@@ -21,6 +20,7 @@ from commit_email.pipeline import Connector, Context
 from commit_email.protocols import AccountDirectory
 from commit_email.store import SQLiteStore
 from commit_email.testing import RecordingMailer, build_message
+from tests.shared import GLOBEX
 
 ConnectorFactory = Callable[..., Connector]
 

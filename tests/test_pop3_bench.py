@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
 from tests.dovecot_fixtures import dovecot_binary, require_server_tool
+from tests.shared import ROOT
 
 pytestmark = pytest.mark.server
 

@@ -31,9 +31,9 @@ from commit_email.model import OutcomeKind
 from commit_email.pop3 import Pop3Mailbox
 from commit_email.store import open_store
 from commit_email.testing import build_message
-from tests.conftest import DIRECTORY
 from tests.dovecot_fixtures import DovecotServer
 from tests.oauth_fixtures import OAuthTestServer
+from tests.shared import DIRECTORY
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 

@@ -4,15 +4,15 @@ reply is filed only for the ticket's own people ([threading] accept_replies_from
 from __future__ import annotations
 
 import pytest
-from conftest import DIRECTORY
 
 from commit_email.model import OutcomeKind
 from commit_email.pipeline import Connector
 from commit_email.store import SQLiteStore
 from commit_email.testing import RecordingMailer, build_message, make_config, make_connector
+from tests.shared import DIRECTORY
 
 
-def connector(mailer: RecordingMailer, **threading: object) -> Connector:
+def build_connector(mailer: RecordingMailer, **threading: object) -> Connector:
     config = make_config(
         connector={"public_address": "support@msp.example",
                    "internal_address": "helpdesk@msp.example"},
@@ -57,7 +57,7 @@ def mailer() -> RecordingMailer:
                                       "boss@gone.example"])
 def test_a_token_from_someone_outside_the_ticket_is_forwarded_and_filed_nowhere(
         mailer, stranger):
-    c = connector(mailer)
+    c = build_connector(mailer)
     number, rec_id = acme_ticket(c)
     history, documents = store_of(c).history(rec_id), store_of(c).documents(rec_id)
     mailer.sent.clear()
@@ -74,7 +74,7 @@ def test_a_token_from_someone_outside_the_ticket_is_forwarded_and_filed_nowhere(
 
 
 def test_a_reply_to_our_message_id_from_a_stranger_is_not_filed_either(mailer):
-    c = connector(mailer)
+    c = build_connector(mailer)
     number, rec_id = acme_ticket(c)
     (auto_response,) = mailer.of_kind("auto_response")
     history = store_of(c).history(rec_id)
@@ -93,7 +93,7 @@ def test_a_reply_to_our_message_id_from_a_stranger_is_not_filed_either(mailer):
     ("bob@acme-hq.example", "of the ticket's account Acme Corporation"),  # a contact
 ])
 def test_the_tickets_own_people_are_filed_and_forwarded(mailer, sender, how):
-    c = connector(mailer)
+    c = build_connector(mailer)
     number, rec_id = acme_ticket(c)
     before = len(store_of(c).history(rec_id))
     mailer.sent.clear()
@@ -107,7 +107,7 @@ def test_the_tickets_own_people_are_filed_and_forwarded(mailer, sender, how):
 
 
 def test_an_active_employee_is_filed_without_a_forward(mailer):
-    c = connector(mailer)
+    c = build_connector(mailer)
     number, _rec_id = acme_ticket(c)
     mailer.sent.clear()
 
@@ -119,7 +119,7 @@ def test_an_active_employee_is_filed_without_a_forward(mailer):
 
 
 def test_an_address_the_tickets_mail_went_to_may_answer(mailer):
-    c = connector(mailer)
+    c = build_connector(mailer)
     # Alice writes from her Acme address with a private envelope sender: the auto-response
     # goes to the Return-Path (RFC 3834), an address the Account does not list.
     number, _rec_id = acme_ticket(c, headers={"Return-Path": "<alice.home@private.example>"})
@@ -135,7 +135,7 @@ def test_an_address_the_tickets_mail_went_to_may_answer(mailer):
 
 
 def test_anyone_restores_commits_own_behaviour(mailer):
-    c = connector(mailer, accept_replies_from="anyone")
+    c = build_connector(mailer, accept_replies_from="anyone")
     number, rec_id = acme_ticket(c)
     before = len(store_of(c).history(rec_id))
 
@@ -146,7 +146,7 @@ def test_anyone_restores_commits_own_behaviour(mailer):
 
 
 def test_inspect_explains_the_refusal(mailer):
-    c = connector(mailer)
+    c = build_connector(mailer)
     number, _ = acme_ticket(c)
 
     report = c.inspect(reply("eve@evil.example", number))

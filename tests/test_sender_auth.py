@@ -7,7 +7,6 @@ import base64
 from typing import Any
 
 import pytest
-from conftest import DIRECTORY
 
 from commit_email.config import parse_config
 from commit_email.errors import ConfigError
@@ -18,6 +17,7 @@ from commit_email.senderauth import aligned, parse_authentication_results, verdi
 from commit_email.store import SQLiteStore
 from commit_email.testing import RecordingMailer, build_message, make_config, make_connector
 from commit_email.xml_api import Transaction, render_transaction
+from tests.shared import DIRECTORY
 
 MX = "mx.msp.example"
 PASSWORD = "xml-secret"
@@ -34,7 +34,7 @@ def config(**sender_auth: Any) -> Any:
     )
 
 
-def connector(mailer: RecordingMailer | None = None, **sender_auth: Any) -> Connector:
+def build_connector(mailer: RecordingMailer | None = None, **sender_auth: Any) -> Connector:
     return make_connector(config(**sender_auth), accounts=DIRECTORY,
                           mailer=mailer or RecordingMailer())
 
@@ -116,7 +116,7 @@ def open_ticket(c: Connector) -> str:
 
 def test_a_forged_employee_failing_dmarc_is_not_filed_silently():
     mailer = RecordingMailer()
-    c = connector(mailer)
+    c = build_connector(mailer)
     number = open_ticket(c)
     mailer.sent.clear()
 
@@ -131,7 +131,7 @@ def test_a_forged_employee_failing_dmarc_is_not_filed_silently():
 
 def test_an_authenticated_employee_keeps_the_privilege():
     mailer = RecordingMailer()
-    c = connector(mailer)
+    c = build_connector(mailer)
     number = open_ticket(c)
     mailer.sent.clear()
 
@@ -144,7 +144,7 @@ def test_an_authenticated_employee_keeps_the_privilege():
 
 
 def test_the_xml_api_writes_nothing_for_an_unauthenticated_sender():
-    c = connector()
+    c = build_connector()
     tx = render_transaction(Transaction(
         external_application_name="form", send_response_to="forms@acme.example",
         password=PASSWORD, return_transaction_id="1", data_kind="ACCOUNT",
@@ -162,14 +162,14 @@ def test_the_xml_api_writes_nothing_for_an_unauthenticated_sender():
 
 
 def test_threading_in_require_for_files_no_unauthenticated_reply():
-    c = connector(require_for=["threading"])
+    c = build_connector(require_for=["threading"])
     number = open_ticket(c)
     outcome = c.process(mail_with("alice@acme.example", [], subject=f"Re: [Ticket#{number}]"))
     assert outcome.kind is OutcomeKind.FORWARDED
 
 
 def test_inspect_shows_the_verdict():
-    c = connector()
+    c = build_connector()
     report = c.inspect(mail_with("jane@acme.example", [f"{MX}; dmarc=fail"]))
     notes = dict(report.notes)
     assert notes["sender_auth"].startswith("NOT authenticated")

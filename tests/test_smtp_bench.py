@@ -3,19 +3,15 @@ twice, arrived without TLS or login, or stayed unsent (its check of every run)."
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from benchmarks import smtp_bench
 from commit_email.model import OutgoingMail
 from commit_email.store import open_store
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-
-import smtp_bench
 
 
 def outbox(tmp_path: Path, count: int, *, sent: int) -> tuple[Path, list[str]]:

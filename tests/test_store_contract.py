@@ -8,21 +8,18 @@ from __future__ import annotations
 
 import inspect
 import re
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from benchmarks import gen_corpus
 from commit_email.accounts import read_accounts_csv
 from commit_email.message import Message
 from commit_email.model import Account, Outcome, OutcomeKind, OutgoingMail, SourceRef, utcnow
 from commit_email.pgstore import PostgresStore
 from commit_email.store import SQLiteStore, Store, open_store
 from commit_email.testing import build_reply, make_config, make_connector
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-import gen_corpus
 
 T0 = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import re
 import sqlite3
-import sys
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from benchmarks import gen_corpus
 from commit_email.accounts import read_accounts_csv
 from commit_email.cli import main
 from commit_email.errors import StoreError
@@ -22,9 +22,6 @@ from commit_email.storage import COPY_TABLES
 from commit_email.store import _SCHEMA, SQLiteStore, Store, open_store
 from commit_email.storecopy import copy_store
 from commit_email.testing import make_config, make_connector
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-import gen_corpus
 
 ORDERED = {"accounts", "tickets", "history", "documents", "processed", "outbox"}
 

@@ -5,20 +5,17 @@ log (a scan makes a backlog of N messages cost N² - the issue-7 profile found t
 from __future__ import annotations
 
 import sqlite3
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from benchmarks import gen_corpus
 from commit_email.accounts import read_accounts_csv
 from commit_email.model import SourceRef, utcnow
 from commit_email.pgstore import PostgresStore
 from commit_email.store import SQLiteStore
 from commit_email.testing import make_connector
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-import gen_corpus
 
 
 class RecordingConnection:

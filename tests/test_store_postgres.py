@@ -170,9 +170,7 @@ def test_without_psycopg_the_error_names_the_extra(monkeypatch: pytest.MonkeyPat
 def test_accounts_import_into_postgres_from_the_command_line(
     tmp_path: Path, pg_url: str
 ) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-    import gen_corpus
-
+    from benchmarks import gen_corpus
     from commit_email.cli import main
 
     rows = gen_corpus.accounts(3000)

@@ -7,27 +7,21 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from commit_email.config import ThreadingConfig
-from commit_email.model import Account, AccountKind, OutcomeKind
+from commit_email.model import OutcomeKind
 from commit_email.pipeline import Connector
 from commit_email.replies import TicketToken
 from commit_email.testing import RecordingMailer, build_message, make_config, make_connector
-
-CUSTOMER = Account(rec_id="CRD-ACME-CUST-000001", file_as="Customer Ltd",
-                   email1="jane@customer.example")
-TECH = Account(rec_id="CRD-ACME-EMPL-000001", file_as="Tom Tech", email1="tom@acme.example",
-               kind=AccountKind.EMPLOYEE)
-FORMER = Account(rec_id="CRD-ACME-EMPL-000002", file_as="Fay Former",
-                 email1="fay@acme.example", kind=AccountKind.EMPLOYEE, active=False)
+from tests.shared import FORMER, JANE, TECH
 
 
-def connector(mailer: RecordingMailer, **threading: object) -> Connector:
+def build_connector(mailer: RecordingMailer, **threading: object) -> Connector:
     config = make_config(
         connector={"public_address": "support@acme.example",
                    "internal_address": "helpdesk@acme.example"},
         smtp={"host": "127.0.0.1"},
         threading=threading,
     )
-    return make_connector(config, accounts=[CUSTOMER, TECH, FORMER], mailer=mailer)
+    return make_connector(config, accounts=[JANE, TECH, FORMER], mailer=mailer)
 
 
 def open_ticket(c: Connector) -> str:
@@ -93,7 +87,7 @@ def test_formatted_token_is_always_found_again(
 
 def test_customer_reply_is_filed_stripped_and_forwarded() -> None:
     mailer = RecordingMailer()
-    c = connector(mailer)
+    c = build_connector(mailer)
     number = open_ticket(c)
     mailer.sent.clear()
 
@@ -115,7 +109,7 @@ def test_customer_reply_is_filed_stripped_and_forwarded() -> None:
 
 def test_reply_found_by_in_reply_to_our_auto_response() -> None:
     mailer = RecordingMailer()
-    c = connector(mailer)
+    c = build_connector(mailer)
     number = open_ticket(c)
     [auto] = mailer.of_kind("auto_response")
 
@@ -130,7 +124,7 @@ def test_reply_found_by_in_reply_to_our_auto_response() -> None:
 
 def test_active_employee_is_filed_but_not_forwarded() -> None:
     mailer = RecordingMailer()
-    c = connector(mailer)
+    c = build_connector(mailer)
     number = open_ticket(c)
     mailer.sent.clear()
 
@@ -149,7 +143,7 @@ def test_active_employee_is_filed_but_not_forwarded() -> None:
 
 def test_inactive_employee_writes_into_no_ticket() -> None:
     mailer = RecordingMailer()
-    c = connector(mailer)
+    c = build_connector(mailer)
     number = open_ticket(c)
     mailer.sent.clear()
 
@@ -163,7 +157,7 @@ def test_inactive_employee_writes_into_no_ticket() -> None:
 
 def test_inactive_employee_is_treated_like_a_customer_when_anyone_may_reply() -> None:
     mailer = RecordingMailer()
-    c = connector(mailer, accept_replies_from="anyone")
+    c = build_connector(mailer, accept_replies_from="anyone")
     number = open_ticket(c)
     mailer.sent.clear()
 
@@ -176,7 +170,7 @@ def test_inactive_employee_is_treated_like_a_customer_when_anyone_may_reply() ->
 
 def test_forwarding_customer_replies_can_be_turned_off() -> None:
     mailer = RecordingMailer()
-    c = connector(mailer, forward_customer_replies=False)
+    c = build_connector(mailer, forward_customer_replies=False)
     number = open_ticket(c)
     mailer.sent.clear()
 
@@ -189,7 +183,7 @@ def test_forwarding_customer_replies_can_be_turned_off() -> None:
 
 def test_token_of_an_unknown_ticket_falls_through_to_email_to_ticket() -> None:
     mailer = RecordingMailer()
-    c = connector(mailer)
+    c = build_connector(mailer)
 
     outcome = c.process(build_message(sender="jane@customer.example",
                                       subject="Re: [Ticket#999999] Old issue"))
@@ -200,7 +194,7 @@ def test_token_of_an_unknown_ticket_falls_through_to_email_to_ticket() -> None:
 
 def test_threading_can_be_disabled() -> None:
     mailer = RecordingMailer()
-    c = connector(mailer, enabled=False)
+    c = build_connector(mailer, enabled=False)
     number = open_ticket(c)
 
     outcome = c.process(build_message(sender="jane@customer.example",
@@ -211,7 +205,7 @@ def test_threading_can_be_disabled() -> None:
 
 def test_inspect_explains_the_route_and_writes_nothing() -> None:
     mailer = RecordingMailer()
-    c = connector(mailer)
+    c = build_connector(mailer)
     number = open_ticket(c)
     ticket = c.sink.get_ticket(number=number)
     assert ticket is not None
@@ -229,7 +223,7 @@ def test_inspect_explains_the_route_and_writes_nothing() -> None:
 
 def test_inspect_says_an_auto_response_would_go_and_queues_nothing() -> None:
     mailer = RecordingMailer()
-    c = connector(mailer)
+    c = build_connector(mailer)
 
     result = c.inspect(build_message(sender="jane@customer.example", subject="New issue"))
 

@@ -17,6 +17,7 @@ from commit_email.testing import RecordingMailer, build_message, make_config, ma
 from tests.alert_fixtures import alert_path, sequence
 from tests.automated_fixtures import ACCOUNT_RULES
 from tests.automated_fixtures import ACCOUNTS as ALERT_ACCOUNTS
+from tests.shared import FORMER, TECH
 
 #: The Account has its domain typed in, so every colleague at customer.example is matched.
 CUSTOMER = Account(rec_id="CRD-CUST-000000000001", file_as="Customer Ltd",
@@ -26,13 +27,9 @@ CONTACT = Account(rec_id="CRD-CUST-CONTACT-0001", file_as="Carl Consultant",
                   email1="carl@consulting.example", kind=AccountKind.CONTACT,
                   parent=CUSTOMER.rec_id)
 #: Another customer of the help desk: known, but not of Customer Ltd.
-GLOBEX = Account(rec_id="CRD-GLOBEX-0000000001", file_as="Globex",
-                 email1="mallory@globex.example")
-TECH = Account(rec_id="CRD-ACME-EMPL-0000001", file_as="Tom Tech", email1="tom@acme.example",
-               kind=AccountKind.EMPLOYEE)
-FORMER = Account(rec_id="CRD-ACME-EMPL-0000002", file_as="Fay Former",
-                 email1="fay@acme.example", kind=AccountKind.EMPLOYEE, active=False)
-ACCOUNTS = [CUSTOMER, CONTACT, GLOBEX, TECH, FORMER]
+MALLORY = Account(rec_id="CRD-GLOBEX-0000000001", file_as="Globex",
+                  email1="mallory@globex.example")
+ACCOUNTS = [CUSTOMER, CONTACT, MALLORY, TECH, FORMER]
 
 FIRST_ID = "first.1@customer.example"
 QUOTED_REPLY = (
@@ -41,7 +38,7 @@ QUOTED_REPLY = (
 )
 
 
-def connector(mailer: RecordingMailer, store: SQLiteStore | None = None) -> Connector:
+def build_connector(mailer: RecordingMailer, store: SQLiteStore | None = None) -> Connector:
     config = make_config(
         connector={"public_address": "support@acme.example",
                    "internal_address": "helpdesk@acme.example"},
@@ -83,7 +80,7 @@ def history_of(c: Connector, ticket: Ticket) -> list[tuple[str, str]]:
 
 def test_colleagues_reply_all_to_the_first_mail_is_filed_stripped_and_forwarded() -> None:
     mailer = RecordingMailer()
-    c = connector(mailer)
+    c = build_connector(mailer)
     ticket = open_ticket(c)
     mailer.sent.clear()
 
@@ -100,7 +97,7 @@ def test_colleagues_reply_all_to_the_first_mail_is_filed_stripped_and_forwarded(
 
 def test_customers_follow_up_to_her_own_first_mail_is_filed() -> None:
     mailer = RecordingMailer()
-    c = connector(mailer)
+    c = build_connector(mailer)
     ticket = open_ticket(c)
 
     outcome = c.process(build_message(
@@ -114,7 +111,7 @@ def test_customers_follow_up_to_her_own_first_mail_is_filed() -> None:
 
 
 def test_a_contact_of_the_account_from_another_domain_is_filed() -> None:
-    c = connector(RecordingMailer())
+    c = build_connector(RecordingMailer())
     ticket = open_ticket(c)
 
     outcome = c.process(reply("carl@consulting.example"))
@@ -125,7 +122,7 @@ def test_a_contact_of_the_account_from_another_domain_is_filed() -> None:
 
 def test_active_employee_replying_to_the_customers_mail_is_filed_not_forwarded() -> None:
     mailer = RecordingMailer()
-    c = connector(mailer)
+    c = build_connector(mailer)
     ticket = open_ticket(c)
     mailer.sent.clear()
 
@@ -154,7 +151,7 @@ def test_active_employee_replying_to_the_customers_mail_is_filed_not_forwarded()
 def test_a_stranger_quoting_a_leaked_message_id_is_not_filed(
     sender: str, expected: OutcomeKind
 ) -> None:
-    c = connector(RecordingMailer())
+    c = build_connector(RecordingMailer())
     ticket = open_ticket(c)
     before = history_of(c, ticket)
 
@@ -166,7 +163,7 @@ def test_a_stranger_quoting_a_leaked_message_id_is_not_filed(
 
 
 def test_inspect_says_which_message_id_matched_and_why() -> None:
-    c = connector(RecordingMailer())
+    c = build_connector(RecordingMailer())
     ticket = open_ticket(c)
 
     allowed = dict(c.inspect(reply("bob@customer.example")).notes)
@@ -199,7 +196,7 @@ def test_a_reply_to_the_alert_mail_that_opened_a_ticket_is_filed_there() -> None
 # Which reference wins ----------------------------------------------------------------------
 
 def test_references_chain_where_only_an_older_id_is_known() -> None:
-    c = connector(RecordingMailer())
+    c = build_connector(RecordingMailer())
     ticket = open_ticket(c)
 
     outcome = c.process(reply(
@@ -212,7 +209,7 @@ def test_references_chain_where_only_an_older_id_is_known() -> None:
 
 
 def test_the_most_recent_known_reference_wins() -> None:
-    c = connector(RecordingMailer())
+    c = build_connector(RecordingMailer())
     old = open_ticket(c, "old.1@customer.example", "Printer jammed")
     new = open_ticket(c, "new.1@customer.example", "Scanner broken")
 
@@ -223,7 +220,7 @@ def test_the_most_recent_known_reference_wins() -> None:
 
 
 def test_a_reply_filed_this_way_is_itself_remembered() -> None:
-    c = connector(RecordingMailer())
+    c = build_connector(RecordingMailer())
     ticket = open_ticket(c)
     c.process(reply("bob@customer.example", message_id="bob.2@customer.example"))
 
@@ -235,7 +232,7 @@ def test_a_reply_filed_this_way_is_itself_remembered() -> None:
 
 
 def test_the_subject_token_keeps_priority() -> None:
-    c = connector(RecordingMailer())
+    c = build_connector(RecordingMailer())
     first = open_ticket(c)
     other = open_ticket(c, "other.1@customer.example", "Scanner broken")
 
@@ -247,7 +244,7 @@ def test_the_subject_token_keeps_priority() -> None:
 
 def test_our_own_message_ids_keep_priority_over_the_customers() -> None:
     mailer = RecordingMailer()
-    c = connector(mailer)
+    c = build_connector(mailer)
     open_ticket(c)
     other = open_ticket(c, "other.1@customer.example", "Scanner broken")
     auto = next(m for m in mailer.of_kind("auto_response") if m.ticket == other.rec_id)
@@ -260,7 +257,7 @@ def test_our_own_message_ids_keep_priority_over_the_customers() -> None:
 
 @pytest.mark.parametrize("found_by", ["token", "filed message id"])
 def test_a_closed_ticket_is_filed_into_as_with_the_token(found_by: str) -> None:
-    c = connector(RecordingMailer())
+    c = build_connector(RecordingMailer())
     ticket = open_ticket(c)
     c.sink.update_ticket(ticket.rec_id, {"closed": True})
     subject = f"Re: [Ticket#{ticket.number}]" if found_by == "token" else "Re: Printer jammed"
@@ -272,7 +269,7 @@ def test_a_closed_ticket_is_filed_into_as_with_the_token(found_by: str) -> None:
 
 
 def test_a_message_id_of_a_deleted_ticket_falls_through_to_email_to_ticket() -> None:
-    c = connector(RecordingMailer())
+    c = build_connector(RecordingMailer())
     with c.state.transaction():
         c.state.record_filed_message_id(FIRST_ID, "TKT-DELETED-00000001")
 
@@ -287,7 +284,7 @@ def test_a_message_id_of_a_deleted_ticket_falls_through_to_email_to_ticket() -> 
 # What is remembered, and where -------------------------------------------------------------
 
 def test_the_customers_message_id_never_counts_as_our_own() -> None:
-    c = connector(RecordingMailer())
+    c = build_connector(RecordingMailer())
     ticket = open_ticket(c)
 
     assert c.state.ticket_for_filed_message_id(FIRST_ID) == ticket.rec_id
@@ -296,7 +293,7 @@ def test_the_customers_message_id_never_counts_as_our_own() -> None:
 
 
 def test_a_later_mail_reusing_a_message_id_does_not_take_it_over() -> None:
-    c = connector(RecordingMailer())
+    c = build_connector(RecordingMailer())
     ticket = open_ticket(c)
     # Same Message-ID, different sender and subject: not a duplicate, a ticket of its own.
     hijack = build_message(sender="mallory@globex.example", subject="Invoice",
@@ -309,7 +306,7 @@ def test_a_later_mail_reusing_a_message_id_does_not_take_it_over() -> None:
 
 
 def test_inspect_remembers_nothing() -> None:
-    c = connector(RecordingMailer())
+    c = build_connector(RecordingMailer())
 
     c.inspect(first_mail())
 
@@ -317,7 +314,7 @@ def test_inspect_remembers_nothing() -> None:
 
 
 def test_duplicates_are_still_duplicates() -> None:
-    c = connector(RecordingMailer())
+    c = build_connector(RecordingMailer())
     ticket = open_ticket(c)
     c.process(reply("bob@customer.example", message_id="bob.2@customer.example"))
     filed = history_of(c, ticket)
@@ -333,10 +330,10 @@ def test_duplicates_are_still_duplicates() -> None:
 def test_the_memory_survives_reopening_the_store(tmp_path: Path) -> None:
     path = tmp_path / "commit.db"
     with SQLiteStore(path) as store:
-        ticket = open_ticket(connector(RecordingMailer(), store))
+        ticket = open_ticket(build_connector(RecordingMailer(), store))
 
     with SQLiteStore(path) as store:
-        outcome = connector(RecordingMailer(), store).process(reply("bob@customer.example"))
+        outcome = build_connector(RecordingMailer(), store).process(reply("bob@customer.example"))
 
     assert outcome.kind is OutcomeKind.TICKET_UPDATED
     assert outcome.ticket == ticket.number
@@ -347,7 +344,7 @@ def test_a_store_from_before_the_memory_opens_and_learns_it_from_the_history(
 ) -> None:
     path = tmp_path / "commit.db"
     with SQLiteStore(path) as store:
-        ticket = open_ticket(connector(RecordingMailer(), store))
+        ticket = open_ticket(build_connector(RecordingMailer(), store))
     db = sqlite3.connect(path)  # what a store written by an earlier release looks like
     db.execute("DROP TABLE filed_ids")
     db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
@@ -355,7 +352,7 @@ def test_a_store_from_before_the_memory_opens_and_learns_it_from_the_history(
     db.close()
 
     with SQLiteStore(path) as store:
-        c = connector(RecordingMailer(), store)
+        c = build_connector(RecordingMailer(), store)
         known = c.state.ticket_for_filed_message_id(FIRST_ID)
         outcome = c.process(reply("bob@customer.example"))
         later = open_ticket(c, "later.1@customer.example", "Scanner broken")

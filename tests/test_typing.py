@@ -17,20 +17,21 @@ from pathlib import Path
 import pytest
 
 from commit_email import AccountDirectory, OutcomeKind, TicketSink
-from commit_email.model import Account, HistoryEntry, TicketDraft
+from commit_email.model import HistoryEntry, TicketDraft
 from commit_email.testing import build_message
+from tests.shared import ACME
 
 ROOT = Path(__file__).resolve().parents[1]
 TYPING = ROOT / "tests" / "typing"
 EXAMPLE_PLUGIN = ROOT / "examples" / "plugin-example" / "src"
+# The examples are a user's own project, not modules of this one: they import one another as
+# top-level modules (``from integrator_sql import SqlCommit``) and mypy checks them so, with
+# MYPYPATH=tests/typing. Running them here needs that folder on the path the same way.
 sys.path.insert(0, str(TYPING))
 
 import integrator_sql  # noqa: E402
 import integrator_wiring  # noqa: E402
 import plugin_code  # noqa: E402
-
-ACME = Account(rec_id="CRDACME", file_as="Acme Corp", email1="acme.example",
-               account_number="ACME-001")
 
 
 def test_the_examples_and_the_example_plugin_pass_mypy_strict() -> None:
@@ -106,7 +107,7 @@ def test_a_connector_over_the_sql_adapter_files_mail_in_the_integrators_tables(
     assert commit.list_tickets() == []  # inspect rolled the sink back too
 
     outcome = connector.process(raw)
-    assert outcome.kind is OutcomeKind.TICKET_CREATED and outcome.account == "CRDACME"
+    assert outcome.kind is OutcomeKind.TICKET_CREATED and outcome.account == ACME.rec_id
     ticket = commit.get_ticket(number=outcome.ticket)
     assert ticket is not None and ticket.description == "VPN down"
     assert [d.filename for d in commit.documents(ticket.rec_id)][1:] == ["log.txt"]

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DIRECTORY
 
 from commit_email.model import OutcomeKind
 from commit_email.pipeline import Connector
@@ -25,6 +24,7 @@ from commit_email.smtp import SmtpMailer
 from commit_email.store import SQLiteStore, open_store
 from commit_email.testing import build_message, make_config, make_connector
 from commit_email.xml_api import Transaction, render_transaction
+from tests.shared import DIRECTORY
 
 PASSWORD = "s3cretpw-xyz"
 VICTIM = "victim@elsewhere.example"

@@ -6,12 +6,12 @@ import email
 import email.policy
 
 import pytest
-from conftest import DIRECTORY
 
 from commit_email.model import OutcomeKind
 from commit_email.smtp import SmtpMailer
 from commit_email.testing import build_message, make_config, make_connector
 from commit_email.xml_api import Transaction, render_transaction
+from tests.shared import DIRECTORY
 
 PASSWORD = "correct horse battery staple"
 ACME = "CRDACME0000000000001"

@@ -106,10 +106,7 @@ def cmd_process(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _print_unsent(connector: Connector, out: TextIO) -> None:
-    pending = getattr(connector.state, "pending_mail", None)
-    if pending is None:
-        return
-    waiting = pending()
+    waiting = connector.state.pending_mail()
     if not waiting:
         return
     failed = sum(entry.failed for entry in waiting)
@@ -138,10 +135,9 @@ def _print_unsent(connector: Connector, out: TextIO) -> None:
 
 def _log_unsent(connector: Connector) -> None:
     """``process --json`` prints only outcomes: mail left in the outbox goes to the log."""
-    pending = getattr(connector.state, "pending_mail", None)
-    if connector.mailer is None or pending is None:
+    if connector.mailer is None:
         return
-    waiting = [e for e in pending() if not e.failed]
+    waiting = [e for e in connector.state.pending_mail() if not e.failed]
     if waiting:
         log.warning("%s left queued in the outbox; the next run sends them",
                     _count(len(waiting), "mail"))

@@ -17,7 +17,9 @@ What PostgreSQL adds, for several ``run`` processes sharing one store:
   second one sees the first one's outcome and records a ``duplicate``.
 - **ticket numbers from a sequence**: unique and increasing across workers; a transaction
   that rolls back (``inspect``) uses a number up, so numbers may have gaps.
-- **one outbox sender at a time**: :meth:`sending_outbox`.
+- **no mail sent twice by two workers**: a mail is claimed (:meth:`claim_mail`, a lease
+  under ``FOR UPDATE SKIP LOCKED``) before it is sent, so several workers share the outbox
+  and each mail goes out from one of them.
 
 Everything is in the connection's ``search_path`` schema (``?options=-csearch_path%3Dhelp``
 in the URL for a schema of its own). The schema is created on first open and migrated,
@@ -442,22 +444,6 @@ class PostgresStore:
         if conn.broken or conn.closed:
             self._held.clear()
         return name in self._held
-
-    @contextmanager
-    def sending_outbox(self) -> Iterator[bool]:
-        """True inside when this worker may send the outbox now: one worker at a time
-        sends, so two never send the same mail; the others leave it to that one."""
-        row = self._execute("SELECT pg_try_advisory_lock(" + self._LOCK_KEY + ")",
-                            (" outbox",)).fetchone()
-        got = bool(row and row[0])
-        try:
-            yield got
-        finally:
-            if got:
-                conn = self._conn
-                if not (conn.broken or conn.closed):
-                    self._execute("SELECT pg_advisory_unlock(" + self._LOCK_KEY + ")",
-                                  (" outbox",))
 
     # Accounts (AccountDirectory + writes) ----------------------------------------------
 

@@ -45,7 +45,14 @@ from .model import (
 )
 from .oauth import OAuthCredentials
 from .plugins import PluginHost
-from .protocols import AccountDirectory, ConnectorState, Mailer, TicketSink
+from .protocols import (
+    AccountDirectory,
+    ConnectorState,
+    Mailer,
+    RecordsUidlAliases,
+    Replayable,
+    TicketSink,
+)
 from .quarantine import Quarantine
 from .sender import BackgroundSender, Outbox, background_sender, flush, inline_lease
 from .smtp import SmtpMailer
@@ -300,19 +307,17 @@ class Connector:
         return outcome
 
     def _forget(self, digest: str) -> None:
-        forget = getattr(self.state, "forget_processed", None)
-        if forget is None:
+        if not isinstance(self.state, Replayable):
             raise CommitEmailError("this state store cannot replay quarantined messages")
-        forget(digest)
+        self.state.forget_processed(digest)
 
     def _duplicate(
         self, message: Message, digest: str, source: SourceRef, previous: Outcome
     ) -> Outcome:
-        if source.uidl and self.state.processed_uidl(source.name, source.uidl) is None:
-            # A re-delivered copy under a new UIDL: remember the UIDL so it is deleted.
-            alias = getattr(self.state, "record_uidl_alias", None)
-            if alias is not None:
-                alias(digest=digest, mailbox=source.name, uidl=source.uidl)
+        # A re-delivered copy under a new UIDL: remember the UIDL so it is deleted.
+        if (source.uidl and isinstance(self.state, RecordsUidlAliases)
+                and self.state.processed_uidl(source.name, source.uidl) is None):
+            self.state.record_uidl_alias(digest=digest, mailbox=source.name, uidl=source.uidl)
         return Outcome(
             kind=OutcomeKind.DUPLICATE,
             detail=f"already processed: {previous.kind.value}",

@@ -42,12 +42,16 @@ from .model import (
 __all__ = [
     "AccountDirectory",
     "BatchMailer",
+    "Closable",
     "ConnectorState",
     "IdleMailSession",
     "MailSession",
+    "MailboxLocks",
     "Mailer",
     "ProcessedRecord",
     "QueuedMail",
+    "RecordsUidlAliases",
+    "Replayable",
     "TicketSink",
 ]
 
@@ -315,6 +319,58 @@ class ConnectorState(Protocol):
     def recovery_of(self, key: str) -> tuple[datetime, datetime] | None:
         """(recovered at, noted at) of the remembered recovery of ``key``, or None."""
         ...
+
+
+# Optional capabilities of a ConnectorState: the built-in stores have them all; an
+# integrator's state may leave any out, and the connector then does without (as each says).
+
+
+@runtime_checkable
+class MailboxLocks(Protocol):
+    """One worker per mailbox: ``run`` serves a mailbox only while its state holds the
+    mailbox's lock, and stands by otherwise (PostgreSQL: a session advisory lock, released
+    by the server when the worker's connection dies). Without it, every worker serves."""
+
+    def lock_mailbox(self, name: str) -> bool:
+        """Take (or keep) the lock of mailbox ``name``; True when this state holds it."""
+        ...
+
+    def holds_mailbox(self, name: str) -> bool:
+        """Whether this state still holds the lock (a connection lost loses it)."""
+        ...
+
+    def unlock_mailbox(self, name: str) -> None:
+        """Hand the mailbox over at once (a stopping worker)."""
+        ...
+
+
+@runtime_checkable
+class Replayable(Protocol):
+    """A processed log whose lines can be dropped: ``quarantine replay`` needs it to give a
+    quarantined message its new outcome. Without it, replay is refused."""
+
+    def forget_processed(self, digest: str) -> None:
+        """Drop the processed-log line of ``digest``, in the current transaction."""
+        ...
+
+
+@runtime_checkable
+class RecordsUidlAliases(Protocol):
+    """A processed log that also records where a re-delivered copy was seen, so that the
+    copy is deleted from the server like the original. Without it, such a copy is
+    processed (as a duplicate) again on every poll of a mailbox that keeps mail."""
+
+    def record_uidl_alias(self, *, digest: str, mailbox: str, uidl: str) -> None:
+        """Note that ``uidl`` in ``mailbox`` is a copy of the message of ``digest``."""
+        ...
+
+
+@runtime_checkable
+class Closable(Protocol):
+    """A state (or a mailer) holding a connection or file that the connector closes when
+    it is done with it."""
+
+    def close(self) -> None: ...
 
 
 @runtime_checkable

@@ -51,7 +51,7 @@ from .errors import ConfigError, SourceError, StoreError
 from .mailboxes import pop3_mailbox
 from .model import Outcome, OutcomeKind, SourceRef
 from .pipeline import Connector
-from .protocols import MailSession
+from .protocols import Closable, IdleMailSession, MailboxLocks, MailSession
 from .sources import Mailbox
 
 __all__ = ["PollSummary", "Runner", "Service"]
@@ -255,8 +255,8 @@ class Runner:
         """Take (or keep) the store's lock of this mailbox; False while another worker holds
         it. A state without locks (an integrator's) always lets this worker serve. Raises
         StoreError when the store cannot be asked."""
-        lock = getattr(self.connector.state, "lock_mailbox", None)
-        got = True if lock is None else bool(lock(self.name))
+        state = self.connector.state
+        got = not isinstance(state, MailboxLocks) or bool(state.lock_mailbox(self.name))
         if got != self.serving:
             if got:
                 log.info("%s: serving this mailbox", self.name)
@@ -266,15 +266,15 @@ class Runner:
         return got
 
     def _still_serving(self) -> bool:
-        holds = getattr(self.connector.state, "holds_mailbox", None)
-        return holds is None or bool(holds(self.name))
+        state = self.connector.state
+        return not isinstance(state, MailboxLocks) or bool(state.holds_mailbox(self.name))
 
     def _release(self) -> None:
         """Hand the mailbox over at once when this worker stops (not after a time-out)."""
-        unlock = getattr(self.connector.state, "unlock_mailbox", None)
-        if unlock is not None and self.serving:
+        state = self.connector.state
+        if isinstance(state, MailboxLocks) and self.serving:
             with contextlib.suppress(StoreError):
-                unlock(self.name)
+                state.unlock_mailbox(self.name)
         self.serving = None
 
     def backoff(self, failures: int) -> float:
@@ -318,12 +318,11 @@ class Runner:
         which case the session is closed and the caller sleeps. A fault while waiting
         closes the session and costs a back-off before the next poll reconnects."""
         box = self._box
-        wait = getattr(box, "wait_for_mail", None)
-        if box is None or not box.connected or not callable(wait):
+        if not isinstance(box, IdleMailSession) or not box.connected:
             self._end_session(quiet=True)
             return False
         try:
-            waited = bool(wait(seconds, self.stop_event))
+            waited = bool(box.wait_for_mail(seconds, self.stop_event))
         except SourceError as exc:
             self._end_session(exc)
             self._idle_failures += 1
@@ -410,7 +409,7 @@ class Runner:
             # Processed mail stays; only failed mail may be put aside (quarantine_folder).
             finished = [(i, k) for i, k in finished if k is OutcomeKind.QUARANTINED]
         self._acknowledge(box, finished, tally)
-        if not callable(getattr(box, "wait_for_mail", None)):
+        if not isinstance(box, IdleMailSession):
             self._end_session()
         return len(fresh) > self.messages_per_session and not self.stopping
 
@@ -893,10 +892,9 @@ def _serve_in_process(job: _WorkerJob, stopper: Any, results: Any, outcomes: Any
 
 
 def _close_store(connector: Connector) -> None:
-    close = getattr(connector.state, "close", None)
-    if callable(close):
+    if isinstance(connector.state, Closable):
         with contextlib.suppress(Exception):
-            close()
+            connector.state.close()
 
 
 class _Progress:

@@ -53,7 +53,7 @@ from .config import Config
 from .errors import CommitEmailError, MailerError, StoreError
 from .model import OutgoingMail, utcnow
 from .outgoing import replied_to
-from .protocols import ConnectorState, Mailer, QueuedMail
+from .protocols import BatchMailer, Closable, ConnectorState, Mailer, QueuedMail
 
 __all__ = [
     "LEASE",
@@ -173,9 +173,8 @@ def send_each(
 ) -> Iterator[tuple[OutgoingMail, MailerError | None]]:
     """``mailer.send_many(mails)`` when it has it; else ``send`` one mail after the other,
     stopping after a failure without an SMTP reply (the server cannot be reached)."""
-    many = getattr(mailer, "send_many", None)
-    if many is not None:
-        yield from many(mails)
+    if isinstance(mailer, BatchMailer):
+        yield from mailer.send_many(mails)
         return
     for mail in mails:
         try:
@@ -581,11 +580,9 @@ class BackgroundSender:
         with self._cond:
             self._quiet = True
             self._cond.notify_all()
-        if self._close_state:
-            close = getattr(self.outbox.state, "close", None)
-            if close is not None:
-                with contextlib.suppress(Exception):
-                    close()
+        if self._close_state and isinstance(self.outbox.state, Closable):
+            with contextlib.suppress(Exception):
+                self.outbox.state.close()
 
 
 def background_sender(

@@ -1048,22 +1048,6 @@ class SQLiteStore:
     def holds_mailbox(self, name: str) -> bool:
         return name in self._held
 
-    @contextmanager
-    def sending_outbox(self) -> Iterator[bool]:
-        """True inside when this store may send the outbox now: of the stores of this process
-        on one file (one per mailbox in a ``run``), one at a time sends."""
-        key = self._lock_key("outbox")
-        with _PROCESS_LOCKS_GUARD:
-            got = key not in _PROCESS_LOCKS
-            if got:
-                _PROCESS_LOCKS[key] = id(self)
-        try:
-            yield got
-        finally:
-            if got:
-                with _PROCESS_LOCKS_GUARD:
-                    _PROCESS_LOCKS.pop(key, None)
-
     # Moving a whole store (``store copy``) -------------------------------------------------
 
     @contextmanager

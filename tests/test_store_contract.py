@@ -18,6 +18,13 @@ from commit_email.accounts import read_accounts_csv
 from commit_email.message import Message
 from commit_email.model import Account, Outcome, OutcomeKind, OutgoingMail, SourceRef, utcnow
 from commit_email.pgstore import PostgresStore
+from commit_email.protocols import (
+    Closable,
+    ConnectorState,
+    MailboxLocks,
+    RecordsUidlAliases,
+    Replayable,
+)
 from commit_email.store import SQLiteStore, Store, open_store
 from commit_email.testing import build_reply, make_config, make_connector
 
@@ -48,6 +55,13 @@ def test_the_postgres_store_has_every_public_method_of_the_sqlite_store() -> Non
         ):
             different.append(name)
     assert missing == [] and different == []
+
+
+def test_both_stores_have_every_optional_capability(any_store: Store) -> None:
+    """The connector does without a capability an integrator's state lacks; the built-in
+    stores must not lack any."""
+    for capability in (ConnectorState, MailboxLocks, Replayable, RecordsUidlAliases, Closable):
+        assert isinstance(any_store, capability), capability.__name__
 
 
 def test_the_processed_log(any_store: Store) -> None:

@@ -1,6 +1,6 @@
 """What the PostgreSQL store adds for several workers sharing it: mailbox locks, ticket
 numbers and tickets that stay unique across connections, one message at a time per digest,
-one outbox sender at a time, and a connection that comes back after the server dropped it.
+and a connection that comes back after the server dropped it.
 
 Each test opens several stores (connections) on one schema of the private server."""
 
@@ -143,14 +143,6 @@ def test_a_message_in_two_mailboxes_is_processed_once(
     finally:
         for worker in workers:
             worker.state.close()  # type: ignore[attr-defined]
-
-
-def test_one_worker_at_a_time_sends_the_outbox(pg_url: str) -> None:
-    with PostgresStore(pg_url) as a, PostgresStore(pg_url) as b:
-        with a.sending_outbox() as a_may, b.sending_outbox() as b_may:
-            assert a_may and not b_may
-        with b.sending_outbox() as b_may:
-            assert b_may
 
 
 def test_the_password_stays_out_of_messages(pg_server: PostgresServer) -> None:

@@ -89,9 +89,9 @@ def text_mail(headers: list[tuple[str, str]], body: str) -> bytes:
     """A ``text/plain`` UTF-8 mail with these headers, in this order, as bytes for SMTP.
 
     Written by hand like a forward, for the same reason: building an ``EmailMessage`` parses
-    every header value into a syntax tree and folds it back, about 1.4 ms a mail, and with an
-    auto-response for most new tickets, ``process`` spent 1.5-1.8 times the CPU on a mail.
-    Only a header with non-ASCII text still goes through the header registry."""
+    every header value into a syntax tree and folds it back, which cost more than the rest
+    of the auto-response (figures in ``benchmarks/README.md``, mail out). Only a header
+    with non-ASCII text still goes through the header registry."""
     cte, data = _text_body(body)
     head = b"".join(_header_line(name, value) if value.isascii() else _encoded_line(name, value)
                     for name, value in headers)

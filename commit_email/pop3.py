@@ -66,8 +66,8 @@ _DELE_WINDOWS_AHEAD = 4
 #: these while the caller processes one, and the kernel's socket buffers hold what has
 #: arrived (no thread, no queue of our own). Bounded by count and by the LIST sizes, so
 #: a high-latency link is kept busy and a run of large messages is not all in flight:
-#: refilled at half, 64 messages (~80 ms of processing) cover a 40 ms round trip, where
-#: 16 left a third of the time waiting (benchmarks/pop3_bench.py --rtt-ms 40).
+#: refilled at half, so that the messages in flight cover a round trip of tens of
+#: milliseconds (measured with benchmarks/pop3_bench.py --rtt-ms 40).
 _RETR_AHEAD = 128
 _RETR_AHEAD_BYTES = 8 * 1024 * 1024
 #: a bare LF (not preceded by CR) in a lax server's reply

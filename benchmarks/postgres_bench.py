@@ -3,6 +3,7 @@ mailbox.
 
     python benchmarks/postgres_bench.py [--count N] [--reps R] [--small A] [--large A]
                                         [--messages M] [--run-count N] [--rounds R]
+                                        [--synchronous-commit on|off] [--only PART]
                                         [--smoke] [--json-out FILE]
 
 A private PostgreSQL server is started here (Debian's ``postgresql``: ``initdb`` into a

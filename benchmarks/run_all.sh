@@ -19,6 +19,6 @@ run pop3 benchmarks/pop3_bench.py --count 2000 --rounds 5
 run imap benchmarks/imap_bench.py --count 2000 --rounds 3
 run smtp benchmarks/smtp_bench.py --count 2000 --reps 2
 run memory benchmarks/memory_bench.py
-run postgres benchmarks/postgres_bench.py
+run postgres benchmarks/postgres_bench.py --rounds 5
 python benchmarks/process_bench.py --count 2000 --profile 8 > "$out/profile.txt" 2>&1
 echo "end $(date -u) load $(cut -d' ' -f1-3 /proc/loadavg); outputs in $out" | tee -a "$out/meta.txt"

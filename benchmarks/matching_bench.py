@@ -27,7 +27,7 @@ if str(ROOT) not in sys.path:  # run as ``python benchmarks/x.py``: import this 
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import common, gen_corpus
-from commit_email.accounts import read_accounts_csv
+from commit_email.accounts_csv import read_accounts_csv
 from commit_email.config import load_config
 from commit_email.errors import AmbiguousMatch
 from commit_email.message import Message

@@ -57,7 +57,7 @@ if str(ROOT) not in sys.path:  # run as ``python benchmarks/x.py``: import this 
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.delay_proxy import DelayProxy
-from commit_email.accounts import read_accounts_csv
+from commit_email.accounts_csv import read_accounts_csv
 from commit_email.config import Config, parse_config
 from commit_email.model import Account, SourceRef
 from commit_email.pipeline import Connector

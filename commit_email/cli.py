@@ -25,7 +25,7 @@ from types import FrameType
 from typing import Any, TextIO, cast
 
 from . import __version__
-from .accounts import read_accounts_csv, reconcile, write_accounts_csv
+from .accounts_csv import read_accounts_csv, reconcile, write_accounts_csv
 from .config import Config, ImapConfig, check_secrets, deployment_problems, load_config
 from .errors import CommitEmailError, ConfigError, InputError, OAuthError
 from .message import Message

@@ -6,16 +6,13 @@ then decodes what it needs itself: encoded words, RFC 2231 parameters, charsets 
 names mail clients really send, HTML-only bodies. What could not be decoded cleanly is
 listed in ``defects``.
 
-The tree is built by :func:`_parse_tree`, which gives exactly the tree
-``email.message_from_bytes`` gives (the tests compare the two on the shared corpus and on
-generated MIME) but finds MIME boundaries with ``str.find`` instead of feeding every body
-line through the feedparser: a 150 KB base64 attachment is 2,000 lines the feedparser
-reads one by one, and that line loop was the largest single cost of ``process``.
+Two private engines do the heavy lifting: :mod:`commit_email._mime` builds the tree
+(exactly the stdlib's, faster) and :mod:`commit_email._charsets` decodes text under the
+charset names mail really carries.
 """
 
 from __future__ import annotations
 
-import codecs
 import email
 import email.errors
 import email.header
@@ -23,7 +20,6 @@ import email.message
 import email.parser
 import email.policy
 import email.utils
-import itertools
 import re
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -34,120 +30,12 @@ import attrs
 from attrs import field, frozen
 
 from . import verdicts
+from ._charsets import decode_bytes
+from ._mime import parse_tree
 from .deadline import check as check_time
 from .htmltext import html_to_text
 
 __all__ = ["Address", "Attachment", "Message", "decode_bytes", "decode_header_value"]
-
-# Names seen in real mail that Python's codec registry does not know, or knows as a
-# narrower charset than the one senders actually use.
-_CHARSET_ALIASES = {
-    "ks_c_5601-1987": "cp949",
-    "ks_c_5601": "cp949",
-    "euc-kr": "cp949",
-    "gb2312": "gb18030",
-    "gbk": "gb18030",
-    "x-gbk": "gb18030",
-    "big5": "big5hkscs",
-    "x-sjis": "shift_jis",
-    "shift-jis": "cp932",
-    "shift_jis": "cp932",
-    "x-mac-roman": "mac_roman",
-    "macintosh": "mac_roman",
-    "iso-8859-8-i": "iso-8859-8",
-    "iso-8859-6-i": "iso-8859-6",
-    "windows-874": "cp874",
-    "x-user-defined": "latin-1",
-    "unicode-1-1-utf-7": "utf-7",
-    "utf8": "utf-8",
-    "ansi_x3.4-1968": "ascii",
-    "us-ascii": "ascii",
-    "iso-2022-jp": "iso2022_jp_ext",
-    "iso-8859-1": "cp1252",  # senders label cp1252 text as latin-1 all the time
-    "latin1": "cp1252",
-    "latin-1": "cp1252",
-    "default": "utf-8",
-    "unknown-8bit": "utf-8",
-    "x-unknown": "utf-8",
-    "unknown": "utf-8",
-}
-
-_ISO2022_ESCAPES = (b"\x1b$B", b"\x1b$@", b"\x1b(J", b"\x1b(B", b"\x1b$(D")
-
-
-def _codec(charset: str | None) -> str | None:
-    """The Python codec for a MIME charset name, or None when nothing fits."""
-    if not charset:
-        return None
-    name = charset.strip().strip('"').strip("'").lower()
-    name = _CHARSET_ALIASES.get(name, name)
-    try:
-        return codecs.lookup(name).name
-    except LookupError:
-        cleaned = re.sub(r"[^a-z0-9]", "", name)
-        for candidate in (cleaned, cleaned.replace("windows", "cp"), cleaned.replace("x", "", 1)):
-            try:
-                return codecs.lookup(candidate).name
-            except LookupError:
-                continue
-    return None
-
-
-def _mostly_utf8(data: bytes) -> str | None:
-    """UTF-8 text with a few broken bytes (a truncated header, say), or None.
-
-    Latin-1 or Windows-1252 text is almost never valid UTF-8 at all, so many valid multi-byte
-    sequences against a few invalid bytes say "damaged UTF-8", not "another charset".
-    """
-    text = data.decode("utf-8", errors="replace")
-    bad = text.count("\ufffd")
-    good = sum(1 for ch in text if ch > "\x7f" and ch != "\ufffd")
-    return text if good > 2 * bad else None
-
-
-def decode_bytes(data: bytes, charset: str | None = None) -> tuple[str, str | None]:
-    """Decode body bytes; returns (text, defect or None).
-
-    Order: valid UTF-8 wins when the label is missing, ASCII or Latin-1 (mislabelled UTF-8 is
-    common, and Latin-1 text is almost never valid UTF-8); then the labelled charset; then
-    ISO-2022-JP when its escape sequences appear; then UTF-8 with replacement.
-    """
-    codec = _codec(charset)
-    if codec is None and charset and charset.strip():
-        defect = f"unknown charset {charset.strip()!r}"
-    else:
-        defect = None
-    if data.isascii():
-        if codec == "utf-7" and b"+" in data:  # UTF-7 is ASCII on the wire
-            try:
-                return data.decode("utf-7"), defect
-            except UnicodeDecodeError:
-                return data.decode("ascii"), "text not valid in charset 'utf-7'"
-        if b"\x1b" in data and any(esc in data for esc in _ISO2022_ESCAPES):
-            try:
-                return data.decode("iso2022_jp_ext"), defect
-            except UnicodeDecodeError:
-                pass
-        return data.decode("ascii"), defect
-    if codec in (None, "ascii", "cp1252", "latin-1", "iso8859-1", "utf-8"):
-        try:
-            return data.decode("utf-8"), defect
-        except UnicodeDecodeError:
-            if codec == "utf-8":
-                defect = defect or "invalid UTF-8"
-            elif (mostly := _mostly_utf8(data)) is not None:
-                return mostly, defect or "invalid UTF-8"
-    if codec and codec not in ("ascii", "utf-8"):
-        try:
-            return data.decode(codec), defect
-        except (UnicodeDecodeError, LookupError):
-            defect = defect or f"text not valid in charset {charset!r}"
-            return data.decode(codec, errors="replace"), defect
-    if codec is None or codec == "ascii":
-        # Unlabelled 8-bit text: Windows-1252 is the likeliest and decodes every byte.
-        return data.decode("cp1252", errors="replace"), defect or "8-bit text without charset"
-    return data.decode("utf-8", errors="replace"), defect
-
 
 def _header_str(value: object) -> str:
     """compat32 gives str (8-bit bytes as surrogates) or Header objects; get the raw text."""
@@ -157,113 +45,6 @@ def _header_str(value: object) -> str:
     if not text.isascii() and any("\udc80" <= ch <= "\udcff" for ch in text):
         raw = text.encode("ascii", "surrogateescape")
         return decode_bytes(raw)[0]
-    return text
-
-
-# Building the compat32 tree ----------------------------------------------------------------
-#
-# What the feedparser does, restated for well-formed mail (RFC 2046 §5.1.1): the header block
-# ends at the first empty line; a multipart body is split at lines that are exactly
-# ``--boundary`` (optionally ``--`` for the last one, then spaces/tabs) and the line break
-# before such a line belongs to the delimiter; a part is parsed like a message. Anything
-# else (a lone CR line break, a header block ended by a non-header line, message/* parts
-# whose payload is a parsed message, multipart/digest defaults, missing or doubled
-# delimiters, a transfer encoding on a multipart) is left to the feedparser itself, which
-# defines the answer for broken mail: there is no second opinion on damaged input.
-
-_HEADER_PARSER = email.parser.HeaderParser(policy=email.policy.compat32)
-_HEADER_BLOCK_END = re.compile(r"\n\r?\n")
-_DELIMITER_TAIL = re.compile(r"(?P<end>--)?[ \t]*(?P<linesep>\r\n|\r|\n)?$")
-_MULTIPART_CTES = ("7bit", "8bit", "binary")
-
-
-class _Unusual(Exception):
-    """This input is not plain well-formed MIME: let the feedparser decide."""
-
-
-def _parse_tree(raw: bytes) -> _StdMessage:
-    """The compat32 tree of ``raw``: identical to ``email.message_from_bytes(raw)``."""
-    text = raw.decode("ascii", "surrogateescape")  # exactly what BytesParser does first
-    if "\r" not in text or text.count("\r") == text.count("\r\n"):
-        try:
-            return _entity(text)
-        except _Unusual:
-            pass
-    return email.message_from_string(text)
-
-
-def _entity(text: str, *, part: bool = False) -> _StdMessage:
-    """A message (or, with ``part``, a body part) that occupies all of ``text``."""
-    if text.startswith(("\n", "\r\n")):
-        head, body = "", text[text.index("\n") + 1 :]
-    else:
-        found = _HEADER_BLOCK_END.search(text)
-        if found is None:
-            raise _Unusual
-        head, body = text[: found.start() + 1], text[found.end() :]
-    msg = _HEADER_PARSER.parsestr(head) if head else _StdMessage()
-    if msg.defects or msg.get_payload():  # a non-header line ended the block early
-        raise _Unusual
-    if msg.get_content_maintype() == "message" or msg.get_content_type() == "multipart/digest":
-        raise _Unusual
-    if msg.get_content_maintype() != "multipart":
-        # The line break before a delimiter belongs to the delimiter (RFC 2046 §5.1.1).
-        msg.set_payload(_strip_line_break(body) if part else body)
-        return msg
-    boundary = msg.get_boundary()
-    if boundary is None:
-        raise _Unusual
-    if str(msg.get("content-transfer-encoding", "8bit")).lower() not in _MULTIPART_CTES:
-        raise _Unusual
-    epilogue = _split_multipart(msg, body, "--" + boundary)
-    if part:  # same rule for a nested multipart's epilogue; an empty one becomes None
-        msg.epilogue = _strip_line_break(epilogue) if epilogue else None
-    else:
-        msg.epilogue = epilogue
-    return msg
-
-
-def _delimiters(body: str, delimiter: str) -> list[tuple[int, int, bool]]:
-    """(start, end, is_close) of each delimiter line up to and including the close one."""
-    found: list[tuple[int, int, bool]] = []
-    n = len(delimiter)
-    pos = body.find(delimiter)
-    while pos != -1:
-        if pos == 0 or body[pos - 1] == "\n":
-            newline = body.find("\n", pos)
-            end = len(body) if newline == -1 else newline + 1
-            tail = _DELIMITER_TAIL.match(body[pos:end], n)
-            if tail:
-                found.append((pos, end, bool(tail.group("end"))))
-                if tail.group("end"):
-                    break
-            pos = body.find(delimiter, end)
-        else:
-            pos = body.find(delimiter, pos + n)
-    return found
-
-
-def _split_multipart(msg: _StdMessage, body: str, delimiter: str) -> str:
-    """Attach the parts of a multipart body to ``msg``; returns the epilogue."""
-    lines = _delimiters(body, delimiter)
-    if len(lines) < 2 or lines[0][2] or not lines[-1][2]:
-        raise _Unusual  # no part, no opening or no closing delimiter
-    if lines[0][0]:
-        msg.preamble = _strip_line_break(body[: lines[0][0]])
-    children: list[_StdMessage | str] = []
-    for (_, part_start, _), (part_end, _, _) in itertools.pairwise(lines):
-        if part_start == part_end:
-            raise _Unusual  # consecutive delimiters: the feedparser folds them together
-        children.append(_entity(body[part_start:part_end], part=True))
-    msg.set_payload(children)
-    return body[lines[-1][1] :]
-
-
-def _strip_line_break(text: str) -> str:
-    if text.endswith("\r\n"):
-        return text[:-2]
-    if text.endswith(("\n", "\r")):
-        return text[:-1]
     return text
 
 
@@ -602,11 +383,11 @@ class Message:
         """Parse raw RFC 822 bytes. Never raises for malformed mail; see ``defects``."""
         start = _leading_junk(raw)
         if start:
-            message = cls._from_tree(raw, _parse_tree(raw[start:]))
+            message = cls._from_tree(raw, parse_tree(raw[start:]))
             junk = raw[:start].decode("ascii", "replace").strip()[:80]
             return attrs.evolve(message, header_defects=(
                 *message._header_defects, f"a line before the headers was skipped: {junk!r}"))
-        return cls._from_tree(raw, _parse_tree(raw))
+        return cls._from_tree(raw, parse_tree(raw))
 
     @classmethod
     def _from_tree(cls, raw: bytes, std: _StdMessage) -> Message:

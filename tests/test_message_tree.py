@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from benchmarks import gen_corpus
-from commit_email.message import Message, _leading_junk, _parse_tree
+from commit_email._mime import parse_tree as _parse_tree
+from commit_email.message import Message, _leading_junk
 from tests.corpus import corpus_messages, require_corpus
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import gen_corpus
-from commit_email.accounts import read_accounts_csv
+from commit_email.accounts_csv import read_accounts_csv
 from commit_email.message import Message
 from commit_email.model import Account, Outcome, OutcomeKind, OutgoingMail, SourceRef, utcnow
 from commit_email.pgstore import PostgresStore

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from benchmarks import gen_corpus
-from commit_email.accounts import read_accounts_csv
+from commit_email.accounts_csv import read_accounts_csv
 from commit_email.cli import main
 from commit_email.errors import StoreError
 from commit_email.model import SourceRef, TicketDraft, utcnow

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from benchmarks import gen_corpus
-from commit_email.accounts import read_accounts_csv
+from commit_email.accounts_csv import read_accounts_csv
 from commit_email.model import SourceRef, utcnow
 from commit_email.pgstore import PostgresStore
 from commit_email.store import SQLiteStore

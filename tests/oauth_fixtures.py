@@ -666,10 +666,10 @@ class OAuthTestServer:
             self.discoveries.clear()
 
 
-@pytest.fixture(scope="session")
-def oauth_server_session() -> Iterator[OAuthTestServer]:
+def _running_server(ca: TestCA | None = None) -> Iterator[OAuthTestServer]:
+    """A started server (https when ``ca`` is given) with Dovecot's introspection client."""
     _require_authlib()
-    server = OAuthTestServer()
+    server = OAuthTestServer(ca=ca)
     server.add_client(INTROSPECTION_CLIENT, secret=INTROSPECTION_SECRET,
                       client_id=INTROSPECTION_CLIENT)
     server.start()
@@ -677,6 +677,11 @@ def oauth_server_session() -> Iterator[OAuthTestServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def oauth_server_session() -> Iterator[OAuthTestServer]:
+    yield from _running_server()
 
 
 @pytest.fixture
@@ -689,15 +694,7 @@ def oauth_server(oauth_server_session: OAuthTestServer) -> OAuthTestServer:
 
 @pytest.fixture(scope="session")
 def oauth_tls_server_session(test_ca: TestCA) -> Iterator[OAuthTestServer]:
-    _require_authlib()
-    server = OAuthTestServer(ca=test_ca)
-    server.add_client(INTROSPECTION_CLIENT, secret=INTROSPECTION_SECRET,
-                      client_id=INTROSPECTION_CLIENT)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _running_server(test_ca)
 
 
 @pytest.fixture

@@ -25,8 +25,8 @@ IMAPClient, maintained and built on imaplib, parses responses into typed values 
 IDLE, MOVE, UID EXPUNGE and the OAuth SASL mechanisms. The two FETCHes of a pass (sizes,
 bodies) are the exception: their responses are read here, off IMAPClient's connection, since
 imaplib's general reader took twenty times the CPU of the bytes (:func:`_uid_fetch`). Every
-IMAPClient, imaplib, socket and TLS failure leaves this module as :class:`~commit_email.errors.SourceError` with the
-original exception as ``__cause__``.
+IMAPClient, imaplib, socket and TLS failure leaves this module as
+:class:`~commit_email.errors.SourceError` with the original exception as ``__cause__``.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as ``python benchmarks/x.py``: import this checkout
@@ -72,6 +73,34 @@ class Directory:
         return how
 
 
+def compare(small: Directory, large: Directory, messages: int, reps: int, *,
+            label: str = "matching", who: str = "matching_bench",
+            ) -> dict[str, Any]:
+    """Matching in ``large`` against ``small``, interleaved: the report (matches per
+    second, cost per match as large / small, the target, how the senders matched)."""
+    tallies = {"small": small.match_all(), "large": large.match_all()}  # also warms caches
+    check_matched(tallies, messages, who=who)
+    result = common.interleaved(
+        label, large.match_all, small.match_all,
+        messages=messages, nbytes=0, reps=reps, warmup=False,
+    )
+    cost = common.Stats.of([1 / r for r in result.ratio.samples])
+    cpu_cost = common.Stats.of([1 / r for r in result.cpu_ratio.samples])
+    return {
+        "cards": {"small": small.cards, "large": large.cards},
+        "import_seconds": {"small": round(small.import_seconds, 2),
+                           "large": round(large.import_seconds, 2)},
+        "messages": messages,
+        "reps": reps,
+        "matches_per_s": {"small": result.floor_rate.rounded(0),
+                          "large": result.subject_rate.rounded(0)},
+        "cost_ratio": cost.rounded(),
+        "cpu_cost_ratio": cpu_cost.rounded(),
+        "target": 1.2,
+        "how": {k: dict(sorted(v.items())) for k, v in tallies.items()},
+    }
+
+
 def check_matched(tallies: dict[str, Counter[str]], messages: int,
                   who: str = "matching_bench") -> None:
     """Exit when a directory matched too few senders: the benchmark would time look-ups
@@ -98,33 +127,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="ce-match-") as tmp:
         small = Directory(Path(tmp) / "small", args.small, args.messages)
         large = Directory(Path(tmp) / "large", args.large, args.messages)
-        tallies = {"small": small.match_all(), "large": large.match_all()}  # also warms caches
-        check_matched(tallies, args.messages)
-        result = common.interleaved(
-            "matching", large.match_all, small.match_all,
-            messages=args.messages, nbytes=0, reps=args.reps, warmup=False,
-        )
-    cost = common.Stats.of([1 / r for r in result.ratio.samples])
-    cpu_cost = common.Stats.of([1 / r for r in result.cpu_ratio.samples])
-    data = {
-        "name": "matching",
-        "cards": {"small": small.cards, "large": large.cards},
-        "import_seconds": {"small": round(small.import_seconds, 2),
-                           "large": round(large.import_seconds, 2)},
-        "messages": args.messages,
-        "reps": args.reps,
-        "matches_per_s": {"small": result.floor_rate.rounded(0),
-                          "large": result.subject_rate.rounded(0)},
-        "cost_ratio": cost.rounded(),
-        "cpu_cost_ratio": cpu_cost.rounded(),
-        "target": 1.2,
-        "how": {k: dict(sorted(v.items())) for k, v in tallies.items()},
-        "machine": common.machine(),
-    }
+        compared = compare(small, large, args.messages, args.reps)
+    data = {"name": "matching", **compared, "machine": common.machine()}
+    rate, cost = compared["matches_per_s"], compared["cost_ratio"]
     human = (
-        f"matching {large.cards:,} cards {result.subject_rate.median:.0f}/s vs {small.cards:,} "
-        f"cards {result.floor_rate.median:.0f}/s: cost ratio {cost.median:.2f}x "
-        f"(min {cost.min:.2f} max {cost.max:.2f}, {args.reps} reps; target <= 1.2x)"
+        f"matching {large.cards:,} cards {rate['large']['median']:.0f}/s vs {small.cards:,} "
+        f"cards {rate['small']['median']:.0f}/s: cost ratio {cost['median']:.2f}x "
+        f"(min {cost['min']:.2f} max {cost['max']:.2f}, {args.reps} reps; target <= 1.2x)"
     )
     common.print_report(data, human, json_out=args.json_out)
     return 0

@@ -358,40 +358,20 @@ def bench_process(server: PrivatePostgres, work: Path, count: int, reps: int,
 
 def bench_matching(server: PrivatePostgres, work: Path, small_n: int, large_n: int,
                    messages: int, reps: int) -> dict[str, Any]:
-    import matching_bench  # noqa: PLC0415 (see the note on imports)
-
+    from benchmarks import matching_bench  # noqa: PLC0415 (see the note on imports)
     from commit_email.pgstore import PostgresStore  # noqa: PLC0415 (see the note on imports)
 
     dirs = {}
     for name, n in (("small", small_n), ("large", large_n)):
         store = PostgresStore(server.fresh_database(f"match_{name}"))
         dirs[name] = matching_bench.Directory(work / f"match-{name}", n, messages, store=store)
-    small, large = dirs["small"], dirs["large"]
-    tallies = {"small": small.match_all(), "large": large.match_all()}  # also warms caches
-    matching_bench.check_matched(tallies, messages, who="postgres_bench")
-    result = common.interleaved(
-        "matching on PostgreSQL", large.match_all, small.match_all,
-        messages=messages, nbytes=0, reps=reps, warmup=False,
-    )
+    report = matching_bench.compare(dirs["small"], dirs["large"], messages, reps,
+                                    label="matching on PostgreSQL", who="postgres_bench")
     for d in dirs.values():
         d.store.close()
     for name in dirs:
         server.drop_database(f"match_{name}")
-    cost = common.Stats.of([1 / r for r in result.ratio.samples])
-    cpu_cost = common.Stats.of([1 / r for r in result.cpu_ratio.samples])
-    return {
-        "cards": {"small": small.cards, "large": large.cards},
-        "import_seconds": {"small": round(small.import_seconds, 2),
-                           "large": round(large.import_seconds, 2)},
-        "messages": messages,
-        "reps": reps,
-        "matches_per_s": {"small": result.floor_rate.rounded(0),
-                          "large": result.subject_rate.rounded(0)},
-        "cost_ratio": cost.rounded(),
-        "cpu_cost_ratio": cpu_cost.rounded(),
-        "target": 1.2,
-        "how": {k: dict(sorted(v.items())) for k, v in tallies.items()},
-    }
+    return report
 
 
 # ---------------------------------------------------------------------------- 3. mailboxes

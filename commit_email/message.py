@@ -322,17 +322,26 @@ class Message:
         """The non-body parts: files, inline images, attached messages."""
         return self._body.attachments
 
+    # Several stages of one message ask for the verdicts: each is worked out once.
+    @cached_property
+    def _bounce(self) -> bool:
+        return verdicts.is_bounce(self)
+
+    @cached_property
+    def _auto_reply(self) -> bool:
+        return verdicts.is_auto_reply(self)
+
     @property
     def is_bounce(self) -> bool:
         """A delivery report, read receipt or complaint (`multipart/report`), or a mail
         daemon returning a message: :func:`commit_email.verdicts.is_bounce`. Decodes the
         body only for a daemon's mail."""
-        return verdicts.is_bounce(self)
+        return self._bounce
 
     @property
     def is_auto_reply(self) -> bool:
         """An out-of-office or other auto-reply: :func:`commit_email.verdicts.is_auto_reply`."""
-        return verdicts.is_auto_reply(self)
+        return self._auto_reply
 
     @property
     def defects(self) -> tuple[str, ...]:
